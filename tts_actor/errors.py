@@ -1,0 +1,101 @@
+"""The closed set of error codes a caller can receive, each with a message and a fix."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class ErrorCode(str, enum.Enum):
+    """Documented in the README; a caller may switch on these."""
+
+    INVALID_REQUEST = "invalid_request"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    TEXT_TOO_LONG = "text_too_long"
+    UNKNOWN_BACKEND = "unknown_backend"
+    UNKNOWN_VOICE = "unknown_voice"
+    UNKNOWN_FORMAT = "unknown_format"
+    UNSUPPORTED_LANGUAGE = "unsupported_language"
+    BACKEND_NOT_READY = "backend_not_ready"
+    BACKEND_FAILED = "backend_failed"
+    NO_BACKEND_READY = "no_backend_ready"
+    BUSY = "busy"
+    SYNTHESIS_FAILED = "synthesis_failed"
+    SYNTHESIS_TIMEOUT = "synthesis_timeout"
+    OUT_OF_MEMORY = "out_of_memory"
+    INTERNAL = "internal"
+
+
+# The HTTP-like number that goes in the ``Nats-Service-Error-Code`` header, so that
+# generic NATS micro tooling can tell a client error from a server one.
+SERVICE_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.TEXT_TOO_LONG: 413,
+    ErrorCode.UNKNOWN_BACKEND: 404,
+    ErrorCode.UNKNOWN_VOICE: 404,
+    ErrorCode.UNKNOWN_FORMAT: 400,
+    ErrorCode.UNSUPPORTED_LANGUAGE: 422,
+    ErrorCode.BACKEND_NOT_READY: 503,
+    ErrorCode.BACKEND_FAILED: 503,
+    ErrorCode.NO_BACKEND_READY: 503,
+    ErrorCode.BUSY: 429,
+    ErrorCode.SYNTHESIS_FAILED: 500,
+    ErrorCode.SYNTHESIS_TIMEOUT: 504,
+    ErrorCode.OUT_OF_MEMORY: 507,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+@dataclass
+class TtsError(Exception):
+    """An error that becomes a structured reply: code, message and fix, always."""
+
+    code: ErrorCode
+    message: str
+    fix: str
+    backend: str | None = None
+    state: str | None = None
+    reason: str | None = None
+    retry_after_ms: int | None = None
+    detail: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    @property
+    def service_status(self) -> int:
+        return SERVICE_STATUS[self.code]
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "code": self.code.value,
+            "message": self.message,
+            "fix": self.fix,
+            "backend": self.backend,
+            "state": self.state,
+            "reason": self.reason,
+            "retry_after_ms": self.retry_after_ms,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        return {"error": body}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TtsError:
+        body = data["error"]
+        return cls(
+            code=ErrorCode(body["code"]),
+            message=body["message"],
+            fix=body["fix"],
+            backend=body.get("backend"),
+            state=body.get("state"),
+            reason=body.get("reason"),
+            retry_after_ms=body.get("retry_after_ms"),
+            detail=body.get("detail"),
+        )
+
+
+def invalid(message: str, fix: str = "Send a JSON object as described in the README's request schema.") -> TtsError:
+    return TtsError(ErrorCode.INVALID_REQUEST, message, fix)

@@ -1,0 +1,208 @@
+"""Wire messages: the synthesis request and the replies, as data classes.
+
+Parsing is strict and total: any input either becomes a valid request or a
+:class:`TtsError` with a code, so a bad message can never reach a backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts_actor.config import Settings
+from tts_actor.errors import ErrorCode, TtsError, invalid
+
+LANGUAGE_RE = re.compile(r"^[a-z]{2}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+MAX_REFERENCE_AUDIO_BYTES = 2 * 1024 * 1024  # raw bytes after base64 decoding
+
+
+class AudioFormat(str, enum.Enum):
+    WAV = "wav"
+    PCM = "pcm"
+
+    @property
+    def content_type(self) -> str:
+        return "audio/wav" if self is AudioFormat.WAV else "audio/L16"
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """Backend-specific knobs; each backend reads the ones it understands."""
+
+    speed: float | None = None
+    exaggeration: float | None = None
+    cfg_weight: float | None = None
+    temperature: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """A validated ``tts.synthesize`` request."""
+
+    text: str
+    language: str = "en"
+    voice: str | None = None
+    backend: str | None = None
+    format: AudioFormat = AudioFormat.WAV
+    wait_ms: int = 0
+    options: SynthesisOptions = field(default_factory=SynthesisOptions)
+    reference_audio: bytes | None = None
+
+    def to_json(self) -> bytes:
+        body: dict[str, Any] = {"text": self.text, "language": self.language, "format": self.format.value}
+        for key in ("voice", "backend"):
+            if getattr(self, key):
+                body[key] = getattr(self, key)
+        if self.wait_ms:
+            body["wait_ms"] = self.wait_ms
+        options = {k: v for k, v in self.options.__dict__.items() if v is not None}
+        if options:
+            body["options"] = options
+        if self.reference_audio is not None:
+            body["reference_audio"] = base64.b64encode(self.reference_audio).decode()
+        return json.dumps(body).encode()
+
+
+_FIELDS = {"text", "language", "voice", "backend", "format", "wait_ms", "options", "reference_audio"}
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "speed": (int, float),
+    "exaggeration": (int, float),
+    "cfg_weight": (int, float),
+    "temperature": (int, float),
+    "seed": (int,),
+}
+_OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "speed": (0.25, 4.0),
+    "exaggeration": (0.0, 2.0),
+    "cfg_weight": (0.0, 1.0),
+    "temperature": (0.05, 5.0),
+    "seed": (0, 2**32 - 1),
+}
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(f"'{key}' must be a string, got {type(value).__name__}")
+    if not NAME_RE.match(value):
+        raise invalid(f"'{key}' must be 1-128 characters of letters, digits, '_', '.', ':' or '-'")
+    return value
+
+
+def _options(raw: Any) -> SynthesisOptions:
+    if raw is None:
+        return SynthesisOptions()
+    if not isinstance(raw, dict):
+        raise invalid("'options' must be an object")
+    unknown = sorted(set(raw) - set(_OPTION_TYPES))
+    if unknown:
+        raise invalid(f"unknown options {unknown}; known: {sorted(_OPTION_TYPES)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, _OPTION_TYPES[key]):
+            raise invalid(f"option '{key}' must be a number")
+        low, high = _OPTION_RANGES[key]
+        if not low <= value <= high:
+            raise invalid(f"option '{key}'={value} is outside [{low}, {high}]")
+        values[key] = value
+    return SynthesisOptions(**values)
+
+
+def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest:
+    """Validate raw request bytes against the configured limits."""
+    if len(data) > settings.max_request_bytes:
+        raise TtsError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"request is {len(data)} bytes; the limit is {settings.max_request_bytes}",
+            "Send shorter text or a smaller reference audio, or raise TTS_MAX_REQUEST_BYTES.",
+        )
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise invalid(f"request body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise invalid(f"unknown fields {unknown}; known: {sorted(_FIELDS)}")
+    text = body.get("text")
+    if text is None:
+        raise invalid("'text' is required")
+    if not isinstance(text, str):
+        raise invalid(f"'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise invalid("'text' is empty")
+    if len(text) > settings.max_text_chars:
+        raise TtsError(
+            ErrorCode.TEXT_TOO_LONG,
+            f"text is {len(text)} characters; the limit is {settings.max_text_chars}",
+            "Split the text into sentences and send them one by one, or raise TTS_MAX_TEXT_CHARS.",
+            detail={"length": len(text), "limit": settings.max_text_chars},
+        )
+    language = body.get("language", "en")
+    if not isinstance(language, str) or not LANGUAGE_RE.match(language.lower()):
+        raise invalid(f"'language' must be an ISO 639-1 code such as 'en', got {language!r}")
+    fmt_raw = body.get("format", AudioFormat.WAV.value)
+    try:
+        fmt = AudioFormat(fmt_raw)
+    except ValueError:
+        raise TtsError(
+            ErrorCode.UNKNOWN_FORMAT,
+            f"format {fmt_raw!r} is not offered",
+            f"Use one of: {', '.join(f.value for f in AudioFormat)}.",
+        ) from None
+    wait_ms = body.get("wait_ms", 0)
+    if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or wait_ms < 0:
+        raise invalid(f"'wait_ms' must be a non-negative integer, got {wait_ms!r}")
+    reference = body.get("reference_audio")
+    reference_bytes: bytes | None = None
+    if reference is not None:
+        if not isinstance(reference, str):
+            raise invalid("'reference_audio' must be base64-encoded WAV bytes")
+        try:
+            reference_bytes = base64.b64decode(reference, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise invalid(f"'reference_audio' is not valid base64: {exc}") from exc
+        if len(reference_bytes) > MAX_REFERENCE_AUDIO_BYTES:
+            raise TtsError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"reference audio is {len(reference_bytes)} bytes; the limit is {MAX_REFERENCE_AUDIO_BYTES}",
+                "Send 5-20 s of mono 16-bit WAV.",
+            )
+    return SynthesisRequest(
+        text=text,
+        language=language.lower(),
+        voice=_optional_str(body, "voice"),
+        backend=_optional_str(body, "backend"),
+        format=fmt,
+        wait_ms=min(wait_ms, settings.max_wait_ms),
+        options=_options(body.get("options")),
+        reference_audio=reference_bytes,
+    )
+
+
+class Header(str, enum.Enum):
+    """Reply headers that carry the audio's metadata."""
+
+    CONTENT_TYPE = "Content-Type"
+    BACKEND = "Tts-Backend"
+    VOICE = "Tts-Voice"
+    LANGUAGE = "Tts-Language"
+    SAMPLE_RATE = "Tts-Sample-Rate"
+    DURATION_MS = "Tts-Duration-Ms"
+    CHUNK_INDEX = "Tts-Chunk-Index"
+    CHUNK_COUNT = "Tts-Chunk-Count"
+    TOTAL_BYTES = "Tts-Total-Bytes"
+    FALLBACK_FROM = "Tts-Fallback-From"
+    ERROR_CODE = "Tts-Error-Code"
+    SERVICE_ERROR = "Nats-Service-Error"
+    SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

@@ -1,0 +1,87 @@
+"""Publishes every state event on ``tts.state.<backend>`` and keeps the latest in KV.
+
+Events are queued in order and published by one task, so subscribers see each
+backend's events in ``seq`` order and a late reader finds the current state in
+the JetStream KV bucket under the backend's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from statemachine import StateEvent
+from tts_actor.config import Settings
+from tts_actor.logs import get_logger
+
+log = get_logger(__name__)
+
+
+async def open_state_bucket(nc: Client, bucket: str) -> KeyValue | None:
+    """Bind to (or create) the state bucket; None when the server has no JetStream."""
+    js = nc.jetstream(timeout=2.0)
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        pass
+    except Exception as exc:  # JetStream off on an external server: subjects still work
+        log.warning(
+            "jetstream_unavailable",
+            bucket=bucket,
+            error=repr(exc),
+            fix="run nats-server with -js so late subscribers can read the state",
+        )
+        return None
+    try:
+        return await js.create_key_value(bucket=bucket, history=1, description="tts-actor backend states")
+    except Exception as exc:
+        log.warning("kv_create_failed", bucket=bucket, error=repr(exc))
+        return None
+
+
+class StatePublisher:
+    """Ordered publisher of :class:`StateEvent` values; accepts events before it is connected."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queue: asyncio.Queue[StateEvent | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._nc: Client | None = None
+        self._kv: KeyValue | None = None
+        self.published = 0
+
+    def enqueue(self, event: StateEvent) -> None:
+        self._queue.put_nowait(event)
+
+    async def start(self, nc: Client) -> None:
+        self._nc = nc
+        self._kv = await open_state_bucket(nc, self.settings.kv_bucket)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._nc is not None
+        while (event := await self._queue.get()) is not None:
+            payload = json.dumps(event.to_dict()).encode()
+            try:
+                await self._nc.publish(self.settings.subject("state", event.backend), payload)
+                if self._kv is not None:
+                    await self._kv.put(event.backend, payload)
+                self.published += 1
+            except Exception as exc:  # a broken connection must not stop later events
+                log.warning("state_publish_failed", backend=event.backend, seq=event.seq, error=repr(exc))
+
+    async def stop(self) -> None:
+        """Publish what is queued, then stop."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._task, 5.0)
+        except TimeoutError:
+            self._task.cancel()
+        if self._nc is not None and self._nc.is_connected:
+            await self._nc.flush(timeout=2)
