@@ -13,6 +13,7 @@ import nats
 from nats.aio.client import Client
 
 from statemachine import State, StateEvent
+from tts_actor.backends import BackendAdapter
 from tts_actor.client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.logs import get_logger
@@ -60,6 +61,7 @@ class TtsApp:
     """One running instance: owns the connection, the actors and the endpoints."""
 
     settings: Settings
+    adapters: dict[str, BackendAdapter] | None = None  # replaces built-in adapters by name
     embedded: EmbeddedNatsServer | None = None
     nc: Client | None = None
     registry: Registry | None = None
@@ -70,7 +72,7 @@ class TtsApp:
     async def start(self) -> None:
         s = self.settings
         self.publisher = StatePublisher(s)
-        self.registry = Registry(s, ModelManager(s), self._on_event)
+        self.registry = Registry(s, ModelManager(s), self._on_event, self.adapters)
         # the probes run now, before NATS is even up: events queue until published
         await self.registry.start()
         url = s.nats_url

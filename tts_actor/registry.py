@@ -36,10 +36,12 @@ class Registry:
         on_event: Callable[[StateEvent], None],
         adapters: dict[str, BackendAdapter] | None = None,
     ) -> None:
+        """``adapters`` replaces the built-in adapter for the names it holds (tests, plug-ins)."""
         self.settings = settings
-        adapters = adapters or {name: ADAPTERS[name](settings) for name in settings.backends}
+        given = adapters or {}
         self.actors: dict[str, BackendActor] = {
-            name: BackendActor(adapter, settings, store, on_event) for name, adapter in adapters.items()
+            name: BackendActor(given.get(name) or ADAPTERS[name](settings), settings, store, on_event)
+            for name in settings.backends
         }
 
     async def start(self) -> None:

@@ -1,0 +1,69 @@
+"""Shared fixtures: a real nats-server per test and the service running in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from tts_actor.app import TtsApp
+from tts_actor.client import TtsClient
+from tts_actor.config import Settings, load_settings
+from tts_actor.nats_server import EmbeddedNatsServer
+
+# Tests never reach a real hub, whatever the developer's environment says.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    """A real nats-server with JetStream on a random loopback port."""
+    server = EmbeddedNatsServer(tmp_path / "nats", port=-1)
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_url: str) -> Settings:
+    return load_settings({}).with_(
+        nats_url=nats_url,
+        cache_dir=tmp_path / "cache",
+        instance="test-instance",
+        backends=("piper", "chatterbox", "xtts", "higgs"),
+        metrics_port=0,
+        allow_download=False,
+    )
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def client(nc: Client) -> TtsClient:
+    return TtsClient(nc, timeout_s=60)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[TtsApp]:
+    app = TtsApp(settings)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def piper_loaded(app: TtsApp) -> TtsApp:
+    """The service with Piper loaded (waited on the state event, not polled)."""
+    assert app.registry is not None
+    state = await app.registry.actors["piper"].wait_settled(30)
+    assert state.value == "loaded", app.registry.actors["piper"].status()
+    return app

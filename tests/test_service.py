@@ -1,0 +1,336 @@
+"""The service end to end over a real nats-server, with the real Piper voice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from nats.aio.client import Client
+
+from statemachine import State
+from tts_actor.app import TtsApp
+from tts_actor.client import TtsClient
+from tts_actor.config import Settings
+from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.messages import AudioFormat, SynthesisRequest
+
+from .helpers import GatedPiper, wav_info
+
+TWENTY_WORDS = (
+    "The translator sent this sentence so that the speech service could read it aloud "
+    "to every listener in the room today."
+)
+
+
+async def raw_request(nc: Client, payload: bytes, subject: str = "tts.synthesize") -> tuple[dict, bytes]:
+    msg = await nc.request(subject, payload, timeout=10)
+    return dict(msg.headers or {}), msg.data
+
+
+async def test_synthesize_returns_mono_wav_of_plausible_duration(piper_loaded: TtsApp, client: TtsClient) -> None:
+    reply = await client.synthesize(SynthesisRequest(text=TWENTY_WORDS))
+    info = wav_info(reply.audio)
+    assert (info.channels, info.sample_width, info.sample_rate) == (1, 2, 22050)
+    # 20 words at 100-250 words a minute
+    assert 4.0 < info.duration_s < 13.0, info.duration_s
+    assert reply.headers["Content-Type"] == "audio/wav"
+    assert reply.backend == "piper"
+    assert reply.headers["Tts-Voice"] == "en_US-joe-medium"
+    assert abs(reply.duration_ms - info.duration_s * 1000) < 2
+    short = await client.synthesize(SynthesisRequest(text="Hello there."))
+    assert wav_info(short.audio).duration_s < info.duration_s / 3
+
+
+async def test_pcm_format_is_raw_samples(piper_loaded: TtsApp, client: TtsClient) -> None:
+    wav = await client.synthesize(SynthesisRequest(text="One two three."))
+    pcm = await client.synthesize(SynthesisRequest(text="One two three.", format=AudioFormat.PCM))
+    assert pcm.headers["Content-Type"].startswith("audio/L16;rate=22050")
+    assert len(pcm.audio) % 2 == 0
+    assert abs(len(pcm.audio) - (len(wav.audio) - 44)) < 22050  # same text, about the same length
+
+
+async def test_piper_state_events_arrive_in_order_up_to_loaded(settings: Settings, nc: Client) -> None:
+    events: list[dict] = []
+    loaded = asyncio.Event()
+
+    async def collect(msg) -> None:
+        event = json.loads(msg.data)
+        events.append(event)
+        if event["to"] == "loaded":
+            loaded.set()
+
+    await nc.subscribe("tts.state.piper", cb=collect)
+    await nc.flush()
+    app = TtsApp(settings)
+    await app.start()
+    try:
+        await asyncio.wait_for(loaded.wait(), 30)
+    finally:
+        await app.stop()
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert (events[0]["from"], events[0]["to"], events[0]["reason"]) == (None, "missing", "startup")
+    assert events[-1]["from"] == "missing" and events[-1]["to"] == "loaded"
+    assert all(e["backend"] == "piper" and e["instance"] == "test-instance" for e in events)
+
+
+async def test_missing_package_fails_within_a_second_with_the_fix(settings: Settings, nc: Client) -> None:
+    failed: dict[str, tuple[float, dict]] = {}
+    done = asyncio.Event()
+    started = time.perf_counter()
+
+    async def collect(msg) -> None:
+        event = json.loads(msg.data)
+        if event["to"] == "failed":
+            failed[event["backend"]] = (time.perf_counter() - started, event)
+            if len(failed) == 3:
+                done.set()
+
+    await nc.subscribe("tts.state.*", cb=collect)
+    await nc.flush()
+    app = TtsApp(settings)
+    started = time.perf_counter()
+    await app.start()
+    try:
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await app.stop()
+    assert set(failed) == {"chatterbox", "xtts", "higgs"}
+    for backend, (seconds, event) in failed.items():
+        assert seconds < 1.0, f"{backend} took {seconds:.2f} s"
+        assert event["reason"] == "package_missing"
+        assert event["fix"] == f"pip install 'tts-actor[{backend}]'"
+
+
+async def test_kv_holds_the_latest_state_for_a_late_reader(piper_loaded: TtsApp, nc: Client) -> None:
+    assert piper_loaded.publisher is not None
+    await piper_loaded.publisher.stop()  # flush what is queued
+    kv = await nc.jetstream().key_value("tts_state")
+    piper = json.loads((await kv.get("piper")).value)
+    assert piper["to"] == "loaded"
+    assert piper["seq"] == piper_loaded.registry.actors["piper"].lifecycle.last_event.seq
+    chatterbox = json.loads((await kv.get("chatterbox")).value)
+    assert (chatterbox["to"], chatterbox["reason"]) == ("failed", "package_missing")
+
+
+async def test_watch_starts_from_the_kv_then_follows_live(piper_loaded: TtsApp, client: TtsClient, nc) -> None:
+    assert piper_loaded.publisher is not None
+    await nc.flush()
+    seen = {}
+    watcher = client.watch()
+    async for event in watcher:
+        seen[event.backend] = event
+        if len(seen) == 4:
+            break
+    await watcher.aclose()
+    assert seen["piper"].to_state is State.LOADED
+    assert seen["xtts"].to_state is State.FAILED
+
+
+async def test_failed_backend_replies_at_once_with_a_structured_error(piper_loaded: TtsApp, nc: Client) -> None:
+    started = time.perf_counter()
+    headers, body = await raw_request(nc, json.dumps({"text": "Hallo", "backend": "chatterbox"}).encode())
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0
+    assert headers["Nats-Service-Error-Code"] == "503"
+    assert "chatterbox" in headers["Nats-Service-Error"]
+    error = json.loads(body)["error"]
+    assert error["code"] == "backend_failed"
+    assert error["state"] == "failed" and error["backend"] == "chatterbox"
+    assert error["reason"] == "package_missing"
+    assert error["fix"] == "pip install 'tts-actor[chatterbox]'"
+    assert set(error) >= {"code", "message", "fix", "backend", "state", "retry_after_ms"}
+
+
+async def test_loading_backend_replies_not_ready_at_once_and_wait_ms_is_woken_by_the_event(
+    settings: Settings, client: TtsClient
+) -> None:
+    gated = GatedPiper(settings)
+    app = TtsApp(settings.with_(backends=("gated", "piper")), adapters={"gated": gated})
+    await app.start()
+    try:
+        assert app.registry is not None
+        await app.registry.actors["piper"].wait_settled(30)
+        # while "gated" loads, the other backend keeps serving
+        piper_reply = await client.synthesize(SynthesisRequest(text="Still here.", backend="piper"))
+        assert piper_reply.backend == "piper"
+
+        started = time.perf_counter()
+        with pytest.raises(TtsError) as info:
+            await client.synthesize(SynthesisRequest(text="Not yet.", backend="gated"))
+        assert time.perf_counter() - started < 1.0
+        assert info.value.code is ErrorCode.BACKEND_NOT_READY
+        assert info.value.state == "missing" and info.value.retry_after_ms
+
+        waiting = asyncio.create_task(client.synthesize(SynthesisRequest(text="Now.", backend="gated", wait_ms=20000)))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        opened = time.perf_counter()
+        gated.load_gate.set()
+        reply = await asyncio.wait_for(waiting, 20)
+        assert reply.backend == "gated"
+        # woken by the loaded event: well before the 20 s bound
+        assert time.perf_counter() - opened < 10
+    finally:
+        gated.load_gate.set()
+        await app.stop()
+
+
+async def test_busy_when_the_backend_queue_is_full(settings: Settings, client: TtsClient) -> None:
+    gated = GatedPiper(settings)
+    gated.load_gate.set()
+    gated.synth_gate.clear()
+    app = TtsApp(settings.with_(backends=("gated",), backend_queue_depth=1), adapters={"gated": gated})
+    await app.start()
+    try:
+        assert app.registry is not None
+        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+        first = asyncio.create_task(client.synthesize(SynthesisRequest(text="One.")))
+        await asyncio.to_thread(gated.synth_started.wait, 10)
+        second = asyncio.create_task(client.synthesize(SynthesisRequest(text="Two.")))
+        await asyncio.sleep(0.2)
+        with pytest.raises(TtsError) as info:
+            await client.synthesize(SynthesisRequest(text="Three."))
+        assert info.value.code is ErrorCode.BUSY and info.value.retry_after_ms
+        gated.synth_gate.set()
+        assert (await first).backend == "gated"
+        assert (await second).backend == "gated"
+    finally:
+        gated.synth_gate.set()
+        await app.stop()
+
+
+BAD_INPUTS = [
+    (b"{not json", "invalid_request", "400"),
+    (b"[1, 2]", "invalid_request", "400"),
+    (b"\xff\xfe", "invalid_request", "400"),
+    (json.dumps({"language": "en"}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": ""}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "   "}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": 42}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi", "language": 7}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi", "language": "english"}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi", "wait_ms": -1}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi", "wait_ms": "soon"}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi", "colour": "blue"}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi", "options": {"speed": 100}}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi", "reference_audio": "***"}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "x" * 5001}).encode(), "text_too_long", "413"),
+    (json.dumps({"text": "hi", "backend": "espeak"}).encode(), "unknown_backend", "404"),
+    (json.dumps({"text": "hi", "voice": "nobody"}).encode(), "unknown_voice", "404"),
+    (json.dumps({"text": "hi", "backend": "piper", "voice": "nobody"}).encode(), "unknown_voice", "404"),
+    (json.dumps({"text": "hi", "format": "mp3"}).encode(), "unknown_format", "400"),
+    (json.dumps({"text": "hi", "language": "xx"}).encode(), "unsupported_language", "422"),
+    (json.dumps({"text": "hi", "backend": "piper", "language": "de"}).encode(), "unsupported_language", "422"),
+    (b"{" + b" " * (1024 * 1024) + b"}", "payload_too_large", "413"),
+]
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "status"), BAD_INPUTS, ids=[f"{c}-{i}" for i, (_, c, _) in enumerate(BAD_INPUTS)]
+)
+async def test_bad_input_gets_its_code_and_the_service_keeps_serving(
+    piper_loaded: TtsApp, nc: Client, client: TtsClient, payload: bytes, code: str, status: str
+) -> None:
+    if len(payload) > nc.max_payload:
+        pytest.skip("larger than the server's max payload: NATS itself refuses it")
+    headers, body = await raw_request(nc, payload)
+    error = json.loads(body)["error"]
+    assert error["code"] == code, error
+    assert headers["Nats-Service-Error-Code"] == status
+    assert headers["Tts-Error-Code"] == code
+    assert error["message"] and error["fix"]
+    reply = await client.synthesize(SynthesisRequest(text="Still serving."))
+    assert wav_info(reply.audio).frames > 0
+
+
+async def test_unsupported_language_lists_the_languages_on_offer(piper_loaded: TtsApp, nc: Client) -> None:
+    _, body = await raw_request(nc, json.dumps({"text": "Bonjour", "language": "xx"}).encode())
+    error = json.loads(body)["error"]
+    assert "en" in error["message"]
+    assert error["detail"]["languages"]["en"] == ["piper"]
+
+
+async def test_payload_limit_is_configurable(settings: Settings, nc: Client) -> None:
+    app = TtsApp(settings.with_(max_request_bytes=2048, backends=("chatterbox",)))
+    await app.start()
+    try:
+        _, body = await raw_request(nc, json.dumps({"text": "a" * 3000}).encode())
+        assert json.loads(body)["error"]["code"] == "payload_too_large"
+    finally:
+        await app.stop()
+
+
+async def test_long_audio_comes_back_in_chunks_under_max_payload(
+    settings: Settings, nc: Client, client: TtsClient
+) -> None:
+    app = TtsApp(settings.with_(backends=("piper",)))
+    await app.start()
+    try:
+        assert app.registry is not None
+        await app.registry.actors["piper"].wait_settled(30)
+        text = " ".join([TWENTY_WORDS] * 12)  # about 80 s of speech, over 3 MB of WAV
+        reply = await client.synthesize(SynthesisRequest(text=text), timeout_s=120)
+        assert reply.chunks >= 2
+        assert len(reply.audio) > nc.max_payload
+        info = wav_info(reply.audio)
+        assert info.frames * 2 + 44 == len(reply.audio)
+        assert info.duration_s > 40
+    finally:
+        await app.stop()
+
+
+async def test_status_voices_and_health(piper_loaded: TtsApp, client: TtsClient) -> None:
+    status = await client.status()
+    assert status["instance"] == "test-instance"
+    by_name = {b["name"]: b for b in status["backends"]}
+    assert list(by_name) == ["piper", "chatterbox", "xtts", "higgs"]
+    assert by_name["piper"]["state"] == "loaded" and by_name["piper"]["languages"] == ["en"]
+    assert "en_US-joe-medium" in by_name["piper"]["voices"]
+    assert by_name["xtts"]["reason"] == "package_missing"
+    assert by_name["xtts"]["fix"] == "pip install 'tts-actor[xtts]'"
+    assert set(by_name["piper"]) >= {"name", "state", "reason", "fix", "languages", "voices", "progress", "since"}
+    voices = await client.voices()
+    assert voices["backends"]["piper"]["languages"]["en"][0]["id"] == "en_US-joe-medium"
+    health = await client.health()
+    assert health["status"] == "ok" and health["loaded"] == ["piper"]
+
+
+async def test_micro_discovery_answers(piper_loaded: TtsApp, nc: Client) -> None:
+    ping = json.loads((await nc.request("$SRV.PING.tts", b"", timeout=2)).data)
+    assert ping["name"] == "tts" and ping["type"] == "io.nats.micro.v1.ping_response"
+    info = json.loads((await nc.request("$SRV.INFO.tts", b"", timeout=2)).data)
+    subjects = {e["subject"] for e in info["endpoints"]}
+    assert subjects == {"tts.synthesize", "tts.status", "tts.voices", "tts.health"}
+    assert {e["queue_group"] for e in info["endpoints"]} == {"tts"}
+
+
+async def test_two_instances_share_the_queue_group(settings: Settings, nc: Client, client: TtsClient) -> None:
+    apps = [TtsApp(settings.with_(instance=f"inst-{i}", backends=("piper",))) for i in range(2)]
+    for app in apps:
+        await app.start()
+    try:
+        for app in apps:
+            assert app.registry is not None
+            await app.registry.actors["piper"].wait_settled(30)
+        instances = {(await client.status())["instance"] for _ in range(30)}
+        assert instances == {"inst-0", "inst-1"}
+    finally:
+        for app in apps:
+            await app.stop()
+
+
+async def test_retry_and_unload_control(piper_loaded: TtsApp, client: TtsClient) -> None:
+    result = await client.control("piper", "unload")
+    assert result["ok"] is True and result["state"] == "missing"
+    with pytest.raises(TtsError) as info:
+        await client.synthesize(SynthesisRequest(text="Gone?", backend="piper"))
+    assert info.value.code is ErrorCode.BACKEND_NOT_READY
+    result = await client.control("piper", "retry")
+    assert result["pending"] is True
+    reply = await client.synthesize(SynthesisRequest(text="Back again.", backend="piper", wait_ms=20000))
+    assert reply.backend == "piper"
+    with pytest.raises(TtsError) as info:
+        await client.control("nothing", "retry")
+    assert info.value.code is ErrorCode.UNKNOWN_BACKEND
