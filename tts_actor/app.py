@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 
 from statemachine import State, StateEvent
@@ -29,11 +30,20 @@ log = get_logger(__name__)
 SAMPLE_SENTENCE = "Hello! This is the T T S actor speaking, with the Piper voice, over NATS."
 
 
-async def connect(url: str, name: str, reconnect: bool = True) -> Client:
-    """Connect with explicit, bounded options; a long-lived connection logs its events."""
+class NatsUnreachable(ConnectionError):
+    """The first connection to NATS did not succeed within its bound."""
+
+
+async def connect(url: str, name: str, reconnect: bool = True, deadline_s: float = 10.0) -> Client:
+    """Connect within ``deadline_s``; once connected, a long-lived connection reconnects forever.
+
+    nats-py retries the first connection ``max_reconnect_attempts`` times (about 120 s by
+    default) before giving up: the very hang this service exists to remove, so the first
+    connection gets its own deadline.
+    """
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats_error", error=repr(exc))
+        log.debug("nats_error", error=repr(exc))
 
     async def on_disconnected() -> None:
         log.warning("nats_disconnected")
@@ -41,19 +51,20 @@ async def connect(url: str, name: str, reconnect: bool = True) -> Client:
     async def on_reconnected() -> None:
         log.info("nats_reconnected")
 
-    if not reconnect:
-        return await nats.connect(servers=[url], name=name, connect_timeout=5, allow_reconnect=False, error_cb=on_error)
-    return await nats.connect(
-        servers=[url],
-        name=name,
-        connect_timeout=5,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
+    nc = Client()
+    options: dict[str, object] = dict(
+        servers=[url], name=name, connect_timeout=min(5.0, deadline_s), error_cb=on_error, reconnect_time_wait=0.5
     )
+    if reconnect:
+        options.update(max_reconnect_attempts=-1, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
+    else:
+        options.update(allow_reconnect=False, max_reconnect_attempts=1)
+    try:
+        await asyncio.wait_for(nc.connect(**options), deadline_s)  # type: ignore[arg-type]
+    except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
+        await nc.close()
+        raise NatsUnreachable(f"NATS at {url} did not accept a connection within {deadline_s} s ({exc!r})") from None
+    return nc
 
 
 @dataclass
@@ -79,7 +90,7 @@ class TtsApp:
         if url is None:
             self.embedded = EmbeddedNatsServer(s.cache_dir / "nats", port=s.embedded_nats_port)
             url = await asyncio.to_thread(self.embedded.start)
-        self.nc = await connect(url, f"tts-actor {s.instance}")
+        self.nc = await connect(url, f"tts-actor {s.instance}", deadline_s=s.nats_connect_timeout_s)
         await self.publisher.start(self.nc)
         self.service = TtsService(self.nc, self.registry, s)
         await self.service.start()

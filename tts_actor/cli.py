@@ -22,14 +22,14 @@ def client_url(settings: Settings) -> str:
 
 
 async def _with_client(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
-    from tts_actor.app import connect
+    from tts_actor.app import NatsUnreachable, connect
     from tts_actor.client import TtsClient
 
     try:
-        nc = await connect(client_url(settings), "tts-actor cli", reconnect=False)
-    except Exception as exc:
+        nc = await connect(client_url(settings), "tts-actor cli", reconnect=False, deadline_s=3.0)
+    except NatsUnreachable as exc:
         print(
-            f"error: cannot reach NATS at {client_url(settings)}: {exc!r}\n"
+            f"error: {exc}\n"
             "fix: start the service (`tts-actor serve`) or set NATS_URL",
             file=sys.stderr,
         )
@@ -66,11 +66,23 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from tts_actor.app import serve
+    from tts_actor.app import NatsUnreachable, serve
+    from tts_actor.nats_server import NatsServerError
     from tts_actor.telemetry import setup_tracing
 
     setup_tracing()
-    asyncio.run(serve(settings, Path(args.sample_out).absolute() if args.sample_out else None))
+    try:
+        asyncio.run(serve(settings, Path(args.sample_out).absolute() if args.sample_out else None))
+    except NatsUnreachable as exc:
+        print(f"error: {exc}\nfix: check NATS_URL, or unset it to run the embedded server", file=sys.stderr)
+        return 3
+    except NatsServerError as exc:
+        print(
+            f"error: {exc}\nfix: free port {settings.embedded_nats_port} (TTS_EMBEDDED_NATS_PORT) "
+            "or set NATS_URL to a running server",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

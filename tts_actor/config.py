@@ -35,6 +35,7 @@ class Settings:
 
     nats_url: str | None = None
     embedded_nats_port: int = 4222
+    nats_connect_timeout_s: float = 10.0
     subject_prefix: str = "tts"
     kv_bucket: str = "tts_state"
     queue_group: str = "tts"
@@ -130,6 +131,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     kwargs: dict[str, object] = dict(
         nats_url=env.get("NATS_URL") or None,
         embedded_nats_port=int(_number(env, "TTS_EMBEDDED_NATS_PORT", 4222, int)),
+        nats_connect_timeout_s=_number(env, "TTS_NATS_CONNECT_TIMEOUT_S", 10.0),
         subject_prefix=env.get("TTS_SUBJECT_PREFIX", "tts"),
         kv_bucket=env.get("TTS_KV_BUCKET", "tts_state"),
         queue_group=env.get("TTS_QUEUE_GROUP", "tts"),
