@@ -170,10 +170,10 @@ class BackendActor:
         while not self._inbox.empty():
             job = self._inbox.get_nowait()
             if not job.future.done():
-                job.future.set_exception(self._shutting_down())
+                job.future.set_exception(self.shutting_down_error())
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _shutting_down(self) -> TtsError:
+    def shutting_down_error(self) -> TtsError:
         return TtsError(
             ErrorCode.BACKEND_NOT_READY,
             f"{self.name} is shutting down",

@@ -29,8 +29,7 @@ async def _with_client(settings: Settings, fn: Callable[[Any], Awaitable[int]]) 
         nc = await connect(client_url(settings), "tts-actor cli", reconnect=False, deadline_s=3.0)
     except NatsUnreachable as exc:
         print(
-            f"error: {exc}\n"
-            "fix: start the service (`tts-actor serve`) or set NATS_URL",
+            f"error: {exc}\nfix: start the service (`tts-actor serve`) or set NATS_URL",
             file=sys.stderr,
         )
         return 3

@@ -32,6 +32,7 @@ from tts_actor.telemetry import extract_context, tracer
 
 log = get_logger(__name__)
 HEADER_ROOM = 8 * 1024  # bytes kept free in each reply for headers
+DRAIN_S = 10.0  # how long shutdown waits for syntheses in flight
 
 
 def error_headers(error: TtsError) -> dict[str, str]:
@@ -84,8 +85,11 @@ class TtsService:
             await sub.unsubscribe()
         if self._service is not None:
             await self._service.stop()
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=self.settings.synthesis_timeout_s)
+        if self._inflight:  # let running syntheses answer, within a bound; the rest get an error reply
+            _, late = await asyncio.wait(self._inflight, timeout=min(DRAIN_S, self.settings.synthesis_timeout_s))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # --- small endpoints ---------------------------------------------------
     async def _reply_json(self, req: Request, body: dict[str, Any]) -> None:
@@ -185,6 +189,9 @@ class TtsService:
                 metrics.REQUESTS.labels(error.backend or route.actor.name, error.code.value).inc()
                 await self._respond_error(req, error)
                 return
+            except asyncio.CancelledError:  # shutdown: still answer, then stop
+                await self._respond_error(req, route.actor.shutting_down_error())
+                raise
             except Exception as exc:  # never leave a caller without an answer
                 log.exception("synthesize_crashed")
                 span.record_exception(exc)
