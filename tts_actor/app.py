@@ -13,6 +13,7 @@ import nats
 from nats.aio.client import Client
 
 from statemachine import State, StateEvent
+from tts_actor.backends import BackendAdapter
 from tts_actor.client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.logs import get_logger
@@ -66,11 +67,13 @@ class TtsApp:
     service: TtsService | None = None
     publisher: StatePublisher | None = None
     started_at: float = field(default_factory=time.perf_counter)
+    # adapters built elsewhere (tests, embedding hosts); default: one per TTS_BACKENDS entry
+    adapters: dict[str, BackendAdapter] | None = None
 
     async def start(self) -> None:
         s = self.settings
         self.publisher = StatePublisher(s)
-        self.registry = Registry(s, ModelManager(s), self._on_event)
+        self.registry = Registry(s, ModelManager(s), self._on_event, self.adapters)
         # the probes run now, before NATS is even up: events queue until published
         await self.registry.start()
         url = s.nats_url
