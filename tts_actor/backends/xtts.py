@@ -2,8 +2,8 @@
 
 The checkpoint comes through the model manager (``coqui/XTTS-v2``) and loads with
 ``Xtts.load_checkpoint``. Without reference audio the built-in voice speaks: the
-conditioning latents of the repository's ``samples/<lang>_sample.wav`` (any
-sample when that language has none), else the first speaker in
+conditioning latents of the repository's ``samples/<lang>_sample.wav`` (the English
+one, or any, when that language has none), else the first speaker in
 ``speakers_xtts.pth``. They are computed once, at load.
 """
 
@@ -52,11 +52,11 @@ class Conditioning:
 
 
 def default_speaker_source(checkpoint_dir: Path, language: str = "en") -> Path | None:
-    """The sample WAV for ``language`` (or any sample), else ``speakers_xtts.pth``; None when neither exists."""
+    """The ``language`` sample WAV, else the English or any sample, else ``speakers_xtts.pth``, else None."""
     samples = checkpoint_dir / "samples"
-    preferred = samples / f"{language}_sample.wav"
-    if preferred.is_file():
-        return preferred
+    for preferred in (samples / f"{language}_sample.wav", samples / "en_sample.wav"):
+        if preferred.is_file():
+            return preferred
     others = sorted(samples.glob("*.wav")) if samples.is_dir() else []
     if others:
         return others[0]
