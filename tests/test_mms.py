@@ -12,6 +12,7 @@ from _backend_helpers import isolated_settings
 from tts_actor.backends.base import BackendFailure, ModelRef
 from tts_actor.backends.mms import MmsBackend
 from tts_actor.config import ConfigError, load_settings
+from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import SynthesisOptions, SynthesisRequest
 
 pytestmark = pytest.mark.torch
@@ -71,6 +72,11 @@ def test_unknown_language_is_a_config_error() -> None:
 
 def test_a_local_model_dir_needs_no_download(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert mms_on(tmp_path, tiny_model_dir).models() == ()
+    from_env = MmsBackend(load_settings({"TTS_MMS_MODEL_DIR": str(tiny_model_dir), "TTS_MMS_LANGUAGES": "en"}))
+    assert from_env.local_model_dir == tiny_model_dir
+    assert from_env.models() == ()
+    from_env.load({})
+    assert len(speak(from_env, "from the environment")) > 0
 
 
 def test_speaks_at_the_model_rate_and_longer_text_gives_more_samples(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -103,6 +109,9 @@ def test_unload_drops_the_model(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert model() is not None
     backend.unload()
     assert model() is None, "the VITS model is still referenced after unload"
+    with pytest.raises(TtsError) as error:
+        speak(backend, "too late")
+    assert error.value.code is ErrorCode.BACKEND_NOT_READY
     backend.load({})
     assert len(speak(backend, "back again", seed=1)) > 0
 

@@ -204,6 +204,18 @@ class BackendAdapter(abc.ABC):
     def unload(self) -> None:
         """Drop the model and free its memory (GPU included)."""
 
+    def not_loaded(self) -> Exception:
+        """What ``synthesize`` raises when a request reaches it after an unload."""
+        from tts_actor.errors import ErrorCode, TtsError
+
+        return TtsError(
+            ErrorCode.BACKEND_NOT_READY,
+            f"{self.name}: the model is not loaded (unloaded while the request waited)",
+            f"Retry; `tts-actor retry {self.name}` loads it again.",
+            backend=self.name,
+            retry_after_ms=1000,
+        )
+
     def default_voice(self, language: str) -> Voice | None:
         for voice in self.voices():
             if voice.language == language:

@@ -48,7 +48,7 @@ SPEC = BackendSpec(
     approx_memory_mb=8000,
     description="Resemble AI Chatterbox: expressive TTS with zero-shot voice cloning (English, or 23 languages).",
     supports_cloning=True,
-    extra_fix="its own torch pin: install it in a separate environment",
+    extra_fix="chatterbox-tts pins its own torch; give it its own virtualenv if another extra needs a different one",
 )
 
 
@@ -117,6 +117,8 @@ class ChatterboxBackend(BackendAdapter):
         else:
             model = multilingual
             kwargs["language_id"] = voice.language
+        if model is None:
+            raise self.not_loaded()
         with reference_wav_file(request.reference_audio) as reference:
             if reference is not None:
                 kwargs["audio_prompt_path"] = str(reference)

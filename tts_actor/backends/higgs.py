@@ -84,6 +84,8 @@ class HiggsAudioBackend(BackendAdapter):
 
         with self._lock:
             engine = self._engine
+        if engine is None:
+            raise self.not_loaded()
         options = request.options
         with reference_wav_file(request.reference_audio) as reference:
             messages = [Message(role="system", content=SYSTEM_PROMPT)]

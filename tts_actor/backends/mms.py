@@ -113,12 +113,7 @@ class MmsBackend(BackendAdapter):
         with self._lock:
             entry = self._loaded.get(voice.language)
         if entry is None:
-            raise TtsError(
-                ErrorCode.BACKEND_NOT_READY,
-                f"mms: no model loaded for {voice.language!r}",
-                "Retry once `tts-actor status` shows mms loaded.",
-                backend=self.name,
-            )
+            raise self.not_loaded()
         inputs = entry.tokenizer(request.text, return_tensors="pt")
         if inputs["input_ids"].shape[-1] == 0:
             raise TtsError(

@@ -138,7 +138,9 @@ class XttsBackend(BackendAdapter):
         import torch
 
         with self._lock:
-            model, conditioning = self._model, self._default[voice.language]
+            model, conditioning = self._model, self._default.get(voice.language)
+        if model is None or conditioning is None:
+            raise self.not_loaded()
         options = request.options
         with reference_wav_file(request.reference_audio) as reference:
             if reference is not None:
