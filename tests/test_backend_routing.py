@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _backend_helpers import isolated_settings, next_state, running_service
+from tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits
 
 from statemachine import Reason, State
 from tts_actor.audio import Audio
@@ -21,14 +22,11 @@ from tts_actor.backends.piper import PiperBackend
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import Header, SynthesisRequest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits
-
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     return make_tiny_vits(tmp_path_factory.mktemp("mms") / "en")
 
 
