@@ -117,6 +117,9 @@ class BackendActor:
             "queue": self._inbox.qsize(),
             "device": self.adapter.spec.device.value,
             "supports_cloning": self.adapter.spec.supports_cloning,
+            "sample_rate": self.adapter.spec.sample_rate,
+            "approx_memory_mb": self.adapter.spec.approx_memory_mb,
+            "install": self.adapter.spec.install_fix,
         }
 
     def not_ready_error(self) -> TtsError:

@@ -65,6 +65,10 @@ class Settings:
     metrics_port: int = 0
     instance: str = field(default_factory=_default_instance)
     repo_overrides: Mapping[str, str] = field(default_factory=dict)
+    # per backend, from TTS_<BACKEND>_LANGUAGES: the subset of its languages to offer
+    language_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # per backend, from TTS_<BACKEND>_MODEL_DIR: model files already on disk, no download
+    local_model_dirs: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def models_dir(self) -> Path:
@@ -128,6 +132,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     repo_overrides = {
         name: env[f"TTS_{name.upper()}_REPO"] for name in DEFAULT_BACKENDS if env.get(f"TTS_{name.upper()}_REPO")
     }
+    language_overrides = {
+        name: tuple(lang.strip().lower() for lang in env[f"TTS_{name.upper()}_LANGUAGES"].split(",") if lang.strip())
+        for name in DEFAULT_BACKENDS
+        if env.get(f"TTS_{name.upper()}_LANGUAGES")
+    }
+    local_model_dirs = {
+        name: Path(env[f"TTS_{name.upper()}_MODEL_DIR"]).expanduser()
+        for name in DEFAULT_BACKENDS
+        if env.get(f"TTS_{name.upper()}_MODEL_DIR")
+    }
     kwargs: dict[str, object] = dict(
         nats_url=env.get("NATS_URL") or None,
         embedded_nats_port=int(_number(env, "TTS_EMBEDDED_NATS_PORT", 4222, int)),
@@ -157,6 +171,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),
         metrics_port=int(_number(env, "TTS_METRICS_PORT", 0, int)),
         repo_overrides=repo_overrides,
+        language_overrides=language_overrides,
+        local_model_dirs=local_model_dirs,
     )
     if env.get("TTS_CACHE_DIR"):
         kwargs["cache_dir"] = Path(env["TTS_CACHE_DIR"]).expanduser()

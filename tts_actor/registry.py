@@ -102,6 +102,8 @@ class Registry:
             actor = self.get(request.backend)
             if request.language not in actor.adapter.languages:
                 raise self._unsupported_language(request.language, actor.name)
+            if request.reference_audio is not None and not actor.adapter.spec.supports_cloning:
+                raise self._no_cloning(request.language, actor.name)
             return Route(actor, self._voice(actor, request))
         lang = request.language
         candidates = [
@@ -109,6 +111,11 @@ class Registry:
             for name in self.settings.priority_for(lang)
             if name in self.actors and lang in self.actors[name].adapter.languages
         ]
+        if request.reference_audio is not None and candidates:
+            # only a backend that clones may take a reference voice; the others would ignore it
+            candidates = [a for a in candidates if a.adapter.spec.supports_cloning]
+            if not candidates:
+                raise self._no_cloning(lang, None)
         if request.voice:
             candidates = [a for a in candidates if a.adapter.find_voice(request.voice)]
             if not candidates:
@@ -159,6 +166,17 @@ class Registry:
             f"Use one of: {', '.join(known) or '(none)'}; `tts-actor voices` lists them all.",
             backend=actor.name if actor else None,
             detail={"voices": known},
+        )
+
+    def _no_cloning(self, language: str, backend: str | None) -> TtsError:
+        cloners = sorted(name for name, a in self.actors.items() if a.adapter.spec.supports_cloning)
+        where = f"backend {backend} does not" if backend else f"no enabled backend for {language!r} can"
+        return TtsError(
+            ErrorCode.INVALID_REQUEST,
+            f"reference_audio was sent but {where} clone a voice",
+            f"Leave out reference_audio, or use a backend that clones: {', '.join(cloners) or '(none enabled)'} "
+            "(TTS_BACKENDS, TTS_LANGUAGE_PRIORITY).",
+            backend=backend,
         )
 
     def _unsupported_language(self, language: str, backend: str | None) -> TtsError:

@@ -151,6 +151,39 @@ class BackendAdapter(abc.ABC):
     def languages(self) -> tuple[str, ...]:
         return self.spec.languages
 
+    def configured_languages(self) -> tuple[str, ...]:
+        """``TTS_<BACKEND>_LANGUAGES`` when set (checked against the spec), else every declared language."""
+        wanted = self.settings.language_overrides.get(self.name)
+        if not wanted:
+            return self.spec.languages
+        unknown = [lang for lang in wanted if lang not in self.spec.languages]
+        if unknown:
+            from tts_actor.config import ConfigError
+
+            raise ConfigError(
+                f"TTS_{self.name.upper()}_LANGUAGES names {', '.join(unknown)}, which {self.name} does not speak; "
+                f"it speaks: {', '.join(self.spec.languages)}"
+            )
+        return tuple(dict.fromkeys(wanted))
+
+    @property
+    def local_model_dir(self) -> Path | None:
+        """``TTS_<BACKEND>_MODEL_DIR``: model files already on disk, so nothing is downloaded."""
+        return self.settings.local_model_dirs.get(self.name)
+
+    def model_dir(self, model_dirs: dict[str, Path], key: str = "default") -> Path:
+        """The directory of model ``key``: from the download, or ``<local dir>/<key>`` / ``<local dir>``."""
+        if key in model_dirs:
+            return model_dirs[key]
+        local = self.local_model_dir
+        if local is not None:
+            return local / key if (local / key).is_dir() else local
+        raise BackendFailure(
+            Reason.MODEL_UNAVAILABLE,
+            f"{self.name}: no model files for {key!r}",
+            f"Run `tts-actor fetch {self.name}`, or set TTS_{self.name.upper()}_MODEL_DIR to a local copy.",
+        )
+
     @abc.abstractmethod
     def voices(self) -> list[Voice]:
         """Voices on offer, from declarations and files; cheap, no model load."""
@@ -170,6 +203,18 @@ class BackendAdapter(abc.ABC):
     @abc.abstractmethod
     def unload(self) -> None:
         """Drop the model and free its memory (GPU included)."""
+
+    def not_loaded(self) -> Exception:
+        """What ``synthesize`` raises when a request reaches it after an unload."""
+        from tts_actor.errors import ErrorCode, TtsError
+
+        return TtsError(
+            ErrorCode.BACKEND_NOT_READY,
+            f"{self.name}: the model is not loaded (unloaded while the request waited)",
+            f"Retry; `tts-actor retry {self.name}` loads it again.",
+            backend=self.name,
+            retry_after_ms=1000,
+        )
 
     def default_voice(self, language: str) -> Voice | None:
         for voice in self.voices():

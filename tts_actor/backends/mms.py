@@ -1,43 +1,134 @@
-"""Meta MMS-TTS (VITS) per language, via transformers.
+"""Meta MMS-TTS: one small VITS model per language (``facebook/mms-tts-<iso639-3>``), via transformers.
 
-Adapter placeholder: declarations and the package probe are real; load comes later.
+Languages are ISO 639-1 codes on the wire; the table below maps them to the
+ISO 639-3 codes in the repository names. ``TTS_MMS_LANGUAGES=en,de`` picks which
+ones are fetched and loaded; ``TTS_MMS_REPO`` may be a template such as
+``myorg/mms-tts-{iso3}``; ``TTS_MMS_MODEL_DIR`` points at local copies
+(``<dir>/<lang>/`` or, for one language, ``<dir>`` itself).
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tts_actor.audio import Audio
-from tts_actor.backends.base import BackendAdapter, BackendSpec, Device, ModelRef, Voice
+from statemachine import Reason
+from tts_actor.audio import Audio, float_to_pcm16
+from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, ModelRef, Voice
+from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
+from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import SynthesisRequest
+
+DEFAULT_REPO_TEMPLATE = "facebook/mms-tts-{iso3}"
+DEFAULT_LANGUAGES = ("en", "de", "fr", "es")
+
+# ISO 639-1 -> the ISO 639-3 code of the matching facebook/mms-tts-* repository
+ISO639_3: dict[str, str] = {
+    "af": "afr", "am": "amh", "ar": "ara", "az": "azj-script_latin", "be": "bel", "bg": "bul", "bn": "ben",
+    "ca": "cat", "cs": "ces", "cy": "cym", "da": "dan", "de": "deu", "el": "ell", "en": "eng", "es": "spa",
+    "et": "est", "eu": "eus", "fa": "fas", "fi": "fin", "fr": "fra", "ga": "gle", "gl": "glg", "gu": "guj",
+    "ha": "hau", "he": "heb", "hi": "hin", "hu": "hun", "hy": "hye", "id": "ind", "is": "isl", "it": "ita",
+    "ja": "jpn", "ka": "kat", "kk": "kaz", "km": "khm", "kn": "kan", "ko": "kor", "ky": "kir", "lo": "lao",
+    "lt": "lit", "lv": "lav", "mk": "mkd", "ml": "mal", "mn": "mon", "mr": "mar", "ms": "zlm", "my": "mya",
+    "ne": "npi", "nl": "nld", "no": "nob", "pa": "pan", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus",
+    "sk": "slk", "sl": "slv", "so": "som", "sq": "sqi", "sr": "srp", "sv": "swe", "sw": "swh", "ta": "tam",
+    "te": "tel", "tg": "tgk", "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd-script_arabic",
+    "uz": "uzb-script_latin", "vi": "vie", "yo": "yor", "zu": "zul",
+}  # fmt: skip
 
 SPEC = BackendSpec(
     name="mms",
     extra="mms",
     packages=("torch", "transformers"),
-    languages=("en", "de", "fr", "es"),
+    languages=tuple(ISO639_3),
     sample_rate=16000,
-    device=Device.CPU,
-    approx_memory_mb=300,
+    device=Device.CUDA_PREFERRED,
+    approx_memory_mb=150,  # per language
     description="Meta MMS-TTS (VITS) per language, via transformers.",
     supports_cloning=False,
 )
 
 
+@dataclass
+class _LoadedLanguage:
+    model: Any  # transformers.VitsModel
+    tokenizer: Any  # transformers.VitsTokenizer
+    device: str
+
+
 class MmsBackend(BackendAdapter):
     spec = SPEC
 
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self._languages = self.configured_languages() if settings.language_overrides.get("mms") else DEFAULT_LANGUAGES
+        self._loaded: dict[str, _LoadedLanguage] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self._languages
+
     def voices(self) -> list[Voice]:
-        return [Voice(f"mms-default-{lang}", lang, self.name) for lang in self.spec.languages]
+        return [
+            Voice(f"mms-default-{lang}", lang, self.name, f"MMS-TTS {ISO639_3[lang]}, one speaker")
+            for lang in self._languages
+        ]
+
+    def repo_for(self, language: str) -> str:
+        template = self.settings.repo_overrides.get("mms", DEFAULT_REPO_TEMPLATE)
+        return template.format(iso3=ISO639_3[language], lang=language)
 
     def models(self) -> tuple[ModelRef, ...]:
-        return (ModelRef(self.settings.repo_overrides.get("mms", "facebook/mms-tts-eng")),)
+        if self.local_model_dir is not None:
+            return ()
+        return tuple(ModelRef(self.repo_for(lang), key=lang) for lang in self._languages)
 
     def load(self, model_dirs: dict[str, Path]) -> None:
-        raise NotImplementedError("mms adapter: load")
+        from transformers import AutoTokenizer, VitsModel
+
+        device = pick_device(self.spec)
+        loaded: dict[str, _LoadedLanguage] = {}
+        for lang in self._languages:
+            directory = self.model_dir(model_dirs, lang)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(directory)
+                model = VitsModel.from_pretrained(directory).to(device).eval()
+            except (OSError, ValueError, KeyError) as exc:
+                raise BackendFailure(
+                    Reason.CORRUPT_MODEL,
+                    f"mms: the {lang} model in {directory} does not load: {type(exc).__name__}: {exc}"[:500],
+                    f"Fetch it again (`tts-actor fetch mms`) or fix TTS_MMS_MODEL_DIR / TTS_MMS_REPO "
+                    f"({self.repo_for(lang)}), then `tts-actor retry mms`.",
+                ) from exc
+            loaded[lang] = _LoadedLanguage(model, tokenizer, device)
+        with self._lock:
+            self._loaded = loaded
 
     def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
-        raise NotImplementedError("mms adapter: synthesize")
+        import torch
+
+        with self._lock:
+            entry = self._loaded.get(voice.language)
+        if entry is None:
+            raise self.not_loaded()
+        inputs = entry.tokenizer(request.text, return_tensors="pt")
+        if inputs["input_ids"].shape[-1] == 0:
+            raise TtsError(
+                ErrorCode.INVALID_REQUEST,
+                f"mms: nothing in the text can be spoken by the {voice.language} model (no known characters)",
+                "Send text in the language's usual script; some MMS languages need romanized (uroman) text.",
+                backend=self.name,
+            )
+        model = entry.model
+        model.speaking_rate = request.options.speed or 1.0
+        with torch.inference_mode(), seeded(request.options.seed):
+            waveform = model(**inputs.to(entry.device)).waveform
+        return Audio(float_to_pcm16(to_numpy(waveform)), int(model.config.sampling_rate))
 
     def unload(self) -> None:
-        pass
+        with self._lock:
+            self._loaded = {}
+        release_memory()

@@ -127,7 +127,10 @@ class PiperBackend(BackendAdapter):
     def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
         from piper import SynthesisConfig
 
-        piper_voice = self._loaded[voice.id]
+        with self._lock:
+            piper_voice = self._loaded.get(voice.id)
+        if piper_voice is None:
+            raise self.not_loaded()
         config = SynthesisConfig(length_scale=1.0 / request.options.speed if request.options.speed else None)
         pcm = bytearray()
         for chunk in piper_voice.synthesize(request.text, syn_config=config):

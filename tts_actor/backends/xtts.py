@@ -1,22 +1,41 @@
-"""Coqui XTTS v2: multilingual TTS with voice cloning.
+"""Coqui XTTS v2 (``coqui-tts``, module ``TTS``): 17 languages, voice cloning from a few seconds of audio.
 
-Adapter placeholder: declarations and the package probe are real; load comes later.
+The checkpoint comes through the model manager (``coqui/XTTS-v2``) and loads with
+``Xtts.load_checkpoint``. Without reference audio the built-in voice speaks: the
+conditioning latents of the repository's ``samples/<lang>_sample.wav`` (the English
+one, or any, when that language has none), else the first speaker in
+``speakers_xtts.pth``. They are computed once, at load.
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tts_actor.audio import Audio
-from tts_actor.backends.base import BackendAdapter, BackendSpec, Device, ModelRef, Voice
+from statemachine import Reason
+from tts_actor.audio import Audio, float_to_pcm16
+from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, ModelRef, Voice
+from tts_actor.backends.reference_audio import reference_wav_file
+from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
 from tts_actor.messages import SynthesisRequest
+
+DEFAULT_REPO = "coqui/XTTS-v2"
+SAMPLE_RATE = 24000
+DEFAULT_TEMPERATURE = 0.75
+# ISO 639-1 on the wire -> XTTS's own language codes
+XTTS_LANGUAGE = {
+    "en": "en", "es": "es", "fr": "fr", "de": "de", "it": "it", "pt": "pt", "pl": "pl", "tr": "tr", "ru": "ru",
+    "nl": "nl", "cs": "cs", "ar": "ar", "zh": "zh-cn", "ja": "ja", "hu": "hu", "ko": "ko", "hi": "hi",
+}  # fmt: skip
 
 SPEC = BackendSpec(
     name="xtts",
     extra="xtts",
     packages=("TTS", "torch"),
-    languages=("en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh", "ja", "hu", "ko", "hi"),
-    sample_rate=24000,
+    languages=tuple(XTTS_LANGUAGE),
+    sample_rate=SAMPLE_RATE,
     device=Device.CUDA_PREFERRED,
     approx_memory_mb=6000,
     description="Coqui XTTS v2: multilingual TTS with voice cloning.",
@@ -24,20 +43,121 @@ SPEC = BackendSpec(
 )
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What XTTS speaks with: a voice as GPT latents plus a speaker embedding."""
+
+    gpt_cond_latent: Any
+    speaker_embedding: Any
+
+
+def default_speaker_source(checkpoint_dir: Path, language: str = "en") -> Path | None:
+    """The ``language`` sample WAV, else the English or any sample, else ``speakers_xtts.pth``, else None."""
+    samples = checkpoint_dir / "samples"
+    for preferred in (samples / f"{language}_sample.wav", samples / "en_sample.wav"):
+        if preferred.is_file():
+            return preferred
+    others = sorted(samples.glob("*.wav")) if samples.is_dir() else []
+    if others:
+        return others[0]
+    speakers = checkpoint_dir / "speakers_xtts.pth"
+    return speakers if speakers.is_file() else None
+
+
 class XttsBackend(BackendAdapter):
     spec = SPEC
 
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self._languages = self.configured_languages()
+        self._model: Any = None
+        self._default: dict[str, Conditioning] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self._languages
+
     def voices(self) -> list[Voice]:
-        return [Voice(f"xtts-default-{lang}", lang, self.name) for lang in self.spec.languages]
+        return [
+            Voice(f"xtts-default-{lang}", lang, self.name, "repository sample voice; send reference_audio to clone")
+            for lang in self._languages
+        ]
 
     def models(self) -> tuple[ModelRef, ...]:
-        return (ModelRef(self.settings.repo_overrides.get("xtts", "coqui/XTTS-v2")),)
+        if self.local_model_dir is not None:
+            return ()
+        return (ModelRef(self.settings.repo_overrides.get("xtts", DEFAULT_REPO)),)
 
     def load(self, model_dirs: dict[str, Path]) -> None:
-        raise NotImplementedError("xtts adapter: load")
+        from TTS.tts.configs.xtts_config import XttsConfig
+        from TTS.tts.models.xtts import Xtts
+
+        checkpoint_dir = self.model_dir(model_dirs)
+        if not (checkpoint_dir / "config.json").is_file():
+            raise BackendFailure(
+                Reason.CORRUPT_MODEL,
+                f"xtts: no config.json in {checkpoint_dir}",
+                "Fetch it again (`tts-actor fetch xtts`) or fix TTS_XTTS_MODEL_DIR, then `tts-actor retry xtts`.",
+            )
+        config = XttsConfig()
+        config.load_json(str(checkpoint_dir / "config.json"))
+        model = Xtts.init_from_config(config)
+        model.load_checkpoint(config, checkpoint_dir=str(checkpoint_dir), use_deepspeed=False)
+        model.to(pick_device(self.spec))
+        model.eval()
+        by_source: dict[Path | None, Conditioning] = {}
+        defaults: dict[str, Conditioning] = {}
+        for lang in self._languages:
+            source = default_speaker_source(checkpoint_dir, lang)
+            if source not in by_source:
+                by_source[source] = self._conditioning_from(model, checkpoint_dir, source)
+            defaults[lang] = by_source[source]
+        with self._lock:
+            self._model, self._default = model, defaults
+
+    @staticmethod
+    def _conditioning_from(model: Any, checkpoint_dir: Path, source: Path | None) -> Conditioning:
+        if source is None:
+            raise BackendFailure(
+                Reason.CORRUPT_MODEL,
+                f"xtts: {checkpoint_dir} has neither samples/*.wav nor speakers_xtts.pth for a default voice",
+                "Fetch the whole coqui/XTTS-v2 repository (`tts-actor fetch xtts`), or always send reference_audio.",
+            )
+        if source.suffix == ".wav":
+            latent, embedding = model.get_conditioning_latents(audio_path=[str(source)])
+            return Conditioning(latent, embedding)
+        import torch
+
+        speakers = torch.load(source, map_location="cpu", weights_only=True)
+        first = speakers[next(iter(speakers))]
+        device = next(model.parameters()).device
+        return Conditioning(first["gpt_cond_latent"].to(device), first["speaker_embedding"].to(device))
 
     def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
-        raise NotImplementedError("xtts adapter: synthesize")
+        import torch
+
+        with self._lock:
+            model, conditioning = self._model, self._default.get(voice.language)
+        if model is None or conditioning is None:
+            raise self.not_loaded()
+        options = request.options
+        with reference_wav_file(request.reference_audio) as reference:
+            if reference is not None:
+                latent, embedding = model.get_conditioning_latents(audio_path=[str(reference)])
+                conditioning = Conditioning(latent, embedding)
+            with torch.inference_mode(), seeded(options.seed):
+                out = model.inference(
+                    request.text,
+                    XTTS_LANGUAGE[voice.language],
+                    conditioning.gpt_cond_latent,
+                    conditioning.speaker_embedding,
+                    temperature=DEFAULT_TEMPERATURE if options.temperature is None else options.temperature,
+                    speed=options.speed or 1.0,
+                )
+        return Audio(float_to_pcm16(to_numpy(out["wav"])), SAMPLE_RATE)
 
     def unload(self) -> None:
-        pass
+        with self._lock:
+            self._model, self._default = None, {}
+        release_memory()
