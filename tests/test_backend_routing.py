@@ -11,8 +11,6 @@ import weakref
 from pathlib import Path
 
 import pytest
-from _backend_helpers import isolated_settings, next_state, running_service
-from tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits
 
 from statemachine import Reason, State
 from tts_actor.audio import Audio
@@ -21,6 +19,9 @@ from tts_actor.backends.mms import MmsBackend
 from tts_actor.backends.piper import PiperBackend
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import Header, SynthesisRequest
+
+from ._backend_helpers import isolated_settings, next_state, running_service
+from .tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits
 
 
 @pytest.fixture(scope="module")

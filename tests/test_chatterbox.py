@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from _backend_helpers import install_stand_in, isolated_settings, tone_wav
 
 from statemachine import Reason, State
 from tts_actor.actor import BackendActor
 from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import SynthesisOptions, SynthesisRequest
+
+from ._backend_helpers import install_stand_in, isolated_settings, tone_wav
 
 
 async def test_without_the_package_it_fails_as_package_missing_with_the_fix(tmp_path: Path) -> None:

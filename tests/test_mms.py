@@ -7,7 +7,6 @@ import weakref
 from pathlib import Path
 
 import pytest
-from _backend_helpers import isolated_settings
 
 from tts_actor.backends.base import BackendFailure, ModelRef
 from tts_actor.backends.mms import MmsBackend
@@ -15,11 +14,13 @@ from tts_actor.config import ConfigError, load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import SynthesisOptions, SynthesisRequest
 
+from ._backend_helpers import isolated_settings
+
 pytestmark = pytest.mark.torch
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits  # noqa: E402
+from .tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _backend_helpers import isolated_settings
 
 from tts_actor.backends.piper import PiperBackend, discover_voices
 from tts_actor.messages import SynthesisRequest
+
+from ._backend_helpers import isolated_settings
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import stat
 
 import pytest
-from _backend_helpers import tone_wav
 
 from tts_actor.backends.reference_audio import reference_wav_file, validate_reference
 from tts_actor.errors import ErrorCode, TtsError
+
+from ._backend_helpers import tone_wav
 
 
 @pytest.mark.parametrize(

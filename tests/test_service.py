@@ -100,7 +100,7 @@ async def test_missing_package_fails_within_a_second_with_the_fix(settings: Sett
     for backend, (seconds, event) in failed.items():
         assert seconds < 1.0, f"{backend} took {seconds:.2f} s"
         assert event["reason"] == "package_missing"
-        assert event["fix"] == f"pip install 'tts-actor[{backend}]'"
+        assert event["fix"].startswith(f"pip install 'tts-actor[{backend}]'")
 
 
 async def test_kv_holds_the_latest_state_for_a_late_reader(piper_loaded: TtsApp, nc: Client) -> None:
@@ -139,7 +139,7 @@ async def test_failed_backend_replies_at_once_with_a_structured_error(piper_load
     assert error["code"] == "backend_failed"
     assert error["state"] == "failed" and error["backend"] == "chatterbox"
     assert error["reason"] == "package_missing"
-    assert error["fix"] == "pip install 'tts-actor[chatterbox]'"
+    assert error["fix"].startswith("pip install 'tts-actor[chatterbox]'")
     assert set(error) >= {"code", "message", "fix", "backend", "state", "retry_after_ms"}
 
 

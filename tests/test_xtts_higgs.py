@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _backend_helpers import install_stand_in, isolated_settings, tone_wav
 
 from statemachine import Reason, State
 from tts_actor.actor import BackendActor
@@ -25,6 +24,8 @@ from tts_actor.backends.base import BackendFailure
 from tts_actor.backends.higgs import HiggsAudioBackend
 from tts_actor.backends.xtts import XttsBackend, default_speaker_source
 from tts_actor.messages import SynthesisOptions, SynthesisRequest
+
+from ._backend_helpers import install_stand_in, isolated_settings, tone_wav
 
 
 @pytest.mark.parametrize(("adapter", "extra"), [(XttsBackend, "xtts"), (HiggsAudioBackend, "higgs")])

@@ -79,8 +79,6 @@ class TtsApp:
     service: TtsService | None = None
     publisher: StatePublisher | None = None
     started_at: float = field(default_factory=time.perf_counter)
-    # adapters built elsewhere (tests, embedding hosts); default: one per TTS_BACKENDS entry
-    adapters: dict[str, BackendAdapter] | None = None
 
     async def start(self) -> None:
         s = self.settings
