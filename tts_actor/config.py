@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_BACKENDS = ("piper", "chatterbox", "mms", "xtts", "higgs")
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,10 @@ class Settings:
     metrics_port: int = 0
     instance: str = field(default_factory=_default_instance)
     repo_overrides: Mapping[str, str] = field(default_factory=dict)
+    # the hub to download models from (TTS_HF_ENDPOINT, else HF_ENDPOINT); tests point it at a local fake
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT
+    # HF_TOKEN, for gated repositories; kept out of repr so it never reaches a log line
+    hf_token: str | None = field(default=None, repr=False)
 
     @property
     def models_dir(self) -> Path:
@@ -155,6 +160,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),
         metrics_port=int(_number(env, "TTS_METRICS_PORT", 0, int)),
         repo_overrides=repo_overrides,
+        hf_endpoint=(env.get("TTS_HF_ENDPOINT") or env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
+        hf_token=env.get("HF_TOKEN") or None,
     )
     if env.get("TTS_CACHE_DIR"):
         kwargs["cache_dir"] = Path(env["TTS_CACHE_DIR"]).expanduser()
