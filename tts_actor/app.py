@@ -13,6 +13,7 @@ import nats
 from nats.aio.client import Client
 
 from statemachine import State, StateEvent
+from tts_actor.backends import BackendAdapter
 from tts_actor.client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.logs import get_logger
@@ -60,6 +61,9 @@ class TtsApp:
     """One running instance: owns the connection, the actors and the endpoints."""
 
     settings: Settings
+    # adapters by name instead of the built-in ones for settings.backends (tests inject small ones)
+    adapters: dict[str, BackendAdapter] | None = None
+    store: ModelManager | None = None
     embedded: EmbeddedNatsServer | None = None
     nc: Client | None = None
     registry: Registry | None = None
@@ -70,7 +74,8 @@ class TtsApp:
     async def start(self) -> None:
         s = self.settings
         self.publisher = StatePublisher(s)
-        self.registry = Registry(s, ModelManager(s), self._on_event)
+        self.store = self.store or ModelManager(s)
+        self.registry = Registry(s, self.store, self._on_event, adapters=self.adapters)
         # the probes run now, before NATS is even up: events queue until published
         await self.registry.start()
         url = s.nats_url
@@ -108,6 +113,8 @@ class TtsApp:
             await self.service.stop()
         if self.registry is not None:
             await self.registry.stop()
+        if self.store is not None:
+            await self.store.close()
         if self.publisher is not None:
             await self.publisher.stop()
         if self.nc is not None and not self.nc.is_closed:
