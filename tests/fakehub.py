@@ -70,7 +70,14 @@ class FakeRepo:
     lfs: frozenset[str]
     fault: Fault = Fault.NONE
     slow_delay_s: float = 0.2
+    only: str | None = None  # the one file a fault applies to; None: the listing and every file
     commit: str = ""
+
+    def fault_for(self, name: str | None) -> Fault:
+        """The fault for a file (``name``) or the listing (None)."""
+        if self.only is None or self.only == name:
+            return self.fault
+        return Fault.NONE
 
     def sibling(self, name: str) -> dict[str, Any]:
         data = self.files[name]
@@ -105,9 +112,11 @@ class FakeHub:
         self.repos[repo_id] = repo
         return repo
 
-    def set_fault(self, repo_id: str, fault: Fault, slow_delay_s: float | None = None) -> None:
+    def set_fault(self, repo_id: str, fault: Fault, slow_delay_s: float | None = None, only: str | None = None) -> None:
+        """Make ``repo_id`` misbehave; with ``only``, just that file does (the listing stays fine)."""
         repo = self.repos[repo_id]
         repo.fault = fault
+        repo.only = only
         if slow_delay_s is not None:
             repo.slow_delay_s = slow_delay_s
 
@@ -165,17 +174,18 @@ class _HubHandler(BaseHTTPRequestHandler):
         else:
             self._status(404, {"error": "Not Found"})
 
-    def _repo(self, repo_id: str) -> FakeRepo | None:
+    def _repo(self, repo_id: str, name: str | None = None) -> FakeRepo | None:
         repo = self.fake.repos.get(repo_id)
         if repo is None:
             self._status(401, {"error": "Repository not found"})  # what the hub says to anonymous callers
             return None
-        if repo.fault is Fault.SILENT:
+        fault = repo.fault_for(name)
+        if fault is Fault.SILENT:
             self.fake._closing.wait()  # accepted, read the request, never answers
             self.close_connection = True
             return None
-        if repo.fault in STATUS_FAULTS:
-            self._status(STATUS_FAULTS[repo.fault], {"error": repo.fault.value})
+        if fault in STATUS_FAULTS:
+            self._status(STATUS_FAULTS[fault], {"error": fault.value})
             return None
         return repo
 
@@ -187,28 +197,29 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._status(200, body)
 
     def _resolve(self, repo_id: str, name: str) -> None:
-        repo = self._repo(repo_id)
+        repo = self._repo(repo_id, name)
         if repo is None:
             return
+        fault = repo.fault_for(name)
         if name not in repo.files:
             self._status(404, {"error": f"{name} not found"})
             return
         data = repo.files[name]
-        if repo.fault is Fault.HOLD:
+        if fault is Fault.HOLD:
             self.fake._released.wait()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("ETag", f'"{repo.sibling(name).get("lfs", {}).get("sha256") or repo.sibling(name)["blobId"]}"')
         self.end_headers()
-        if repo.fault is Fault.TRUNCATE:
+        if fault is Fault.TRUNCATE:
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             self.close_connection = True
             return
-        if repo.fault is Fault.BAD_HASH:
+        if fault is Fault.BAD_HASH:
             data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
-        if repo.fault is Fault.SLOW:
+        if fault is Fault.SLOW:
             step = max(1, -(-len(data) // 4))
             for offset in range(0, len(data), step):
                 self.wfile.write(data[offset : offset + step])

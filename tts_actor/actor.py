@@ -344,7 +344,8 @@ class BackendActor:
             return None
         delay = self._retry_policy.delay(self._retry_attempt + 1)
         if delay is None:
-            self.log.warning("retries_exhausted", attempts=self._retry_attempt, fix=f"tts-actor retry {self.name}")
+            if self._retry_attempt:
+                self.log.warning("retries_exhausted", attempts=self._retry_attempt, fix=f"tts-actor retry {self.name}")
             return None
         self._retry_attempt += 1
         return delay
