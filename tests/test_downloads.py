@@ -9,11 +9,13 @@ free-space probe (a disk cannot be filled on purpose in a test).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -335,6 +337,18 @@ async def test_failed_download_span_names_the_reason(spans: InMemorySpanExporter
 
 
 # --- the CLI ---------------------------------------------------------------------
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``cli.main`` configures logging onto the captured stderr; undo it so later tests can log."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_fetch_cli_downloads_then_fails_for_a_missing_repo(
     hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
