@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
 from statemachine import BackendLifecycle, Reason, State, StateEvent
 from tts_actor import metrics
@@ -34,6 +34,7 @@ from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.logs import get_logger
 from tts_actor.messages import SynthesisRequest
+from tts_actor.retry import RetryPolicy
 from tts_actor.telemetry import tracer
 
 log = get_logger(__name__)
@@ -84,6 +85,11 @@ class BackendActor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_progress_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._retry_policy = RetryPolicy.from_settings(settings)
+        self._retry_attempt = 0
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._span: Span | None = None  # the download or load span that state events are recorded on
         self.log = log.bind(backend=adapter.name)
         on_event(self.lifecycle.last_event)
 
@@ -165,6 +171,8 @@ class BackendActor:
         self._spawn(self._bring_up())
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._cancel_retry_timer()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         for task in list(self._tasks):
@@ -227,6 +235,8 @@ class BackendActor:
             raise BackendFailure(Reason.DOWNLOAD_FAILED, f"{self.name}: no model store configured", "internal")
         local = await self._run(self.store.find_local, refs)
         if local is not None:
+            if self.state is State.FAILED:  # e.g. another waiter finished the download meanwhile
+                self.lifecycle.retry(message="found in the local cache")
             return local
         if not self.settings.allow_download:
             self._fail(
@@ -239,58 +249,120 @@ class BackendActor:
                 )
             )
             return None
-        if self.state is State.FAILED:
-            self.lifecycle.retry(message="downloading again")
-        elif self.state is not State.DOWNLOADING:
-            self.lifecycle.start_download(message=", ".join(r.repo_id for r in refs))
+        repos = ",".join(r.repo_id for r in refs)
+        started = time.perf_counter()
         with tracer().start_as_current_span(
-            "tts.download", attributes={"tts.backend": self.name, "tts.repo": ",".join(r.repo_id for r in refs)}
+            "tts.download",
+            attributes={"tts.backend": self.name, "tts.repo": repos, "tts.device": self.adapter.spec.device.value},
         ) as span:
+            self._span = span
             try:
-                dirs = await self.store.fetch(self.name, refs, self._progress_threadsafe)
-            except BackendFailure as failure:
-                span.set_status(Status(StatusCode.ERROR, failure.message))
-                span.set_attribute("tts.outcome", failure.reason.value)
-                self._fail(failure)
-                return None
-            span.set_attribute("tts.outcome", "ok")
-        progress = self.lifecycle.progress
-        self.lifecycle.finish_download(total=(progress.total or progress.done) if progress else 0)
+                if self.state is State.FAILED:
+                    self.lifecycle.retry(message="downloading again")
+                elif self.state is not State.DOWNLOADING:
+                    self.lifecycle.start_download(message=", ".join(r.repo_id for r in refs))
+                try:
+                    dirs = await self.store.fetch(self.name, refs, self._progress_threadsafe)
+                except BackendFailure as failure:
+                    span.set_status(Status(StatusCode.ERROR, failure.message))
+                    span.set_attribute("tts.outcome", failure.reason.value)
+                    self._fail(failure)
+                    return None
+                except asyncio.CancelledError:
+                    span.set_attribute("tts.outcome", "cancelled")
+                    raise
+                progress = self.lifecycle.progress
+                total = (progress.total or progress.done) if progress else 0
+                span.set_attribute("tts.outcome", "ok")
+                self.lifecycle.finish_download(total=total)
+            finally:
+                progress = self.lifecycle.progress
+                span.set_attribute("tts.bytes", progress.done if progress else 0)
+                span.set_attribute("tts.duration_s", round(time.perf_counter() - started, 3))
+                self._span = None
         return dirs
 
     async def _load(self, model_dirs: dict[str, Path]) -> None:
         spec = self.adapter.spec
         started = time.perf_counter()
         with tracer().start_as_current_span(
-            "tts.load", attributes={"tts.backend": self.name, "tts.device": spec.device.value}
+            "tts.load",
+            attributes={
+                "tts.backend": self.name,
+                "tts.device": spec.device.value,
+                "tts.repo": ",".join(r.repo_id for r in self.adapter.models()),
+            },
         ) as span:
+            self._span = span
             try:
-                await asyncio.wait_for(self._run(self.adapter.load, model_dirs), self.settings.startup_timeout_s)
-            except TimeoutError:
-                failure = BackendFailure(
-                    Reason.LOAD_ERROR,
-                    f"{self.name}: load did not finish within TTS_STARTUP_TIMEOUT_S={self.settings.startup_timeout_s}",
-                    "Raise TTS_STARTUP_TIMEOUT_S on slow hosts, or check `tts-actor doctor`.",
+                failure = await self._load_adapter(model_dirs)
+                seconds = time.perf_counter() - started
+                span.set_attribute("tts.duration_s", round(seconds, 3))
+                if failure is not None:
+                    span.set_status(Status(StatusCode.ERROR, failure.message))
+                    span.set_attribute("tts.outcome", failure.reason.value)
+                    self._fail(failure)
+                    return
+                span.set_attribute("tts.outcome", "ok")
+                span.set_attribute("tts.load_seconds", seconds)
+                self._retry_attempt = 0
+                self._last_used = time.monotonic()
+                self.lifecycle.finish_loading(
+                    message=f"loaded in {seconds:.2f} s", detail={"load_seconds": round(seconds, 3)}
                 )
-                span.set_status(Status(StatusCode.ERROR, failure.message))
-                self._fail(failure)
-                return
-            except Exception as exc:
-                failure = classify_load_error(exc, spec, "loading")
-                span.set_status(Status(StatusCode.ERROR, failure.message))
-                span.set_attribute("tts.outcome", failure.reason.value)
-                self._fail(failure)
-                return
-            seconds = time.perf_counter() - started
-            span.set_attribute("tts.outcome", "ok")
-            span.set_attribute("tts.load_seconds", seconds)
+            finally:
+                self._span = None
         metrics.LOAD_SECONDS.labels(self.name).observe(seconds)
-        self._last_used = time.monotonic()
-        self.lifecycle.finish_loading(message=f"loaded in {seconds:.2f} s", detail={"load_seconds": round(seconds, 3)})
+
+    async def _load_adapter(self, model_dirs: dict[str, Path]) -> BackendFailure | None:
+        """The adapter's blocking load, bounded by TTS_STARTUP_TIMEOUT_S; the failure it ended in, if any."""
+        try:
+            await asyncio.wait_for(self._run(self.adapter.load, model_dirs), self.settings.startup_timeout_s)
+        except TimeoutError:
+            return BackendFailure(
+                Reason.LOAD_ERROR,
+                f"{self.name}: load did not finish within TTS_STARTUP_TIMEOUT_S={self.settings.startup_timeout_s}",
+                "Raise TTS_STARTUP_TIMEOUT_S on slow hosts, or check `tts-actor doctor`.",
+            )
+        except Exception as exc:
+            return classify_load_error(exc, self.adapter.spec, "loading")
+        return None
 
     def _fail(self, failure: BackendFailure) -> None:
-        self.log.warning("backend_failed", reason=failure.reason.value, message=failure.message, fix=failure.fix)
-        self.lifecycle.fail(failure.reason, failure.fix, failure.message, detail=dict(failure.detail))
+        detail = dict(failure.detail)
+        delay = self._next_retry_delay(failure.reason)
+        if delay is not None:
+            detail.update(retry_in_s=delay, retry_attempt=self._retry_attempt)
+        self.log.warning(
+            "backend_failed", reason=failure.reason.value, message=failure.message, fix=failure.fix, retry_in_s=delay
+        )
+        self.lifecycle.fail(failure.reason, failure.fix, failure.message, detail=detail)
+        if delay is not None and self._loop is not None:
+            self._cancel_retry_timer()
+            self._retry_timer = self._loop.call_later(delay, self._on_retry_timer)
+
+    def _next_retry_delay(self, reason: Reason) -> float | None:
+        """Backoff before the next automatic attempt, counting it; None when this failure is not retried."""
+        if self._stopping or not self._retry_policy.retries(reason):
+            return None
+        delay = self._retry_policy.delay(self._retry_attempt + 1)
+        if delay is None:
+            if self._retry_attempt:
+                self.log.warning("retries_exhausted", attempts=self._retry_attempt, fix=f"tts-actor retry {self.name}")
+            return None
+        self._retry_attempt += 1
+        return delay
+
+    def _on_retry_timer(self) -> None:
+        self._retry_timer = None
+        if self.state is State.FAILED and not self._bringing_up and not self._stopping:
+            self.log.info("retrying", attempt=self._retry_attempt)
+            self.bring_up()
+
+    def _cancel_retry_timer(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
 
     def _progress_threadsafe(self, done: int, total: int | None) -> None:
         """Called from download threads; rate-limited to a few events a second."""
@@ -299,8 +371,13 @@ class BackendActor:
             if now - self._last_progress_at < 0.25:
                 return
         self._last_progress_at = now
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._report_progress, done, total)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._report_progress, done, total)
+        except RuntimeError:  # the loop closed between the check and the call (shutdown)
+            pass
 
     def _report_progress(self, done: int, total: int | None) -> None:
         if self.state is State.DOWNLOADING:
@@ -316,6 +393,16 @@ class BackendActor:
                 reason=event.reason.value,
                 seq=event.seq,
                 fix=event.fix,
+            )
+        if self._span is not None and event.reason is not Reason.DOWNLOAD_PROGRESS:
+            self._span.add_event(
+                "state_change",
+                {
+                    "tts.from": event.from_state.value if event.from_state else "",
+                    "tts.to": event.to_state.value,
+                    "tts.reason": event.reason.value,
+                    "tts.seq": event.seq,
+                },
             )
         self._on_event(event)
         self._wake()
@@ -344,8 +431,10 @@ class BackendActor:
 
     # --- control -----------------------------------------------------------
     def retry(self) -> None:
-        """Bring a failed or unloaded backend up again, now."""
+        """Bring a failed or unloaded backend up again, now; a fresh start of the backoff too."""
         if self.state in (State.FAILED, State.MISSING) and not self._bringing_up:
+            self._cancel_retry_timer()
+            self._retry_attempt = 0
             self.bring_up()
 
     async def unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> bool:

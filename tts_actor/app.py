@@ -72,7 +72,9 @@ class TtsApp:
     """One running instance: owns the connection, the actors and the endpoints."""
 
     settings: Settings
-    adapters: dict[str, BackendAdapter] | None = None  # replaces built-in adapters by name
+    # adapters by name instead of the built-in ones for settings.backends (tests inject small ones)
+    adapters: dict[str, BackendAdapter] | None = None
+    store: ModelManager | None = None
     embedded: EmbeddedNatsServer | None = None
     nc: Client | None = None
     registry: Registry | None = None
@@ -83,7 +85,8 @@ class TtsApp:
     async def start(self) -> None:
         s = self.settings
         self.publisher = StatePublisher(s)
-        self.registry = Registry(s, ModelManager(s), self._on_event, self.adapters)
+        self.store = self.store or ModelManager(s)
+        self.registry = Registry(s, self.store, self._on_event, adapters=self.adapters)
         # the probes run now, before NATS is even up: events queue until published
         await self.registry.start()
         url = s.nats_url
@@ -121,6 +124,8 @@ class TtsApp:
             await self.service.stop()
         if self.registry is not None:
             await self.registry.stop()
+        if self.store is not None:
+            await self.store.close()
         if self.publisher is not None:
             await self.publisher.stop()
         if self.nc is not None and not self.nc.is_closed:

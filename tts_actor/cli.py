@@ -148,6 +148,18 @@ def _control(action: str) -> Callable[[argparse.Namespace, Settings], int]:
     return command
 
 
+def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    """Download the models of the named backends into TTS_CACHE_DIR; no NATS needed."""
+    from tts_actor.backends import ADAPTERS
+    from tts_actor.fetch import fetch_backends
+
+    unknown = [name for name in args.backends if name not in ADAPTERS]
+    if unknown:
+        print(f"error: unknown backend(s) {', '.join(unknown)}\nfix: use one of {', '.join(ADAPTERS)}", file=sys.stderr)
+        return 2
+    return asyncio.run(fetch_backends(settings, args.backends))
+
+
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from tts_actor.doctor import run_doctor
 
@@ -182,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(action, help=f"{action} a backend on every instance")
         p.add_argument("backend")
         p.set_defaults(func=_control(action))
+    p = sub.add_parser("fetch", help="download backends' models into the cache now (image builds, air-gapped hosts)")
+    p.add_argument("backends", nargs="+", metavar="backend")
+    p.set_defaults(func=cmd_fetch)
     p = sub.add_parser("doctor", help="diagnose this host: packages, models, NATS, hub, disk")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)

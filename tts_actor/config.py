@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_BACKENDS = ("piper", "chatterbox", "mms", "xtts", "higgs")
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 
 
 class ConfigError(ValueError):
@@ -69,6 +70,10 @@ class Settings:
     language_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # per backend, from TTS_<BACKEND>_MODEL_DIR: model files already on disk, no download
     local_model_dirs: Mapping[str, Path] = field(default_factory=dict)
+    # the hub to download models from (TTS_HF_ENDPOINT, else HF_ENDPOINT); tests point it at a local fake
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT
+    # HF_TOKEN, for gated repositories; kept out of repr so it never reaches a log line
+    hf_token: str | None = field(default=None, repr=False)
 
     @property
     def models_dir(self) -> Path:
@@ -173,6 +178,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         repo_overrides=repo_overrides,
         language_overrides=language_overrides,
         local_model_dirs=local_model_dirs,
+        hf_endpoint=(env.get("TTS_HF_ENDPOINT") or env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
+        hf_token=env.get("HF_TOKEN") or None,
     )
     if env.get("TTS_CACHE_DIR"):
         kwargs["cache_dir"] = Path(env["TTS_CACHE_DIR"]).expanduser()
