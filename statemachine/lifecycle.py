@@ -80,6 +80,7 @@ class Trigger(str, enum.Enum):
     FINISH_LOADING = "finish_loading"
     FAIL = "fail"
     RETRY = "retry"
+    RESET = "reset"
     UNLOAD = "unload"
 
 
@@ -100,6 +101,8 @@ TRANSITIONS: list[dict[str, Any]] = [
         "dest": State.FAILED.value,
     },
     {"trigger": Trigger.RETRY.value, "source": State.FAILED.value, "dest": State.DOWNLOADING.value},
+    # a retry with nothing to download (a local model, or a package check to redo) starts over
+    {"trigger": Trigger.RESET.value, "source": State.FAILED.value, "dest": State.MISSING.value},
     {"trigger": Trigger.UNLOAD.value, "source": [State.LOADED.value, State.FAILED.value], "dest": State.MISSING.value},
 ]
 
@@ -261,6 +264,10 @@ class BackendLifecycle:
 
     def retry(self, message: str | None = None) -> StateEvent:
         return self._move(Trigger.RETRY, Reason.RETRY, progress=Progress(0, None), message=message)
+
+    def reset(self, message: str | None = None) -> StateEvent:
+        """Back to ``missing`` from ``failed``, for a retry that has nothing to download."""
+        return self._move(Trigger.RESET, Reason.RETRY, message=message)
 
     def unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> StateEvent:
         if reason not in (Reason.UNLOAD_REQUESTED, Reason.IDLE_TIMEOUT):

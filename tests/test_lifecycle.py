@@ -22,6 +22,7 @@ LEGAL: dict[tuple[State, Trigger], State] = {
     (State.LOADED, Trigger.FAIL): State.FAILED,
     (State.LOADED, Trigger.UNLOAD): State.MISSING,
     (State.FAILED, Trigger.RETRY): State.DOWNLOADING,
+    (State.FAILED, Trigger.RESET): State.MISSING,
     (State.FAILED, Trigger.UNLOAD): State.MISSING,
 }
 
@@ -47,6 +48,8 @@ def fire(machine: BackendLifecycle, trigger: Trigger) -> StateEvent:
         return machine.fail(Reason.LOAD_ERROR, "tts-actor retry x", "boom")
     if trigger is Trigger.RETRY:
         return machine.retry()
+    if trigger is Trigger.RESET:
+        return machine.reset()
     return machine.unload()
 
 

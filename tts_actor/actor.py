@@ -204,6 +204,9 @@ class BackendActor:
         spec = self.adapter.spec
         try:
             missing = missing_packages(spec.packages)
+            if self.state is State.FAILED and (missing or not self.adapter.models()):
+                # nothing to download: start over from missing (a download retry goes failed → downloading)
+                self.lifecycle.reset(message="retrying")
             if missing:
                 self._fail(
                     BackendFailure(

@@ -78,6 +78,7 @@ class TtsService:
             )
         # control goes to every instance (no queue group): each one retries its own backend
         self._control_subs.append(await self.nc.subscribe(s.subject("control", "*", "*"), cb=self._on_control))
+        await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
 
     async def stop(self) -> None:
