@@ -9,11 +9,16 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tts_actor.app import TtsApp
 from tts_actor.client import TtsClient
 from tts_actor.config import Settings, load_settings
 from tts_actor.nats_server import EmbeddedNatsServer
+from tts_actor.telemetry import setup_tracing
 
 # Tests never reach a real hub, whatever the developer's environment says.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -67,3 +72,15 @@ async def piper_loaded(app: TtsApp) -> TtsApp:
     state = await app.registry.actors["piper"].wait_settled(30)
     assert state.value == "loaded", app.registry.actors["piper"].status()
     return app
+
+
+@pytest.fixture(scope="session")
+def spans() -> InMemorySpanExporter:
+    """One in-memory exporter for the session: the global tracer provider can be set only once."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):  # someone installed one already: add to it
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        setup_tracing(extra_processor=SimpleSpanProcessor(exporter))
+    return exporter

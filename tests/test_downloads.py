@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 import structlog
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from statemachine import Reason, State
@@ -38,19 +35,6 @@ from tts_actor.config import Settings
 from tts_actor.models import ModelManager
 from tts_actor.registry import Registry
 from tts_actor.retry import RetryPolicy
-from tts_actor.telemetry import setup_tracing
-
-
-@pytest.fixture(scope="session")
-def spans() -> InMemorySpanExporter:
-    """One in-memory exporter for the session: the global tracer provider can be set only once."""
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):  # someone installed one already: add to it
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        setup_tracing(extra_processor=SimpleSpanProcessor(exporter))
-    return exporter
 
 
 @pytest.fixture
