@@ -118,30 +118,38 @@ async def start_service(url: str, cache: Path) -> tuple[TtsApp, dict[str, float]
     return app, {"start() returned": start_returned, **{labels[name]: t for name, t in times.items()}}
 
 
-def direct_piper_runs(text: str, runs: int) -> tuple[list[float], float]:
-    """PiperVoice.synthesize in this process, without the service: seconds per run, audio seconds."""
+def load_direct_piper() -> object:
+    """A second PiperVoice in this process, used without the service."""
     from piper import PiperVoice
 
     voice_files = discover_voices(None)[0]
-    voice = PiperVoice.load(voice_files.model, config_path=voice_files.config)
-    pcm_bytes = sum(len(c.audio_int16_bytes) for c in voice.synthesize(text))  # warm-up
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        pcm_bytes = sum(len(c.audio_int16_bytes) for c in voice.synthesize(text))
-        samples.append(time.perf_counter() - started)
-    return samples, pcm_bytes / 2 / voice.config.sample_rate
+    return PiperVoice.load(voice_files.model, config_path=voice_files.config)
 
 
-async def service_runs(client: TtsClient, text: str, runs: int) -> tuple[list[float], float]:
-    await client.synthesize(SynthesisRequest(text=text))  # warm-up
-    samples, audio_s = [], 0.0
+def direct_piper_once(voice: object, text: str) -> tuple[float, float]:
+    """(compute seconds, audio seconds) of one PiperVoice.synthesize."""
+    started = time.perf_counter()
+    pcm_bytes = sum(len(chunk.audio_int16_bytes) for chunk in voice.synthesize(text))  # type: ignore[attr-defined]
+    return time.perf_counter() - started, pcm_bytes / 2 / voice.config.sample_rate  # type: ignore[attr-defined]
+
+
+async def service_once(client: TtsClient, text: str) -> tuple[float, float]:
+    """(round-trip seconds, audio seconds) of one synthesis through the service."""
+    started = time.perf_counter()
+    reply = await client.synthesize(SynthesisRequest(text=text))
+    return time.perf_counter() - started, reply.duration_ms / 1000
+
+
+async def side_by_side(client: TtsClient, text: str, runs: int) -> tuple[list[tuple[float, float]], ...]:
+    """Alternate direct and served runs so that drift on a busy host hits both alike."""
+    voice = await asyncio.to_thread(load_direct_piper)
+    await asyncio.to_thread(direct_piper_once, voice, text)  # warm-up
+    await service_once(client, text)
+    direct, served = [], []
     for _ in range(runs):
-        started = time.perf_counter()
-        reply = await client.synthesize(SynthesisRequest(text=text))
-        samples.append(time.perf_counter() - started)
-        audio_s = reply.duration_ms / 1000
-    return samples, audio_s
+        direct.append(await asyncio.to_thread(direct_piper_once, voice, text))
+        served.append(await service_once(client, text))
+    return direct, served
 
 
 async def bench(url: str, cache: Path) -> list[Row]:
@@ -165,21 +173,22 @@ async def bench(url: str, cache: Path) -> list[Row]:
         status = await timed_requests(lambda: nc.request("tts.status", b"", timeout=2))
         rows.append(latency_row("(c) tts.status", status, baseline))
 
-        for name, seconds in startup.items():
+        for name, seconds in sorted(startup.items(), key=lambda item: item[1]):
             note = "" if name.startswith("start()") else "from start() to its settling event on tts.state.*"
             rows.append(Row(f"(d) start-up: {name}", seconds * 1000, note=note))
 
-        direct, direct_audio = await asyncio.to_thread(direct_piper_runs, SENTENCE, SYNTH_RUNS)
-        served, served_audio = await service_runs(client, SENTENCE, SYNTH_RUNS)
-        d50, s50 = statistics.median(direct), statistics.median(served)
+        direct, served = await side_by_side(client, SENTENCE, SYNTH_RUNS)
+        d50, s50 = (statistics.median(t for t, _ in runs) for runs in (direct, served))
+        d_rtf, s_rtf = (statistics.median(t / a for t, a in runs) for runs in (direct, served))
         words = len(SENTENCE.split())
-        direct_note = f"RTF {d50 / direct_audio:.3f}, {direct_audio:.2f} s audio"
+        audio = statistics.median(a for _, a in direct)
+        direct_note = f"RTF {d_rtf:.3f}, ~{audio:.1f} s audio"
         rows.append(Row(f"(e) {words} words, direct PiperVoice", d50 * 1000, note=direct_note))
         rows.append(
             Row(
                 f"(e) {words} words, through the service",
                 s50 * 1000,
-                note=f"RTF {s50 / served_audio:.3f}, {s50 / d50:.2f}x direct (+{(s50 - d50) * 1000:.1f} ms)",
+                note=f"RTF {s_rtf:.3f}, {s50 / d50:.2f}x direct ({(s50 - d50) * 1000:+.1f} ms), n={SYNTH_RUNS} each",
             )
         )
 
