@@ -17,9 +17,9 @@ from statemachine import State, StateEvent
 from tts_actor.backends import BackendAdapter
 from tts_actor.client import TtsClient
 from tts_actor.config import Settings
+from tts_actor.http_probes import ProbeServer
 from tts_actor.logs import get_logger
 from tts_actor.messages import SynthesisRequest
-from tts_actor.metrics import serve_metrics
 from tts_actor.models import ModelManager
 from tts_actor.nats_server import EmbeddedNatsServer
 from tts_actor.publisher import StatePublisher
@@ -80,6 +80,7 @@ class TtsApp:
     registry: Registry | None = None
     service: TtsService | None = None
     publisher: StatePublisher | None = None
+    probes: ProbeServer | None = None
     started_at: float = field(default_factory=time.perf_counter)
 
     async def start(self) -> None:
@@ -99,8 +100,8 @@ class TtsApp:
         await self.service.start()
         if s.metrics_port:
             try:
-                serve_metrics(s.metrics_port)
-                log.info("metrics_serving", url=f"http://127.0.0.1:{s.metrics_port}/metrics")
+                self.probes = ProbeServer(s.metrics_port, self.registry.health, asyncio.get_running_loop()).start()
+                log.info("metrics_serving", url=f"http://127.0.0.1:{s.metrics_port}/metrics", probes="/healthz /readyz")
             except OSError as exc:
                 log.warning("metrics_port_busy", port=s.metrics_port, error=repr(exc))
         log.info(
@@ -120,6 +121,8 @@ class TtsApp:
         return self.nc.connected_url.geturl()
 
     async def stop(self) -> None:
+        if self.probes is not None:  # first, so /readyz stops routing traffic here
+            await asyncio.to_thread(self.probes.stop)
         if self.service is not None:
             await self.service.stop()
         if self.registry is not None:

@@ -1,0 +1,238 @@
+"""``make bench``: what the service costs over bare NATS and over Piper itself.
+
+Runs a real nats-server and the service in-process (piper + chatterbox, whose
+packages are missing here, so it fails at once), then prints latencies. No
+assertions: numbers to compare between commits and hosts, on the same machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.aio.msg import Msg
+
+from statemachine import State, StateEvent
+from tts_actor.app import TtsApp, connect
+from tts_actor.backends.piper import discover_voices
+from tts_actor.client import TtsClient
+from tts_actor.config import load_settings
+from tts_actor.logs import setup_logging
+from tts_actor.messages import Header, SynthesisRequest
+from tts_actor.nats_server import EmbeddedNatsServer
+
+ROUND_TRIPS = 2000
+WARMUP = 100
+SYNTH_RUNS = 10
+MISSING_BACKEND = "chatterbox"
+SENTENCE = (
+    "The quick brown fox jumps over the lazy dog while the translator waits patiently for every spoken word to arrive."
+)
+LONG_TEXT = " ".join(
+    [
+        "Speech synthesis turns written language into sound, one sentence after another, and the service sends it "
+        "back over NATS in pieces small enough for the server to carry."
+    ]
+    * 18
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    measure: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    note: str = ""
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def timed_requests(send: Callable[[], Awaitable[object]], count: int = ROUND_TRIPS) -> list[float]:
+    """Sequential round trips, in milliseconds, after a warm-up."""
+    for _ in range(WARMUP):
+        await send()
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await send()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def latency_row(measure: str, samples: list[float], baseline: list[float] | None = None) -> Row:
+    p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+    note = f"n={len(samples)}"
+    if baseline:
+        note += f", {p50 / percentile(baseline, 0.5):.1f}x / {p99 / percentile(baseline, 0.99):.1f}x bare NATS"
+    return Row(measure, p50, p99, note)
+
+
+async def bare_nats_baseline(url: str) -> list[float]:
+    nc = await connect(url, "bench-echo", reconnect=False)
+
+    async def echo(msg: Msg) -> None:
+        await msg.respond(msg.data)
+
+    await nc.subscribe("bench.echo", cb=echo)
+    try:
+        return await timed_requests(lambda: nc.request("bench.echo", b"x" * 64, timeout=2))
+    finally:
+        await nc.close()
+
+
+async def start_service(url: str, cache: Path) -> tuple[TtsApp, dict[str, float]]:
+    """Start the app; returns it and seconds from start() to each backend's settling event on NATS."""
+    watcher = await connect(url, "bench-watch", reconnect=False)
+    loop = asyncio.get_running_loop()
+    settled = {"piper": loop.create_future(), MISSING_BACKEND: loop.create_future()}
+
+    async def on_state(msg: Msg) -> None:
+        event = StateEvent.from_dict(json.loads(msg.data))
+        future = settled.get(event.backend)
+        if future is not None and not future.done() and event.to_state in (State.LOADED, State.FAILED):
+            future.set_result((time.perf_counter(), event.to_state))
+
+    await watcher.subscribe("tts.state.>", cb=on_state)
+    await watcher.flush()
+    settings = load_settings({}).with_(nats_url=url, backends=("piper", MISSING_BACKEND), cache_dir=cache)
+    app = TtsApp(settings)
+    started = time.perf_counter()
+    await app.start()
+    start_returned = time.perf_counter() - started
+    await asyncio.wait_for(asyncio.gather(*settled.values()), 30)
+    await watcher.close()
+    times = {name: fut.result()[0] - started for name, fut in settled.items()}
+    states = {name: fut.result()[1] for name, fut in settled.items()}
+    if states["piper"] is not State.LOADED:
+        raise SystemExit(f"piper did not load ({states['piper'].value}): run `tts-actor doctor`")
+    labels = {"piper": "piper loaded", MISSING_BACKEND: f"{MISSING_BACKEND} failed (package missing)"}
+    return app, {"start() returned": start_returned, **{labels[name]: t for name, t in times.items()}}
+
+
+def load_direct_piper() -> object:
+    """A second PiperVoice in this process, used without the service."""
+    from piper import PiperVoice
+
+    voice_files = discover_voices(None)[0]
+    return PiperVoice.load(voice_files.model, config_path=voice_files.config)
+
+
+def direct_piper_once(voice: object, text: str) -> tuple[float, float]:
+    """(compute seconds, audio seconds) of one PiperVoice.synthesize."""
+    started = time.perf_counter()
+    pcm_bytes = sum(len(chunk.audio_int16_bytes) for chunk in voice.synthesize(text))  # type: ignore[attr-defined]
+    return time.perf_counter() - started, pcm_bytes / 2 / voice.config.sample_rate  # type: ignore[attr-defined]
+
+
+async def service_once(client: TtsClient, text: str) -> tuple[float, float]:
+    """(round-trip seconds, audio seconds) of one synthesis through the service."""
+    started = time.perf_counter()
+    reply = await client.synthesize(SynthesisRequest(text=text))
+    return time.perf_counter() - started, reply.duration_ms / 1000
+
+
+async def side_by_side(client: TtsClient, text: str, runs: int) -> tuple[list[tuple[float, float]], ...]:
+    """Alternate direct and served runs so that drift on a busy host hits both alike."""
+    voice = await asyncio.to_thread(load_direct_piper)
+    await asyncio.to_thread(direct_piper_once, voice, text)  # warm-up
+    await service_once(client, text)
+    direct, served = [], []
+    for _ in range(runs):
+        direct.append(await asyncio.to_thread(direct_piper_once, voice, text))
+        served.append(await service_once(client, text))
+    return direct, served
+
+
+async def bench(url: str, cache: Path) -> list[Row]:
+    rows: list[Row] = []
+    baseline = await bare_nats_baseline(url)
+    rows.append(latency_row("(a) bare NATS request-reply (64 B echo)", baseline))
+
+    app, startup = await start_service(url, cache)
+    nc = await connect(url, "bench-client", reconnect=False)
+    client = TtsClient(nc)
+    try:
+        not_ready = SynthesisRequest(text="Hello.", backend=MISSING_BACKEND).to_json()
+
+        async def ask_failed_backend() -> None:
+            reply = await nc.request("tts.synthesize", not_ready, timeout=2)
+            if Header.ERROR_CODE.value not in (reply.headers or {}):  # a guard that (b) measures what it says
+                raise RuntimeError(f"{MISSING_BACKEND} answered with audio: it is installed here")
+
+        not_ready_ms = await timed_requests(ask_failed_backend)
+        rows.append(latency_row("(b) synthesize -> not-ready reply", not_ready_ms, baseline))
+        status = await timed_requests(lambda: nc.request("tts.status", b"", timeout=2))
+        rows.append(latency_row("(c) tts.status", status, baseline))
+
+        for name, seconds in sorted(startup.items(), key=lambda item: item[1]):
+            note = "" if name.startswith("start()") else "from start() to its settling event on tts.state.*"
+            rows.append(Row(f"(d) start-up: {name}", seconds * 1000, note=note))
+
+        direct, served = await side_by_side(client, SENTENCE, SYNTH_RUNS)
+        d50, s50 = (statistics.median(t for t, _ in runs) for runs in (direct, served))
+        d_rtf, s_rtf = (statistics.median(t / a for t, a in runs) for runs in (direct, served))
+        words = len(SENTENCE.split())
+        audio = statistics.median(a for _, a in direct)
+        direct_note = f"RTF {d_rtf:.3f}, ~{audio:.1f} s audio"
+        rows.append(Row(f"(e) {words} words, direct PiperVoice", d50 * 1000, note=direct_note))
+        rows.append(
+            Row(
+                f"(e) {words} words, through the service",
+                s50 * 1000,
+                note=f"RTF {s_rtf:.3f}, {s50 / d50:.2f}x direct ({(s50 - d50) * 1000:+.1f} ms), n={SYNTH_RUNS} each",
+            )
+        )
+
+        started = time.perf_counter()
+        reply = await client.synthesize(SynthesisRequest(text=LONG_TEXT), timeout_s=80)
+        elapsed = time.perf_counter() - started
+        rows.append(
+            Row(
+                f"(f) {len(LONG_TEXT)} chars, chunked reply",
+                elapsed * 1000,
+                note=f"{len(reply.audio) / 2**20:.2f} MiB in {reply.chunks} chunks, "
+                f"{reply.duration_ms / 1000:.1f} s audio, RTF {elapsed / (reply.duration_ms / 1000):.3f}",
+            )
+        )
+    finally:
+        await nc.close()
+        await app.stop()
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+    width = max(len(r.measure) for r in rows)
+    lines = [f"{'measure':<{width}}  {'p50 ms':>9}  {'p99 ms':>9}  notes", "-" * (width + 60)]
+    lines += [f"{r.measure:<{width}}  {ms(r.p50_ms):>9}  {ms(r.p99_ms):>9}  {r.note}" for r in rows]
+    lines.append("(d)-(f): single value in the p50 column (median of runs for (e)); RTF = compute s / audio s")
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    setup_logging("error")
+    with tempfile.TemporaryDirectory(prefix="tts-bench-") as tmp:
+        server = EmbeddedNatsServer(Path(tmp) / "nats", port=-1)
+        url = await asyncio.to_thread(server.start)
+        try:
+            started = time.perf_counter()
+            rows = await bench(url, Path(tmp))
+        finally:
+            await asyncio.to_thread(server.stop)
+    print(render(rows))
+    print(f"bench took {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
