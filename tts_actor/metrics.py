@@ -1,8 +1,8 @@
-"""Prometheus metrics. Served over HTTP when TTS_METRICS_PORT is set."""
+"""Prometheus metrics. Served over HTTP by :mod:`tts_actor.http_probes` when TTS_METRICS_PORT is set."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from statemachine import State, StateEvent
 
@@ -30,8 +30,3 @@ def record_state(event: StateEvent) -> None:
         DOWNLOAD_BYTES.labels(event.backend).set(event.progress.done)
     if event.from_state is not None and event.reason.value != "download_progress":
         TRANSITIONS.labels(event.backend, event.to_state.value, event.reason.value).inc()
-
-
-def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
-    """Expose /metrics on ``port`` (a thread of prometheus_client's)."""
-    start_http_server(port, addr=addr)
