@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from statemachine import BackendLifecycle, Reason, State, StateEvent
+from statemachine import BackendLifecycle, Reason, State, StateEvent, Trigger
 from tts_actor import metrics
 from tts_actor.audio import Audio
 from tts_actor.backends.base import (
@@ -332,6 +332,9 @@ class BackendActor:
         return None
 
     def _fail(self, failure: BackendFailure) -> None:
+        if not self.lifecycle.allowed(Trigger.FAIL):  # already failed: keep the first, named cause
+            self.log.warning("failure_while_failed", reason=failure.reason.value, message=failure.message)
+            return
         detail = dict(failure.detail)
         delay = self._next_retry_delay(failure.reason)
         if delay is not None:
