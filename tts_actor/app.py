@@ -46,7 +46,8 @@ async def connect(url: str, name: str, reconnect: bool = True, deadline_s: float
         log.debug("nats_error", error=repr(exc))
 
     async def on_disconnected() -> None:
-        log.warning("nats_disconnected")
+        if not (nc.is_closed or nc.is_draining):  # our own shutdown is no news
+            log.warning("nats_disconnected")
 
     async def on_reconnected() -> None:
         log.info("nats_reconnected")
