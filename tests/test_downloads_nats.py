@@ -95,6 +95,8 @@ async def test_service_answers_while_a_download_hangs_and_waiters_wake_on_loaded
         assert time.perf_counter() - began < 1.0
         states = {b["name"]: b["state"] for b in status["backends"]}
         assert states[BACKEND] == "downloading"
+        spoken = await client.synthesize(SynthesisRequest(text="Piper still speaks.", backend="piper"))
+        assert spoken.backend == "piper" and len(spoken.audio) > 44
 
         request = SynthesisRequest(text="hello", language="en", backend=BACKEND)
         began = time.perf_counter()
