@@ -95,7 +95,7 @@ async def test_service_answers_while_a_download_hangs_and_waiters_wake_on_loaded
         assert time.perf_counter() - began < 1.0
         states = {b["name"]: b["state"] for b in status["backends"]}
         assert states[BACKEND] == "downloading"
-        spoken = await client.synthesize(SynthesisRequest(text="Piper still speaks.", backend="piper"))
+        spoken = await client.synthesize(SynthesisRequest(text="Piper still speaks.", backend="piper", wait_ms=20_000))
         assert spoken.backend == "piper" and len(spoken.audio) > 44
 
         request = SynthesisRequest(text="hello", language="en", backend=BACKEND)
