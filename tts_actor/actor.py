@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +35,7 @@ from tts_actor.logs import get_logger
 from tts_actor.messages import SynthesisRequest
 from tts_actor.retry import RetryPolicy
 from tts_actor.telemetry import tracer
+from tts_actor.worker import DaemonWorker
 
 log = get_logger(__name__)
 
@@ -77,7 +77,7 @@ class BackendActor:
         self.lifecycle = BackendLifecycle(adapter.name, settings.instance)
         self.lifecycle.subscribe(self._handle_event)
         self._inbox: asyncio.Queue[SynthesisJob] = asyncio.Queue(maxsize=settings.backend_queue_depth)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tts-{adapter.name}")
+        self._executor = DaemonWorker(f"tts-{adapter.name}")
         self._waiters: list[asyncio.Future[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bringing_up = False
@@ -85,6 +85,7 @@ class BackendActor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_progress_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._unloading = False
         self._retry_policy = RetryPolicy.from_settings(settings)
         self._retry_attempt = 0
         self._retry_timer: asyncio.TimerHandle | None = None
@@ -160,8 +161,6 @@ class BackendActor:
         self._loop = asyncio.get_running_loop()
         self._spawn(self._serve_inbox())
         self.bring_up()
-        if self.settings.idle_unload_s > 0:
-            self._arm_idle_timer(self.settings.idle_unload_s)
 
     def bring_up(self) -> None:
         """Probe, fetch and load, in a background task; a no-op while one runs."""
@@ -173,8 +172,7 @@ class BackendActor:
     async def stop(self) -> None:
         self._stopping = True
         self._cancel_retry_timer()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._disarm_idle_timer()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -237,9 +235,9 @@ class BackendActor:
         if self.store is None:
             raise BackendFailure(Reason.DOWNLOAD_FAILED, f"{self.name}: no model store configured", "internal")
         local = await self._run(self.store.find_local, refs)
+        if (local is not None or not self.settings.allow_download) and self.state is State.FAILED:
+            self.lifecycle.reset(message="retrying from the local cache")  # nothing to download: start over
         if local is not None:
-            if self.state is State.FAILED:  # e.g. another waiter finished the download meanwhile
-                self.lifecycle.retry(message="found in the local cache")
             return local
         if not self.settings.allow_download:
             self._fail(
@@ -306,6 +304,10 @@ class BackendActor:
                     span.set_attribute("tts.outcome", failure.reason.value)
                     self._fail(failure)
                     return
+                if not self.lifecycle.allowed(Trigger.FINISH_LOADING):  # moved meanwhile (shutdown, a failure)
+                    span.set_attribute("tts.outcome", "discarded")
+                    await self._run(self._release_after_failure, f"loaded while {self.state.value}")
+                    return
                 span.set_attribute("tts.outcome", "ok")
                 span.set_attribute("tts.load_seconds", seconds)
                 self._retry_attempt = 0
@@ -322,6 +324,8 @@ class BackendActor:
         try:
             await asyncio.wait_for(self._run(self.adapter.load, model_dirs), self.settings.startup_timeout_s)
         except TimeoutError:
+            # the engine call cannot be interrupted: once it ends, drop what it loaded
+            self._executor.submit(self._release_after_failure, "load finished after its timeout")
             return BackendFailure(
                 Reason.LOAD_ERROR,
                 f"{self.name}: load did not finish within TTS_STARTUP_TIMEOUT_S={self.settings.startup_timeout_s}",
@@ -410,6 +414,10 @@ class BackendActor:
                     "tts.seq": event.seq,
                 },
             )
+        if event.to_state is State.LOADED and event.from_state is not State.LOADED:
+            self._arm_idle_timer()
+        elif event.to_state is not State.LOADED:
+            self._disarm_idle_timer()
         self._on_event(event)
         self._wake()
 
@@ -444,26 +452,41 @@ class BackendActor:
             self.bring_up()
 
     async def unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> bool:
-        if self.state is not State.LOADED:
+        """Free the model (``loaded``, or ``failed`` after out of memory) and go to ``missing``."""
+        if self._unloading or self._bringing_up or not self.lifecycle.allowed(Trigger.UNLOAD):
             return False
-        await self._run(self.adapter.unload)
+        self._unloading = True
+        try:
+            await self._run(self.adapter.unload)
+        finally:
+            self._unloading = False
+        if not self.lifecycle.allowed(Trigger.UNLOAD):  # the state moved while the engine let go
+            return False
         self.lifecycle.unload(reason)
         return True
 
-    def _arm_idle_timer(self, delay_s: float) -> None:
-        """Unload after TTS_IDLE_UNLOAD_S without requests: one timer, re-armed on use."""
-        assert self._loop is not None
-        self._idle_timer = self._loop.call_later(delay_s, self._on_idle_timer)
+    def _arm_idle_timer(self) -> None:
+        """Unload after TTS_IDLE_UNLOAD_S without requests: armed on entering ``loaded``."""
+        if self._loop is None or self.settings.idle_unload_s <= 0:
+            return
+        self._disarm_idle_timer()
+        delay = max(self._last_used + self.settings.idle_unload_s - time.monotonic(), 0.0)
+        self._idle_timer = self._loop.call_later(delay or self.settings.idle_unload_s, self._on_idle_timer)
+
+    def _disarm_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def _on_idle_timer(self) -> None:
-        idle = self.settings.idle_unload_s
-        remaining = self._last_used + idle - time.monotonic()
-        if remaining > 0 or not self._inbox.empty():
-            self._arm_idle_timer(max(remaining, 0.05))
+        self._idle_timer = None
+        if self.state is not State.LOADED:
+            return  # re-armed when it is loaded again
+        idle_for = time.monotonic() - self._last_used
+        if idle_for < self.settings.idle_unload_s or not self._inbox.empty():
+            self._arm_idle_timer()  # used since: wait out the rest (a finished job refreshes last use)
             return
-        if self.state is State.LOADED:
-            self._spawn(self.unload(Reason.IDLE_TIMEOUT))
-        self._arm_idle_timer(idle)
+        self._spawn(self.unload(Reason.IDLE_TIMEOUT))
 
     # --- synthesis ---------------------------------------------------------
     def submit(self, request: SynthesisRequest, voice: Voice) -> asyncio.Future[Audio]:
@@ -489,6 +512,9 @@ class BackendActor:
         while True:
             job = await self._inbox.get()
             if job.future.done():
+                continue
+            if self.state is not State.LOADED or self._unloading:  # unloaded or failed since it was queued
+                job.future.set_exception(self.not_ready_error())
                 continue
             try:
                 audio = await asyncio.wait_for(
@@ -516,6 +542,8 @@ class BackendActor:
         failure = classify_load_error(exc, self.adapter.spec, "synthesizing")
         if failure.reason is Reason.OUT_OF_MEMORY:
             self._fail(failure)  # routing falls back to the next backend from now on
+            # free what the engine holds; the worker runs this before any retry's load
+            self._executor.submit(self._release_after_failure, "out of memory")
             return TtsError(
                 ErrorCode.OUT_OF_MEMORY,
                 failure.message,
@@ -532,6 +560,14 @@ class BackendActor:
             backend=self.name,
             state=self.state.value,
         )
+
+    def _release_after_failure(self, why: str) -> None:
+        """On the worker thread: drop the engine's model after a failure, so nothing stays resident."""
+        try:
+            self.adapter.unload()
+            self.log.info("model_released", why=why)
+        except Exception as exc:  # already failed; the log says what else went wrong
+            self.log.warning("model_release_failed", why=why, error=repr(exc))
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking ``fn`` on this backend's own worker thread."""
