@@ -52,6 +52,8 @@ class BigModelStandIn(BackendAdapter):
     def __init__(self, settings: object, oom_during: str) -> None:
         super().__init__(settings)  # type: ignore[arg-type]
         self.oom_during = oom_during
+        self.resident = False  # what a real engine would hold in GPU memory
+        self.unloads = 0
 
     def voices(self) -> list[Voice]:
         return [Voice("bigmodel-en", "en", self.name)]
@@ -59,12 +61,14 @@ class BigModelStandIn(BackendAdapter):
     def load(self, model_dirs: dict[str, Path]) -> None:
         if self.oom_during == "load":
             raise OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        self.resident = True
 
     def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     def unload(self) -> None:
-        pass
+        self.resident = False
+        self.unloads += 1
 
 
 @pytest.mark.parametrize("oom_during", ["synthesize", "load"])
@@ -93,6 +97,13 @@ async def test_out_of_memory_fails_the_backend_and_routing_falls_back(tmp_path: 
         reply = await client.synthesize(SynthesisRequest(text="The next one speaks."))
         assert reply.backend == "piper"
         assert reply.headers[Header.FALLBACK_FROM.value] == "bigmodel"
+        big = adapters["bigmodel"]
+        assert isinstance(big, BigModelStandIn)
+        if oom_during == "synthesize":
+            assert not big.resident and big.unloads >= 1, "the model that ran out of memory is released"
+        # the operator can still unload a failed backend (the fix says so): failed → missing
+        result = await client.control("bigmodel", "unload")
+        assert result["ok"] is True and result["state"] == "missing"
 
 
 async def test_priority_voices_unload_and_reload_of_mms(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -385,3 +385,55 @@ async def test_trace_context_crosses_nats_into_the_synthesis_span(
     assert span.parent is not None and span.parent.span_id == caller_ctx.span_id
     assert span.attributes["tts.backend"] == "piper" and span.attributes["tts.audio_seconds"] > 0
     assert any(s.name == "tts.load" and s.attributes.get("tts.backend") == "piper" for s in spans.get_finished_spans())
+
+
+OVERSIZED_ECHOES = [
+    {"text": "hi", "format": "é" * 300_000},
+    {"text": "hi", "language": "😀" * 150_000},
+    {"text": "hi", "😀" * 150_000: 1},
+    {"text": "hi", "options": {"é" * 300_000: 1}},
+]
+
+
+@pytest.mark.parametrize("body", OVERSIZED_ECHOES, ids=["format", "language", "field", "option"])
+async def test_errors_stay_small_whatever_the_request_echoes(piper_loaded: TtsApp, nc: Client, body: dict) -> None:
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    assert len(payload) < piper_loaded.settings.max_request_bytes
+    _, reply = await raw_request(nc, payload)
+    assert json.loads(reply)["error"]["code"] in ("invalid_request", "unknown_format")
+    assert len(reply) < 4096
+
+
+@pytest.mark.parametrize(
+    "payload", [b"[" * 100_000 + b"]" * 100_000, b'{"text": 1' + b"0" * 5000 + b"}"], ids=["deep", "huge-int"]
+)
+async def test_pathological_json_is_invalid_request(piper_loaded: TtsApp, nc: Client, payload: bytes) -> None:
+    headers, reply = await raw_request(nc, payload)
+    assert headers["Tts-Error-Code"] == "invalid_request"
+    assert json.loads(reply)["error"]["fix"]
+
+
+async def test_a_slow_unload_blocks_no_other_control_command(settings: Settings, client: TtsClient) -> None:
+    gated = GatedPiper(settings)
+    gated.load_gate.set()
+    gated.synth_gate.clear()
+    app = TtsApp(settings.with_(backends=("gated", "piper")), adapters={"gated": gated})
+    await app.start()
+    try:
+        assert app.registry is not None
+        for actor in app.registry.actors.values():
+            assert await actor.wait_settled(30) is State.LOADED
+        speaking = asyncio.create_task(client.synthesize(SynthesisRequest(text="Hold.", backend="gated")))
+        await asyncio.to_thread(gated.synth_started.wait, 10)
+        unloading = asyncio.create_task(client.control("gated", "unload"))  # waits for the synthesis
+        answer = await client.control("piper", "unload")  # must not wait behind it
+        assert answer["ok"] is True and answer["state"] == "missing"
+        assert not unloading.done()
+        gated.synth_gate.set()
+        assert (await speaking).backend == "gated"
+        assert (await unloading)["state"] == "missing"
+        # a second unload of the same backend is a no, not an error
+        assert (await client.control("gated", "unload"))["ok"] is False
+    finally:
+        gated.synth_gate.set()
+        await app.stop()

@@ -181,6 +181,11 @@ class BackendActor:
             if not job.future.done():
                 job.future.set_exception(self.shutting_down_error())
         self._executor.shutdown(wait=False, cancel_futures=True)
+        # let a running engine call end (a process exiting under native code can abort), within a bound:
+        # a call that hangs for good is left behind on its daemon thread instead of holding up the exit
+        grace = self.settings.shutdown_grace_s
+        if not await asyncio.to_thread(self._executor.join, grace):
+            self.log.warning("engine_call_abandoned", waited_s=grace)
 
     def shutting_down_error(self) -> TtsError:
         return TtsError(

@@ -84,6 +84,7 @@ class TtsClient:
             parts = [first.data]
             for expected in range(1, count):
                 msg = await self._next(sub, timeout)
+                raise_for_error(msg.headers, msg.data)
                 index = int((msg.headers or {}).get(Header.CHUNK_INDEX.value, "-1"))
                 if index != expected:
                     raise TtsError(

@@ -58,6 +58,7 @@ class Settings:
     max_inflight: int = 16
     backend_queue_depth: int = 8
     synthesis_timeout_s: float = 120.0
+    shutdown_grace_s: float = 10.0
     idle_unload_s: float = 0.0
     cache_dir: Path = field(default_factory=_default_cache_dir)
     piper_voices_dir: Path | None = None
@@ -171,6 +172,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 16, int, 1)),
         backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 8, int, 1)),
         synthesis_timeout_s=_number(env, "TTS_SYNTHESIS_TIMEOUT_S", 120.0),
+        shutdown_grace_s=_number(env, "TTS_SHUTDOWN_GRACE_S", 10.0),
         idle_unload_s=_number(env, "TTS_IDLE_UNLOAD_S", 0.0),
         log_level=env.get("TTS_LOG_LEVEL", "info").lower(),
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),

@@ -87,6 +87,17 @@ _OPTION_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def _echo(value: Any, limit: int = 40) -> str:
+    """A caller's value, shortened, for an error message: replies must stay small whatever was sent."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _echo_names(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(_echo(n) for n in names[:most])
+    return f"[{shown}{', ...' if len(names) > most else ''}]"
+
+
 def _optional_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is None:
@@ -105,7 +116,7 @@ def _options(raw: Any) -> SynthesisOptions:
         raise invalid("'options' must be an object")
     unknown = sorted(set(raw) - set(_OPTION_TYPES))
     if unknown:
-        raise invalid(f"unknown options {unknown}; known: {sorted(_OPTION_TYPES)}")
+        raise invalid(f"unknown options {_echo_names(unknown)}; known: {sorted(_OPTION_TYPES)}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, _OPTION_TYPES[key]):
@@ -127,13 +138,13 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         )
     try:
         body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid(f"request body is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a huge integer literal, deep nesting
+        raise invalid(f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise invalid(f"request body must be a JSON object, got {type(body).__name__}")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise invalid(f"unknown fields {unknown}; known: {sorted(_FIELDS)}")
+        raise invalid(f"unknown fields {_echo_names(unknown)}; known: {sorted(_FIELDS)}")
     text = body.get("text")
     if text is None:
         raise invalid("'text' is required")
@@ -150,19 +161,19 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         )
     language = body.get("language", "en")
     if not isinstance(language, str) or not LANGUAGE_RE.match(language.lower()):
-        raise invalid(f"'language' must be an ISO 639-1 code such as 'en', got {language!r}")
+        raise invalid(f"'language' must be an ISO 639-1 code such as 'en', got {_echo(language)}")
     fmt_raw = body.get("format", AudioFormat.WAV.value)
     try:
         fmt = AudioFormat(fmt_raw)
     except ValueError:
         raise TtsError(
             ErrorCode.UNKNOWN_FORMAT,
-            f"format {fmt_raw!r} is not offered",
+            f"format {_echo(fmt_raw)} is not offered",
             f"Use one of: {', '.join(f.value for f in AudioFormat)}.",
         ) from None
     wait_ms = body.get("wait_ms", 0)
     if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or wait_ms < 0:
-        raise invalid(f"'wait_ms' must be a non-negative integer, got {wait_ms!r}")
+        raise invalid(f"'wait_ms' must be a non-negative integer, got {_echo(wait_ms)}")
     reference = body.get("reference_audio")
     reference_bytes: bytes | None = None
     if reference is not None:

@@ -9,6 +9,7 @@ payload goes back as several messages on the same reply subject.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from typing import Any
@@ -32,7 +33,6 @@ from tts_actor.telemetry import extract_context, tracer
 
 log = get_logger(__name__)
 HEADER_ROOM = 8 * 1024  # bytes kept free in each reply for headers
-DRAIN_S = 10.0  # how long shutdown waits for syntheses in flight
 
 
 def error_headers(error: TtsError) -> dict[str, str]:
@@ -54,6 +54,7 @@ class TtsService:
         self._service: Service | None = None
         self._control_subs: list[Any] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        self._control_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         s = self.settings
@@ -84,10 +85,13 @@ class TtsService:
     async def stop(self) -> None:
         for sub in self._control_subs:
             await sub.unsubscribe()
+        for task in list(self._control_tasks):
+            task.cancel()
+        await asyncio.gather(*self._control_tasks, return_exceptions=True)
         if self._service is not None:
             await self._service.stop()
         if self._inflight:  # let running syntheses answer, within a bound; the rest get an error reply
-            _, late = await asyncio.wait(self._inflight, timeout=min(DRAIN_S, self.settings.synthesis_timeout_s))
+            _, late = await asyncio.wait(self._inflight, timeout=self.settings.shutdown_grace_s)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -106,6 +110,12 @@ class TtsService:
         await self._reply_json(req, self.registry.health())
 
     async def _on_control(self, msg: Msg) -> None:
+        """Each command in a task of its own: an unload waiting for a long synthesis blocks no other."""
+        task = asyncio.create_task(self._control(msg))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
+    async def _control(self, msg: Msg) -> None:
         _, backend, action = msg.subject.rsplit(".", 2)
         try:
             actor = self.registry.get(backend)
@@ -218,8 +228,12 @@ class TtsService:
         )
 
     async def _respond_error(self, req: Request, error: TtsError) -> None:
+        body = json.dumps(error.to_dict()).encode()
+        if len(body) > self.nc.max_payload - HEADER_ROOM:  # never let an error outgrow the reply
+            error = dataclasses.replace(error, message=error.message[:500], detail=None)
+            body = json.dumps(error.to_dict()).encode()
         try:
-            await req.respond(json.dumps(error.to_dict()).encode(), headers=error_headers(error))
+            await req.respond(body, headers=error_headers(error))
         except Exception as exc:  # no reply subject, or the connection went away
             log.warning("reply_failed", error=repr(exc))
 

@@ -57,3 +57,8 @@ class DaemonWorker(Executor):
         self._jobs.put(None)
         if wait:
             self._thread.join()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the thread to finish its last call; whether it did."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
