@@ -10,13 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from transitions import Machine, MachineError
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """Where a backend stands. Declared as data; the machine is built from it."""
 
     MISSING = "missing"
@@ -25,7 +25,7 @@ class State(str, enum.Enum):
     FAILED = "failed"
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Why a transition happened. Failure reasons come with a fix; the rest explain."""
 
     # failures
@@ -71,7 +71,7 @@ FAILURE_REASONS = frozenset(
 )
 
 
-class Trigger(str, enum.Enum):
+class Trigger(enum.StrEnum):
     """The moves a caller may ask for."""
 
     START_DOWNLOAD = "start_download"
@@ -183,7 +183,7 @@ class StateEvent:
 
 def rfc3339_now() -> str:
     """UTC now as RFC 3339 with milliseconds and a ``Z``."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _MachineModel:

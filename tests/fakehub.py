@@ -42,7 +42,7 @@ _INFO_RE = re.compile(r"^/api/models/(?P<repo>.+)/revision/(?P<rev>[^/]+)$")
 _RESOLVE_RE = re.compile(r"^/(?P<repo>.+?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
-class Fault(str, enum.Enum):
+class Fault(enum.StrEnum):
     NONE = "none"
     SILENT = "silent"
     SLOW = "slow"

@@ -99,13 +99,13 @@ class TtsClient:
         finally:
             await sub.unsubscribe()
 
-    async def _next(self, sub: Any, timeout: float) -> Any:
+    async def _next(self, sub: Any, wait_s: float) -> Any:
         try:
-            return await sub.next_msg(timeout=timeout)
+            return await sub.next_msg(timeout=wait_s)
         except NatsTimeoutError:
             raise TtsError(
                 ErrorCode.SYNTHESIS_TIMEOUT,
-                f"no reply within {timeout:.1f} s",
+                f"no reply within {wait_s:.1f} s",
                 "Check `tts-actor status`; raise the client timeout for very long texts.",
             ) from None
 

@@ -32,7 +32,7 @@ MIN_PYTHON = (3, 10)  # pyproject's requires-python; the interpreter may be anot
 T = TypeVar("T")
 
 
-class Level(str, enum.Enum):
+class Level(enum.StrEnum):
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"

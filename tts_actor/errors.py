@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     """Documented in the README; a caller may switch on these."""
 
     INVALID_REQUEST = "invalid_request"

@@ -22,7 +22,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 MAX_REFERENCE_AUDIO_BYTES = 2 * 1024 * 1024  # raw bytes after base64 decoding
 
 
-class AudioFormat(str, enum.Enum):
+class AudioFormat(enum.StrEnum):
     WAV = "wav"
     PCM = "pcm"
 
@@ -201,7 +201,7 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
     )
 
 
-class Header(str, enum.Enum):
+class Header(enum.StrEnum):
     """Reply headers that carry the audio's metadata."""
 
     CONTENT_TYPE = "Content-Type"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tts_actor.messages import SynthesisRequest
 
 
-class Device(str, enum.Enum):
+class Device(enum.StrEnum):
     """Where a backend wants to run."""
 
     CPU = "cpu"
