@@ -355,3 +355,33 @@ def test_fetch_cli_downloads_then_fails_for_a_missing_repo(
     assert "model_unavailable" in err and "fix:" in err and "HF_TOKEN" in err
 
     assert cli.main(["fetch", "no-such-backend"]) == 2
+
+
+def test_endpoint_without_a_scheme_is_download_failed_with_the_fix() -> None:
+    from tts_actor.backends.base import BackendFailure
+    from tts_actor.hub import HubClient
+
+    with pytest.raises(BackendFailure) as info:
+        HubClient("127.0.0.1:9", 1.0, 1.0).snapshot(REPO, "main")
+    assert info.value.reason is Reason.DOWNLOAD_FAILED
+    assert "https://" in info.value.fix
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_disk_filling_up_during_a_transfer_is_disk_full(hub: FakeHub, tmp_path: Path) -> None:
+    """The space check passed but the disk filled up meanwhile: /dev/full answers every write with ENOSPC."""
+    import threading
+
+    from tts_actor.backends.base import BackendFailure
+    from tts_actor.hub import HubClient
+
+    client = HubClient(hub.url, 2.0, 2.0)
+    snapshot = client.snapshot(REPO, "main")
+    remote = max(snapshot.files, key=lambda f: f.size)
+    dest = tmp_path / "part"
+    dest.symlink_to("/dev/full")
+    with pytest.raises(BackendFailure) as info:
+        client.download(REPO, snapshot.commit, remote, dest, lambda n: None, threading.Event())
+    assert info.value.reason is Reason.DISK_FULL
+    assert not dest.is_symlink(), "the partial file is removed"
+    assert Path("/dev/full").exists()

@@ -18,6 +18,7 @@ Mapping of network failures to reasons (documented for operators):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import threading
 from collections.abc import Callable
@@ -110,6 +111,8 @@ class HubClient:
             raise self._unreachable(repo_id, exc, answered=isinstance(exc, httpx2.ReadTimeout)) from exc
         except (httpx2.ConnectError, httpx2.NetworkError, httpx2.ProtocolError) as exc:
             raise self._unreachable(repo_id, exc, answered=False) from exc
+        except httpx2.HTTPError as exc:  # e.g. an endpoint without a scheme
+            raise self._bad_endpoint(repo_id, exc) from exc
         self._raise_for_status(repo_id, response.status_code, response.text[:200])
         try:
             data = response.json()
@@ -143,6 +146,9 @@ class HubClient:
         try:
             with dest.open("wb") as out:
                 self._stream(url, repo_id, remote, out, on_bytes, cancelled)
+        except OSError as exc:  # writing the file: the disk filled up after the space check, or went away
+            dest.unlink(missing_ok=True)
+            raise self._write_failed(repo_id, remote, exc) from exc
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -184,6 +190,8 @@ class HubClient:
             raise self._unreachable(repo_id, exc, answered=False) from exc
         except (httpx2.NetworkError, httpx2.ProtocolError) as exc:
             raise self._corrupt(repo_id, remote, f"transfer ended after {received} bytes ({exc!r})", received) from exc
+        except httpx2.HTTPError as exc:
+            raise self._bad_endpoint(repo_id, exc) from exc
         if received != remote.size:
             raise self._corrupt(repo_id, remote, f"got {received} bytes", received)
         if remote.sha256 is not None and sha256.hexdigest() != remote.sha256:
@@ -193,6 +201,31 @@ class HubClient:
             raise self._corrupt(repo_id, remote, what, received)
 
     # --- errors --------------------------------------------------------------
+    @staticmethod
+    def _write_failed(repo_id: str, remote: RemoteFile, exc: OSError) -> BackendFailure:
+        detail = {"repo": repo_id, "file": remote.name, "expected": remote.size}
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return BackendFailure(
+                Reason.DISK_FULL,
+                f"{repo_id}/{remote.name}: the disk filled up while writing {remote.size} bytes ({exc})",
+                "Free space under TTS_CACHE_DIR, or point it at a larger disk.",
+                detail,
+            )
+        return BackendFailure(
+            Reason.DOWNLOAD_FAILED,
+            f"{repo_id}/{remote.name}: cannot write the download ({exc})",
+            "Check that TTS_CACHE_DIR is writable (`tts-actor doctor`).",
+            detail,
+        )
+
+    def _bad_endpoint(self, repo_id: str, exc: Exception) -> BackendFailure:
+        return BackendFailure(
+            Reason.DOWNLOAD_FAILED,
+            f"{repo_id}: cannot use the hub endpoint {self.endpoint!r} ({type(exc).__name__}: {exc})",
+            "Set HF_ENDPOINT/TTS_HF_ENDPOINT to a full URL such as https://huggingface.co.",
+            {"repo": repo_id, "endpoint": self.endpoint},
+        )
+
     def _unreachable(self, repo_id: str, exc: Exception, answered: bool) -> BackendFailure:
         how = (
             f"accepted the connection but sent nothing within {self.read_timeout_s} s"
