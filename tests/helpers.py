@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
+import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +63,15 @@ class GatedPiper(PiperBackend):
         if not self.synth_gate.wait(30):
             raise TimeoutError("test gate never opened")
         return super().synthesize(request, voice)
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Test-side sync on a condition the service exposes no event for (its queue length, say).
+
+    Checks often and fails loudly at the bound; the service itself never waits like this.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.01)

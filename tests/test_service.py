@@ -8,6 +8,7 @@ import time
 
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import NoKeysError
 
 from statemachine import State
 from tts_actor.app import TtsApp
@@ -16,7 +17,7 @@ from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import AudioFormat, SynthesisRequest
 
-from .helpers import GatedPiper, wav_info
+from .helpers import GatedPiper, eventually, wav_info
 
 TWENTY_WORDS = (
     "The translator sent this sentence so that the speech service could read it aloud "
@@ -105,7 +106,7 @@ async def test_missing_package_fails_within_a_second_with_the_fix(settings: Sett
 
 async def test_kv_holds_the_latest_state_for_a_late_reader(piper_loaded: TtsApp, nc: Client) -> None:
     assert piper_loaded.publisher is not None
-    await piper_loaded.publisher.stop()  # flush what is queued
+    await piper_loaded.publisher.flush()
     kv = await nc.jetstream().key_value("tts_state")
     piper = json.loads((await kv.get("piper")).value)
     assert piper["to"] == "loaded"
@@ -164,7 +165,7 @@ async def test_loading_backend_replies_not_ready_at_once_and_wait_ms_is_woken_by
         assert info.value.state == "missing" and info.value.retry_after_ms
 
         waiting = asyncio.create_task(client.synthesize(SynthesisRequest(text="Now.", backend="gated", wait_ms=20000)))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: app.registry.actors["gated"].status()["waiting"] == 1)  # parked on the event
         assert not waiting.done()
         opened = time.perf_counter()
         gated.load_gate.set()
@@ -189,7 +190,7 @@ async def test_busy_when_the_backend_queue_is_full(settings: Settings, client: T
         first = asyncio.create_task(client.synthesize(SynthesisRequest(text="One.")))
         await asyncio.to_thread(gated.synth_started.wait, 10)
         second = asyncio.create_task(client.synthesize(SynthesisRequest(text="Two.")))
-        await asyncio.sleep(0.2)
+        await eventually(lambda: app.registry.actors["gated"].status()["queue"] == 1)
         with pytest.raises(TtsError) as info:
             await client.synthesize(SynthesisRequest(text="Three."))
         assert info.value.code is ErrorCode.BUSY and info.value.retry_after_ms
@@ -437,3 +438,23 @@ async def test_a_slow_unload_blocks_no_other_control_command(settings: Settings,
     finally:
         gated.synth_gate.set()
         await app.stop()
+
+
+async def test_each_instance_keeps_its_own_kv_entry_and_removes_it_on_stop(settings: Settings, nc: Client) -> None:
+    apps = [TtsApp(settings.with_(instance=f"kv-{i}", backends=("piper",))) for i in range(2)]
+    for app in apps:
+        await app.start()
+    for app in apps:
+        assert app.registry is not None and app.publisher is not None
+        await app.registry.actors["piper"].wait_settled(30)
+        await app.publisher.flush()
+    kv = await nc.jetstream().key_value("tts_state")
+    for i in range(2):
+        entry = json.loads((await kv.get(f"piper.kv-{i}")).value)
+        assert (entry["instance"], entry["to"]) == (f"kv-{i}", "loaded")
+    await apps[1].stop()
+    keys = set(await kv.keys())
+    assert "piper.kv-0" in keys and "piper.kv-1" not in keys
+    await apps[0].stop()
+    with pytest.raises(NoKeysError):  # nothing left that looks alive
+        await kv.keys()

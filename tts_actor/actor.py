@@ -122,6 +122,7 @@ class BackendActor:
             "since": lc.since,
             "seq": lc.last_event.seq,
             "queue": self._inbox.qsize(),
+            "waiting": sum(not w.done() for w in self._waiters),
             "device": self.adapter.spec.device.value,
             "supports_cloning": self.adapter.spec.supports_cloning,
             "sample_rate": self.adapter.spec.sample_rate,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
@@ -19,6 +20,7 @@ from tts_actor.config import Settings
 from tts_actor.logs import get_logger
 
 log = get_logger(__name__)
+_KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
 
 
 async def open_state_bucket(nc: Client, bucket: str) -> KeyValue | None:
@@ -70,12 +72,23 @@ class StatePublisher:
                 await self._nc.publish(self.settings.subject("state", event.backend), payload)
                 if self._kv is not None:
                     await self._kv.put(event.backend, payload)
+                    await self._kv.put(self.instance_key(event.backend), payload)
                 self.published += 1
             except Exception as exc:  # a broken connection must not stop later events
                 log.warning("state_publish_failed", backend=event.backend, seq=event.seq, error=repr(exc))
+            finally:
+                self._queue.task_done()
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Return once every event queued so far is published and in the KV."""
+        await asyncio.wait_for(self._queue.join(), timeout_s)
+
+    def instance_key(self, backend: str) -> str:
+        """``<backend>.<instance>``: this instance's own entry, beside ``<backend>`` (the latest of any)."""
+        return f"{backend}.{_KEY_UNSAFE.sub('_', self.settings.instance)}"
 
     async def stop(self) -> None:
-        """Publish what is queued, then stop."""
+        """Publish what is queued, then take this instance's entries out of the KV."""
         if self._task is None:
             return
         self._queue.put_nowait(None)
@@ -83,5 +96,19 @@ class StatePublisher:
             await asyncio.wait_for(self._task, 5.0)
         except TimeoutError:
             self._task.cancel()
+        await self._forget_instance()
         if self._nc is not None and self._nc.is_connected:
             await self._nc.flush(timeout=2)
+
+    async def _forget_instance(self) -> None:
+        """A stopped instance must not look alive to a late reader: delete what it alone stands for."""
+        if self._kv is None or self._nc is None or not self._nc.is_connected:
+            return
+        for backend in self.settings.backends:
+            try:
+                await self._kv.delete(self.instance_key(backend))
+                latest = await self._kv.get(backend)
+                if latest.value and json.loads(latest.value).get("instance") == self.settings.instance:
+                    await self._kv.delete(backend, last=latest.revision)  # unless another instance wrote since
+            except Exception as exc:  # gone already, or raced by another instance: nothing to undo
+                log.debug("kv_forget_skipped", backend=backend, error=repr(exc))
