@@ -30,6 +30,8 @@ from tts_actor.nats_server import EmbeddedNatsServer
 ROUND_TRIPS = 2000
 WARMUP = 100
 SYNTH_RUNS = 10
+CONCURRENT_CALLERS = 8
+CALLS_EACH = 3
 MISSING_BACKEND = "chatterbox"
 SENTENCE = (
     "The quick brown fox jumps over the lazy dog while the translator waits patiently for every spoken word to arrive."
@@ -203,10 +205,62 @@ async def bench(url: str, cache: Path) -> list[Row]:
                 f"{reply.duration_ms / 1000:.1f} s audio, RTF {elapsed / (reply.duration_ms / 1000):.3f}",
             )
         )
+        rows.extend(await concurrency_rows(client, nc, not_ready))
     finally:
         await nc.close()
         await app.stop()
     return rows
+
+
+async def concurrency_rows(client: TtsClient, nc: object, not_ready: bytes) -> list[Row]:
+    """(g) many callers at once against serial; (h) replies while Piper is busy with a long text."""
+    text = "Please hold the line, the next speaker starts soon."
+    serial: list[float] = []
+    started = time.perf_counter()
+    for _ in range(CONCURRENT_CALLERS * CALLS_EACH):
+        began = time.perf_counter()
+        await client.synthesize(SynthesisRequest(text=text))
+        serial.append((time.perf_counter() - began) * 1000)
+    serial_rate = len(serial) / (time.perf_counter() - started)
+
+    async def caller() -> list[float]:
+        latencies = []
+        for _ in range(CALLS_EACH):
+            began = time.perf_counter()
+            await client.synthesize(SynthesisRequest(text=text))
+            latencies.append((time.perf_counter() - began) * 1000)
+        return latencies
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(caller() for _ in range(CONCURRENT_CALLERS)))
+    concurrent_rate = CONCURRENT_CALLERS * CALLS_EACH / (time.perf_counter() - started)
+    concurrent = [ms for latencies in results for ms in latencies]
+
+    long_job = asyncio.create_task(client.synthesize(SynthesisRequest(text=LONG_TEXT), timeout_s=80))
+    await asyncio.sleep(0.5)  # let the long synthesis get going on Piper's worker
+
+    async def ask_failed_backend() -> None:
+        await nc.request("tts.synthesize", not_ready, timeout=2)  # type: ignore[attr-defined]
+
+    busy_not_ready = await timed_requests(ask_failed_backend, count=500)
+    still_running = not long_job.done()
+    await long_job
+    return [
+        latency_row(f"(g) {len(serial)} short requests, one caller", serial),
+        Row(
+            f"(g) same, {CONCURRENT_CALLERS} callers at once",
+            percentile(concurrent, 0.5),
+            percentile(concurrent, 0.99),
+            f"{concurrent_rate:.1f} req/s vs {serial_rate:.1f} serial ({concurrent_rate / serial_rate:.2f}x); "
+            "one worker per backend queues them",
+        ),
+        Row(
+            "(h) not-ready reply while Piper speaks a long text",
+            percentile(busy_not_ready, 0.5),
+            percentile(busy_not_ready, 0.99),
+            f"n=500, Piper still busy at the end: {still_running}; compare with (b)",
+        ),
+    ]
 
 
 def render(rows: list[Row]) -> str:
@@ -217,6 +271,7 @@ def render(rows: list[Row]) -> str:
     lines = [f"{'measure':<{width}}  {'p50 ms':>9}  {'p99 ms':>9}  notes", "-" * (width + 60)]
     lines += [f"{r.measure:<{width}}  {ms(r.p50_ms):>9}  {ms(r.p99_ms):>9}  {r.note}" for r in rows]
     lines.append("(d)-(f): single value in the p50 column (median of runs for (e)); RTF = compute s / audio s")
+    lines.append("(g): latency per request as the caller sees it, queue wait included")
     return "\n".join(lines)
 
 
