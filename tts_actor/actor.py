@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,7 +57,6 @@ class SynthesisJob:
     request: SynthesisRequest
     voice: Voice
     future: asyncio.Future[Audio]
-    enqueued_at: float = field(default_factory=time.perf_counter)
 
 
 class BackendActor:

@@ -61,10 +61,6 @@ class RepoSnapshot:
     commit: str
     files: tuple[RemoteFile, ...]
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
 
 def _hub_fix(endpoint: str) -> str:
     return (

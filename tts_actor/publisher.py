@@ -54,7 +54,6 @@ class StatePublisher:
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
-        self.published = 0
 
     def enqueue(self, event: StateEvent) -> None:
         self._queue.put_nowait(event)
@@ -73,7 +72,6 @@ class StatePublisher:
                 if self._kv is not None:
                     await self._kv.put(event.backend, payload)
                     await self._kv.put(self.instance_key(event.backend), payload)
-                self.published += 1
             except Exception as exc:  # a broken connection must not stop later events
                 log.warning("state_publish_failed", backend=event.backend, seq=event.seq, error=repr(exc))
             finally:
