@@ -14,34 +14,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from statemachine import Reason, State
-from tts_actor.actor import BackendActor
 from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import SynthesisOptions, SynthesisRequest
 
 from ._backend_helpers import install_stand_in, isolated_settings, tone_wav
 
-
-async def test_without_the_package_it_fails_as_package_missing_with_the_fix(tmp_path: Path) -> None:
-    try:
-        import chatterbox  # noqa: F401
-
-        pytest.skip("chatterbox-tts is installed here")
-    except ImportError:
-        pass
-    settings = isolated_settings(tmp_path)
-    events: list[object] = []
-    actor = BackendActor(ChatterboxBackend(settings), settings, None, events.append)
-    await actor.start()
-    try:
-        state = await actor.wait_settled(5)
-    finally:
-        await actor.stop()
-    assert state is State.FAILED
-    assert actor.lifecycle.reason is Reason.PACKAGE_MISSING
-    assert "pip install 'tts-actor[chatterbox]'" in (actor.lifecycle.fix or "")
-    assert "chatterbox" in (actor.lifecycle.message or "")
+# the missing-package path of all three stand-in engines: tests/test_xtts_higgs.py
 
 
 class StandInModel:

@@ -20,7 +20,8 @@ import pytest
 from statemachine import Reason, State
 from tts_actor.actor import BackendActor
 from tts_actor.backends import higgs
-from tts_actor.backends.base import BackendFailure
+from tts_actor.backends.base import BackendFailure, missing_packages
+from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.backends.higgs import HiggsAudioBackend
 from tts_actor.backends.xtts import XttsBackend, default_speaker_source
 from tts_actor.messages import SynthesisOptions, SynthesisRequest
@@ -28,8 +29,12 @@ from tts_actor.messages import SynthesisOptions, SynthesisRequest
 from ._backend_helpers import install_stand_in, isolated_settings, tone_wav
 
 
-@pytest.mark.parametrize(("adapter", "extra"), [(XttsBackend, "xtts"), (HiggsAudioBackend, "higgs")])
+@pytest.mark.parametrize(
+    ("adapter", "extra"), [(XttsBackend, "xtts"), (HiggsAudioBackend, "higgs"), (ChatterboxBackend, "chatterbox")]
+)
 async def test_without_the_package_it_fails_as_package_missing(tmp_path: Path, adapter: type, extra: str) -> None:
+    if not missing_packages(adapter.spec.packages):
+        pytest.skip(f"{extra}'s packages are installed here")
     settings = isolated_settings(tmp_path)
     backend = adapter(settings)
     events: list[object] = []
@@ -42,6 +47,7 @@ async def test_without_the_package_it_fails_as_package_missing(tmp_path: Path, a
     assert state is State.FAILED
     assert actor.lifecycle.reason is Reason.PACKAGE_MISSING
     assert f"pip install 'tts-actor[{extra}]'" in (actor.lifecycle.fix or "")
+    assert extra in (actor.lifecycle.message or "")
 
 
 # --- XTTS ----------------------------------------------------------------------------------------
