@@ -349,12 +349,13 @@ def test_fetch_cli_downloads_then_fails_for_a_missing_repo(
     assert cli.main(["fetch", "no-such-backend"]) == 2
 
 
-def test_endpoint_without_a_scheme_is_download_failed_with_the_fix() -> None:
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:9", "http://[::1"], ids=["no-scheme", "invalid-url"])
+def test_unusable_endpoint_is_download_failed_with_the_fix(endpoint: str) -> None:
     from tts_actor.backends.base import BackendFailure
     from tts_actor.hub import HubClient
 
     with pytest.raises(BackendFailure) as info:
-        HubClient("127.0.0.1:9", 1.0, 1.0).snapshot(REPO, "main")
+        HubClient(endpoint, 1.0, 1.0).snapshot(REPO, "main")
     assert info.value.reason is Reason.DOWNLOAD_FAILED
     assert "https://" in info.value.fix
 

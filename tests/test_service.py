@@ -458,3 +458,65 @@ async def test_each_instance_keeps_its_own_kv_entry_and_removes_it_on_stop(setti
     await apps[0].stop()
     with pytest.raises(NoKeysError):  # nothing left that looks alive
         await kv.keys()
+
+
+async def test_watch_yields_each_event_once(piper_loaded: TtsApp, client: TtsClient) -> None:
+    assert piper_loaded.publisher is not None
+    await piper_loaded.publisher.flush()
+    seen: list[tuple[str, str, int]] = []
+
+    async def collect() -> None:
+        async for event in client.watch():
+            seen.append((event.backend, event.instance, event.seq))
+
+    watching = asyncio.create_task(collect())
+    await eventually(lambda: len(seen) >= 4)
+    await client.control("piper", "unload")  # one live event after the KV's current values
+    await eventually(lambda: ("piper", "test-instance", 2) in seen)
+    watching.cancel()
+    assert len(seen) == len(set(seen)), seen
+
+
+async def test_a_long_synthesis_is_not_unloaded_as_idle(settings: Settings, client: TtsClient) -> None:
+    gated = GatedPiper(settings)
+    gated.load_gate.set()
+    gated.synth_gate.clear()
+    app = TtsApp(settings.with_(backends=("gated",), idle_unload_s=0.3), adapters={"gated": gated})
+    await app.start()
+    try:
+        assert app.registry is not None
+        actor = app.registry.actors["gated"]
+        assert await actor.wait_settled(30) is State.LOADED
+        speaking = asyncio.create_task(client.synthesize(SynthesisRequest(text="A long one.")))
+        await asyncio.to_thread(gated.synth_started.wait, 10)
+        await asyncio.sleep(0.8)  # well past the idle bound while it speaks
+        assert actor.state is State.LOADED
+        gated.synth_gate.set()
+        assert (await speaking).backend == "gated"
+        await eventually(lambda: actor.state is State.MISSING)  # idle once it has finished
+        assert actor.lifecycle.reason.value == "idle_timeout"
+    finally:
+        gated.synth_gate.set()
+        await app.stop()
+
+
+class StuckUnload(GatedPiper):
+    """Real Piper whose unload raises, as an engine might after a CUDA error."""
+
+    def unload(self) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+async def test_a_failing_unload_still_gets_a_reply(settings: Settings, client: TtsClient) -> None:
+    stuck = StuckUnload(settings)
+    stuck.load_gate.set()
+    app = TtsApp(settings.with_(backends=("gated",)), adapters={"gated": stuck})
+    await app.start()
+    try:
+        assert app.registry is not None
+        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+        result = await client.control("gated", "unload")
+        assert result["ok"] is False and result["state"] == "loaded"
+        assert (await client.synthesize(SynthesisRequest(text="Still loaded."))).backend == "gated"
+    finally:
+        await app.stop()

@@ -49,3 +49,33 @@ def test_a_hung_load_fails_in_time_and_does_not_hold_the_exit(tmp_path: Path) ->
     assert "stopped" in result.stdout
     assert "engine_call_abandoned" in result.stdout + result.stderr
     assert elapsed < 30, f"exit took {elapsed:.1f} s"
+
+
+async def test_backends_stop_together_within_one_grace_period(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from tts_actor.backends.piper import PiperBackend
+    from tts_actor.config import load_settings
+    from tts_actor.registry import Registry
+
+    release = threading.Event()
+
+    class StuckLoad(PiperBackend):
+        """The real Piper adapter whose load blocks until the test lets it go."""
+
+        def load(self, model_dirs: dict) -> None:
+            release.wait(30)
+
+    names = ("one", "two", "three")
+    settings = load_settings({}).with_(cache_dir=tmp_path, backends=names, shutdown_grace_s=0.5)
+    registry = Registry(settings, None, lambda event: None, adapters={n: StuckLoad(settings) for n in names})
+    await registry.start()
+    try:
+        await asyncio.sleep(0.2)  # every load is under way on its worker
+        started = time.perf_counter()
+        await registry.stop()
+        elapsed = time.perf_counter() - started
+    finally:
+        release.set()
+    assert elapsed < 1.4, f"{elapsed:.2f} s: the actors' grace periods ran one after another"

@@ -85,6 +85,7 @@ class BackendActor:
         self._last_progress_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._unloading = False
+        self._busy = False  # a synthesis is running on the worker
         self._retry_policy = RetryPolicy.from_settings(settings)
         self._retry_attempt = 0
         self._retry_timer: asyncio.TimerHandle | None = None
@@ -101,6 +102,11 @@ class BackendActor:
     @property
     def state(self) -> State:
         return self.lifecycle.current
+
+    @property
+    def ready(self) -> bool:
+        """Loaded and not being unloaded: a request handed over now will be served."""
+        return self.state is State.LOADED and not self._unloading
 
     @property
     def pending(self) -> bool:
@@ -463,6 +469,11 @@ class BackendActor:
         self._unloading = True
         try:
             await self._run(self.adapter.unload)
+        except Exception as exc:  # the engine would not let go: stay as we are, say so, try again later
+            self.log.warning("unload_failed", reason=reason.value, error=repr(exc))
+            if self.state is State.LOADED:
+                self._arm_idle_timer()
+            return False
         finally:
             self._unloading = False
         if not self.lifecycle.allowed(Trigger.UNLOAD):  # the state moved while the engine let go
@@ -488,7 +499,7 @@ class BackendActor:
         if self.state is not State.LOADED:
             return  # re-armed when it is loaded again
         idle_for = time.monotonic() - self._last_used
-        if idle_for < self.settings.idle_unload_s or not self._inbox.empty():
+        if idle_for < self.settings.idle_unload_s or self._busy or not self._inbox.empty():
             self._arm_idle_timer()  # used since: wait out the rest (a finished job refreshes last use)
             return
         self._spawn(self.unload(Reason.IDLE_TIMEOUT))
@@ -496,7 +507,7 @@ class BackendActor:
     # --- synthesis ---------------------------------------------------------
     def submit(self, request: SynthesisRequest, voice: Voice) -> asyncio.Future[Audio]:
         """Queue a synthesis; raises ``busy`` at once when the inbox is full."""
-        if self.state is not State.LOADED:
+        if not self.ready:
             raise self.not_ready_error()
         future: asyncio.Future[Audio] = asyncio.get_running_loop().create_future()
         try:
@@ -518,9 +529,10 @@ class BackendActor:
             job = await self._inbox.get()
             if job.future.done():
                 continue
-            if self.state is not State.LOADED or self._unloading:  # unloaded or failed since it was queued
+            if not self.ready:  # unloaded or failed since it was queued
                 job.future.set_exception(self.not_ready_error())
                 continue
+            self._busy = True
             try:
                 audio = await asyncio.wait_for(
                     self._run(self.adapter.synthesize, job.request, job.voice), self.settings.synthesis_timeout_s
@@ -539,6 +551,7 @@ class BackendActor:
             else:
                 if not job.future.done():
                     job.future.set_result(audio)
+            self._busy = False
             self._last_used = time.monotonic()
 
     def _synthesis_error(self, exc: Exception) -> TtsError:

@@ -126,12 +126,12 @@ class TtsApp:
             await asyncio.to_thread(self.probes.stop)
         if self.service is not None:
             await self.service.stop()
+        if self.publisher is not None:  # before the engines: the KV forgets us even if they are slow to stop
+            await self.publisher.stop()
         if self.registry is not None:
             await self.registry.stop()
         if self.store is not None:
             await self.store.close()
-        if self.publisher is not None:
-            await self.publisher.stop()
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
         if self.embedded is not None:

@@ -152,8 +152,10 @@ class TtsClient:
                 async for entry in watcher:
                     if entry is None:
                         break
-                    if entry.value:
+                    if entry.value:  # the same event sits under <backend> and <backend>.<instance>
                         event = StateEvent.from_dict(json.loads(entry.value))
+                        if last.get((event.backend, event.instance), -1) >= event.seq:
+                            continue
                         last[(event.backend, event.instance)] = event.seq
                         yield event
                 await watcher.stop()

@@ -107,7 +107,7 @@ class HubClient:
             raise self._unreachable(repo_id, exc, answered=isinstance(exc, httpx2.ReadTimeout)) from exc
         except (httpx2.ConnectError, httpx2.NetworkError, httpx2.ProtocolError) as exc:
             raise self._unreachable(repo_id, exc, answered=False) from exc
-        except httpx2.HTTPError as exc:  # e.g. an endpoint without a scheme
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:  # e.g. an endpoint without a scheme
             raise self._bad_endpoint(repo_id, exc) from exc
         self._raise_for_status(repo_id, response.status_code, response.text[:200])
         try:
@@ -186,7 +186,7 @@ class HubClient:
             raise self._unreachable(repo_id, exc, answered=False) from exc
         except (httpx2.NetworkError, httpx2.ProtocolError) as exc:
             raise self._corrupt(repo_id, remote, f"transfer ended after {received} bytes ({exc!r})", received) from exc
-        except httpx2.HTTPError as exc:
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise self._bad_endpoint(repo_id, exc) from exc
         if received != remote.size:
             raise self._corrupt(repo_id, remote, f"got {received} bytes", received)

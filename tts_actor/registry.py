@@ -6,6 +6,7 @@ the actors' current states; nothing here waits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,8 +50,8 @@ class Registry:
             await actor.start()
 
     async def stop(self) -> None:
-        for actor in self.actors.values():
-            await actor.stop()
+        """All actors at once, so shutdown takes one grace period, not one per backend."""
+        await asyncio.gather(*(actor.stop() for actor in self.actors.values()))
 
     def get(self, name: str) -> BackendActor:
         try:
@@ -122,7 +123,7 @@ class Registry:
                 raise self._unknown_voice(request.voice, lang)
         if not candidates:
             raise self._unsupported_language(lang, None)
-        loaded = [a for a in candidates if a.state is State.LOADED]
+        loaded = [a for a in candidates if a.ready]
         chosen = loaded[0] if loaded else next((a for a in candidates if a.pending), candidates[0])
         fallback_from = candidates[0].name if chosen is not candidates[0] else None
         return Route(chosen, self._voice(chosen, request), fallback_from)

@@ -21,7 +21,6 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from statemachine import State
 from tts_actor import __version__, metrics
 from tts_actor.audio import Audio
 from tts_actor.config import Settings
@@ -132,14 +131,28 @@ class TtsService:
                     "Use tts.control.<backend>.retry or tts.control.<backend>.unload.",
                 )
         except TtsError as error:
-            if msg.reply:
-                await self.nc.publish(msg.reply, json.dumps(error.to_dict()).encode(), headers=error_headers(error))
+            await self._reply_control_error(msg, error)
+            return
+        except asyncio.CancelledError:  # shutdown: still answer
+            await self._reply_control_error(
+                msg, TtsError(ErrorCode.INTERNAL, "instance shutting down", "Send it again; another instance may act.")
+            )
+            raise
+        except Exception as exc:  # never leave a control caller without an answer
+            log.exception("control_failed", backend=backend, action=action)
+            await self._reply_control_error(
+                msg, TtsError(ErrorCode.INTERNAL, f"{action} failed: {type(exc).__name__}", "See the service log.")
+            )
             return
         result["instance"] = self.settings.instance
         result["backend"] = backend
         log.info("control", backend=backend, action=action, **{k: v for k, v in result.items() if k != "backend"})
         if msg.reply:
             await self.nc.publish(msg.reply, json.dumps(result).encode())
+
+    async def _reply_control_error(self, msg: Msg, error: TtsError) -> None:
+        if msg.reply:
+            await self.nc.publish(msg.reply, json.dumps(error.to_dict()).encode(), headers=error_headers(error))
 
     # --- synthesis -----------------------------------------------------------
     async def _on_synthesize(self, req: Request) -> None:
@@ -155,7 +168,7 @@ class TtsService:
                     "Retry after retry_after_ms, or add instances (they share the queue group).",
                     retry_after_ms=250,
                 )
-            if route.actor.state is not State.LOADED and not (request.wait_ms and route.actor.pending):
+            if not route.actor.ready and not (request.wait_ms and route.actor.pending):
                 raise self.registry.no_backend_ready(request, route.actor)
         except TtsError as error:
             metrics.REQUESTS.labels(error.backend or "-", error.code.value).inc()
@@ -185,10 +198,10 @@ class TtsService:
             "tts.synthesize", context=ctx, kind=SpanKind.SERVER, attributes=attributes
         ) as span:
             try:
-                if route.actor.state is not State.LOADED:
+                if not route.actor.ready:
                     await route.actor.wait_settled(request.wait_ms / 1000)
                     route = self.registry.route(request)
-                    if route.actor.state is not State.LOADED:
+                    if not route.actor.ready:
                         raise self.registry.no_backend_ready(request, route.actor)
                 synth_started = time.perf_counter()
                 audio = await route.actor.submit(request, route.voice)
