@@ -520,3 +520,41 @@ async def test_a_failing_unload_still_gets_a_reply(settings: Settings, client: T
         assert (await client.synthesize(SynthesisRequest(text="Still loaded."))).backend == "gated"
     finally:
         await app.stop()
+
+
+async def test_an_unloaded_backend_comes_back_on_the_next_request(piper_loaded: TtsApp, client: TtsClient) -> None:
+    assert (await client.control("piper", "unload"))["state"] == "missing"
+    health = await client.health()
+    assert (health["status"], health["ready"], health["on_demand"]) == ("idle", True, ["piper"])
+    reply = await client.synthesize(SynthesisRequest(text="Back on demand.", wait_ms=20_000))
+    assert reply.backend == "piper"
+    assert (await client.health())["status"] == "ok"
+
+
+async def test_a_timed_out_synthesis_does_not_time_out_the_next(settings: Settings, client: TtsClient) -> None:
+    gated = GatedPiper(settings)
+    gated.load_gate.set()
+    gated.synth_gate.clear()
+    app = TtsApp(settings.with_(backends=("gated",), synthesis_timeout_s=0.5), adapters={"gated": gated})
+    await app.start()
+    try:
+        assert app.registry is not None
+        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+        stuck = asyncio.create_task(client.synthesize(SynthesisRequest(text="Stuck.")))
+        await asyncio.to_thread(gated.synth_started.wait, 10)
+        queued = asyncio.create_task(client.synthesize(SynthesisRequest(text="Next in line.")))
+        with pytest.raises(TtsError) as info:
+            await stuck
+        assert info.value.code is ErrorCode.SYNTHESIS_TIMEOUT
+        await asyncio.sleep(0.7)  # longer than the timeout: the queued job must not be charged for it
+        gated.synth_gate.set()
+        assert (await queued).backend == "gated"
+    finally:
+        gated.synth_gate.set()
+        await app.stop()
+
+
+async def test_text_with_nothing_to_speak_is_invalid(piper_loaded: TtsApp, nc: Client) -> None:
+    _, body = await raw_request(nc, json.dumps({"text": "." * 50}).encode())
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_request" and "nothing" in error["message"]

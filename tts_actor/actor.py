@@ -109,6 +109,21 @@ class BackendActor:
         return self.state is State.LOADED and not self._unloading
 
     @property
+    def loads_on_demand(self) -> bool:
+        """Unloaded on purpose (request or idle): the next request that wants it loads it again."""
+        return (
+            self.state is State.MISSING
+            and not self.pending
+            and self.lifecycle.reason in (Reason.UNLOAD_REQUESTED, Reason.IDLE_TIMEOUT)
+        )
+
+    def demand(self) -> None:
+        """A request wants this backend: reload it if it was unloaded on purpose."""
+        if self.loads_on_demand:
+            self.log.info("loading_on_demand")
+            self.bring_up()
+
+    @property
     def pending(self) -> bool:
         """True while the state may still change on its own (loading or downloading)."""
         return self._bringing_up or self.state is State.DOWNLOADING
@@ -147,7 +162,7 @@ class BackendActor:
                 state=lc.current.value,
                 reason=lc.reason.value,
             )
-        retry_after = 1000 if self.pending else None
+        retry_after = 1000
         verb = "downloading" if lc.current is State.DOWNLOADING else ("loading" if self.pending else "not loaded")
         return TtsError(
             ErrorCode.BACKEND_NOT_READY,
@@ -534,25 +549,46 @@ class BackendActor:
                 continue
             self._busy = True
             try:
-                audio = await asyncio.wait_for(
-                    self._run(self.adapter.synthesize, job.request, job.voice), self.settings.synthesis_timeout_s
+                await self._serve_job(job)
+            finally:
+                self._busy = False
+                self._last_used = time.monotonic()
+
+    async def _serve_job(self, job: SynthesisJob) -> None:
+        """One synthesis, its own timeout starting when it starts running."""
+        engine = asyncio.ensure_future(self._run(self.adapter.synthesize, job.request, job.voice))
+        done, _ = await asyncio.wait({engine}, timeout=self.settings.synthesis_timeout_s)
+        if not done:
+            job.future.set_exception(
+                TtsError(
+                    ErrorCode.SYNTHESIS_TIMEOUT,
+                    f"{self.name} took over {self.settings.synthesis_timeout_s} s",
+                    "Send shorter text, or raise TTS_SYNTHESIS_TIMEOUT_S.",
+                    backend=self.name,
                 )
-            except TimeoutError:
-                job.future.set_exception(
-                    TtsError(
-                        ErrorCode.SYNTHESIS_TIMEOUT,
-                        f"{self.name} took over {self.settings.synthesis_timeout_s} s",
-                        "Send shorter text, or raise TTS_SYNTHESIS_TIMEOUT_S.",
-                        backend=self.name,
-                    )
+            )
+            # the engine call cannot be interrupted: the next job waits for it (the worker is serial),
+            # and its own timeout starts only once it runs
+            await asyncio.wait({engine})
+            if not engine.cancelled():
+                engine.exception()  # seen: an abandoned call's outcome is of no use to anyone
+            return
+        try:
+            audio = engine.result()
+        except Exception as exc:  # the reply names it; the actor goes on serving
+            job.future.set_exception(self._synthesis_error(exc))
+            return
+        if not audio.pcm:
+            job.future.set_exception(
+                TtsError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"the text has nothing {self.name} can speak (no audio came out)",
+                    "Send words, not only punctuation or symbols.",
+                    backend=self.name,
                 )
-            except Exception as exc:  # the reply names it; the actor goes on serving
-                job.future.set_exception(self._synthesis_error(exc))
-            else:
-                if not job.future.done():
-                    job.future.set_result(audio)
-            self._busy = False
-            self._last_used = time.monotonic()
+            )
+        elif not job.future.done():
+            job.future.set_result(audio)
 
     def _synthesis_error(self, exc: Exception) -> TtsError:
         if isinstance(exc, TtsError):

@@ -76,7 +76,7 @@ class ProbeServer:
             return _json(start_response, "503 Service Unavailable", {"status": "event loop not answering"})
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "alive", "instance": health.get("instance")})
-        ready = bool(health.get("loaded"))
+        ready = bool(health.get("ready"))
         return _json(start_response, "200 OK" if ready else "503 Service Unavailable", health)
 
 

@@ -93,9 +93,17 @@ class Registry:
     def health(self) -> dict[str, object]:
         states = {name: a.state.value for name, a in self.actors.items()}
         loaded = [n for n, s in states.items() if s == State.LOADED.value]
+        on_demand = [n for n, a in self.actors.items() if a.loads_on_demand]
         pending = [n for n, a in self.actors.items() if a.pending]
-        status = "ok" if loaded else ("starting" if pending else "unavailable")
-        return {"status": status, "instance": self.settings.instance, "loaded": loaded, "states": states}
+        status = "ok" if loaded else "idle" if on_demand else "starting" if pending else "unavailable"
+        return {
+            "status": status,
+            "ready": bool(loaded or on_demand),  # an idle-unloaded backend loads on the next request
+            "instance": self.settings.instance,
+            "loaded": loaded,
+            "on_demand": on_demand,
+            "states": states,
+        }
 
     def route(self, request: SynthesisRequest) -> Route:
         """Choose a backend and voice; raises a :class:`TtsError` when none fits."""
@@ -124,7 +132,8 @@ class Registry:
         if not candidates:
             raise self._unsupported_language(lang, None)
         loaded = [a for a in candidates if a.ready]
-        chosen = loaded[0] if loaded else next((a for a in candidates if a.pending), candidates[0])
+        waitable = (a for a in candidates if a.pending or a.loads_on_demand)
+        chosen = loaded[0] if loaded else next(waitable, candidates[0])
         fallback_from = candidates[0].name if chosen is not candidates[0] else None
         return Route(chosen, self._voice(chosen, request), fallback_from)
 

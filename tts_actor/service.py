@@ -168,6 +168,7 @@ class TtsService:
                     "Retry after retry_after_ms, or add instances (they share the queue group).",
                     retry_after_ms=250,
                 )
+            route.actor.demand()  # unloaded on purpose: this request brings it back
             if not route.actor.ready and not (request.wait_ms and route.actor.pending):
                 raise self.registry.no_backend_ready(request, route.actor)
         except TtsError as error:
