@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tts_actor.app import TtsApp
 
 from .helpers import wav_info
@@ -37,7 +39,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     """The quick start: embedded NATS, Piper loaded, hello.wav spoken through the service."""
     port = free_port()
-    out = tmp_path / "hello.wav"
+    out = tmp_path / "not-yet" / "hello.wav"  # serve makes the folder
     env = cli_env(TTS_EMBEDDED_NATS_PORT=str(port), TTS_CACHE_DIR=str(tmp_path / "cache"), TTS_LOG_FORMAT="json")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tts_actor", "serve", "--sample-out", str(out)],
@@ -67,6 +69,8 @@ def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> N
         said = run_cli("say", "Command line.", "-o", str(tmp_path / "cli.wav"), env=env)
         assert said.returncode == 0, said.stderr
         assert "backend=piper" in said.stdout and wav_info((tmp_path / "cli.wav").read_bytes()).frames > 0
+        nowhere = run_cli("say", "Lost.", "-o", str(tmp_path / "missing" / "x.wav"), env=env)
+        assert nowhere.returncode == 2 and "no directory" in nowhere.stderr and "Traceback" not in nowhere.stderr
         refused = run_cli("say", "Nope.", "--backend", "xtts", "-o", str(tmp_path / "x.wav"), env=env)
         assert refused.returncode == 2
         assert "backend_failed" in refused.stderr and "pip install 'tts-actor[xtts]'" in refused.stderr
@@ -87,9 +91,19 @@ def test_client_commands_without_a_server_fail_fast_with_a_fix(tmp_path: Path) -
     assert time.perf_counter() - started < 15
 
 
-def test_bad_configuration_is_reported(tmp_path: Path) -> None:
-    result = run_cli("status", env=cli_env(TTS_BACKENDS="piper,espeak"))
-    assert result.returncode == 2 and "espeak" in result.stderr
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("TTS_BACKENDS", "piper,espeak", "espeak"),
+        ("TTS_LANGUAGE_PRIORITY", "en=pipr", "pipr"),
+        ("TTS_LOG_LEVEL", "bogus", "bogus"),
+        ("TTS_PIPER_VOICES_DIR", "/nonexistent/voices", "/nonexistent/voices"),
+        ("TTS_MAX_TEXT_CHARS", "many", "many"),
+    ],
+)
+def test_bad_configuration_is_reported(variable: str, value: str, named: str) -> None:
+    result = run_cli("status", env=cli_env(**{variable: value}))
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
 
 
 async def test_voices_and_unload_commands(piper_loaded: TtsApp, nats_url: str) -> None:

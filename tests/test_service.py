@@ -217,6 +217,8 @@ BAD_INPUTS = [
     (json.dumps({"text": "hi", "colour": "blue"}).encode(), "invalid_request", "400"),
     (json.dumps({"text": "hi", "options": {"speed": 100}}).encode(), "invalid_request", "400"),
     (json.dumps({"text": "hi", "reference_audio": "***"}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "hi\u0000there"}).encode(), "invalid_request", "400"),
+    (json.dumps({"text": "\ud800 lone surrogate"}).encode(), "invalid_request", "400"),
     (json.dumps({"text": "x" * 5001}).encode(), "text_too_long", "413"),
     (json.dumps({"text": "hi", "backend": "espeak"}).encode(), "unknown_backend", "404"),
     (json.dumps({"text": "hi", "voice": "nobody"}).encode(), "unknown_voice", "404"),
@@ -452,9 +454,15 @@ async def test_each_instance_keeps_its_own_kv_entry_and_removes_it_on_stop(setti
     for i in range(2):
         entry = json.loads((await kv.get(f"piper.kv-{i}")).value)
         assert (entry["instance"], entry["to"]) == (f"kv-{i}", "loaded")
+    # make kv-1 the last writer of the shared entry, then stop it
+    apps[1].publisher.enqueue(apps[1].registry.actors["piper"].lifecycle.last_event)
+    await apps[1].publisher.flush()
+    assert json.loads((await kv.get("piper")).value)["instance"] == "kv-1"
     await apps[1].stop()
     keys = set(await kv.keys())
     assert "piper.kv-0" in keys and "piper.kv-1" not in keys
+    # the shared entry now speaks for the instance still running
+    assert json.loads((await kv.get("piper")).value)["instance"] == "kv-0"
     await apps[0].stop()
     with pytest.raises(NoKeysError):  # nothing left that looks alive
         await kv.keys()

@@ -27,6 +27,7 @@ from tts_actor.registry import Registry
 from tts_actor.service import TtsService
 
 log = get_logger(__name__)
+EMBEDDED_MAX_PAYLOAD = 8 * 1024 * 1024
 SAMPLE_SENTENCE = "Hello! This is the T T S actor speaking, with the Piper voice, over NATS."
 
 
@@ -93,7 +94,10 @@ class TtsApp:
         await self.registry.start()
         url = s.nats_url
         if url is None:
-            self.embedded = EmbeddedNatsServer(s.cache_dir / "nats", port=s.embedded_nats_port)
+            # room for the largest request we accept (reference audio travels base64 in it) and big replies
+            self.embedded = EmbeddedNatsServer(
+                s.cache_dir / "nats", port=s.embedded_nats_port, max_payload=EMBEDDED_MAX_PAYLOAD
+            )
             url = await asyncio.to_thread(self.embedded.start)
         self.nc = await connect(url, f"tts-actor {s.instance}", deadline_s=s.nats_connect_timeout_s)
         await self.publisher.start(self.nc)
@@ -172,9 +176,17 @@ async def serve(settings: Settings, sample_out: Path | None = None) -> None:
     try:
         await app.start()
         sample = asyncio.create_task(app.speak_sample(sample_out)) if sample_out is not None else None
+        if sample is not None:
+            sample.add_done_callback(_log_sample_failure)
         await stop.wait()
         log.info("shutting_down")
         if sample is not None:
             sample.cancel()
     finally:
         await app.stop()
+
+
+def _log_sample_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        log.error("sample_failed", error=repr(exc), fix=getattr(exc, "fix", "see the error"))

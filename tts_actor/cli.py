@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import nats.errors
 
 from statemachine import State, StateEvent
 from tts_actor.config import ConfigError, Settings, load_settings
@@ -34,7 +37,8 @@ async def _with_client(settings: Settings, fn: Callable[[Any], Awaitable[int]]) 
         )
         return 3
     try:
-        return await fn(TtsClient(nc, settings.subject_prefix))
+        # as long as the service may take, plus the trip: a long text is not a client timeout
+        return await fn(TtsClient(nc, settings.subject_prefix, timeout_s=settings.synthesis_timeout_s + 5))
     except TtsError as error:
         print(f"error [{error.code.value}]: {error.message}\nfix: {error.fix}", file=sys.stderr)
         return 2
@@ -69,9 +73,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from tts_actor.nats_server import NatsServerError
     from tts_actor.telemetry import setup_tracing
 
+    sample = Path(args.sample_out).absolute() if args.sample_out else None
+    if sample is not None:
+        try:
+            sample.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: cannot create {sample.parent}: {exc}\nfix: pick a writable --sample-out", file=sys.stderr)
+            return 2
     setup_tracing()
     try:
-        asyncio.run(serve(settings, Path(args.sample_out).absolute() if args.sample_out else None))
+        asyncio.run(serve(settings, sample))
     except NatsUnreachable as exc:
         print(f"error: {exc}\nfix: check NATS_URL, or unset it to run the embedded server", file=sys.stderr)
         return 3
@@ -96,9 +107,18 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
         options=SynthesisOptions(speed=args.speed),
     )
 
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        print(f"error: no directory {output.parent}\nfix: create it, or pass another -o", file=sys.stderr)
+        return 2
+
     async def run(client: Any) -> int:
-        reply = await client.synthesize(request)
-        await asyncio.to_thread(Path(args.output).write_bytes, reply.audio)
+        reply = await client.synthesize(request, timeout_s=args.timeout)
+        try:
+            await asyncio.to_thread(output.write_bytes, reply.audio)
+        except OSError as exc:
+            print(f"error: cannot write {output}: {exc}\nfix: pass a writable -o", file=sys.stderr)
+            return 2
         print(
             f"{args.output}: {len(reply.audio)} bytes, {reply.duration_ms} ms, backend={reply.backend}, "
             f"voice={reply.headers.get('Tts-Voice')}, {reply.sample_rate} Hz, chunks={reply.chunks}"
@@ -127,8 +147,12 @@ def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     async def run(client: Any) -> int:
-        async for event in client.watch(settings.kv_bucket):
-            print(json.dumps(event.to_dict()) if args.json else _format_event(event), flush=True)
+        try:
+            async for event in client.watch(settings.kv_bucket):
+                print(json.dumps(event.to_dict()) if args.json else _format_event(event), flush=True)
+        except nats.errors.Error as exc:  # the server went away under us
+            print(f"error: NATS connection lost ({exc!r})\nfix: check the server, then watch again", file=sys.stderr)
+            return 3
         return 0
 
     try:
@@ -181,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="wav", choices=[f.value for f in AudioFormat])
     p.add_argument("--wait-ms", type=int, default=0, help="wait this long for a backend still loading")
     p.add_argument("--speed", type=float)
+    p.add_argument(
+        "--timeout", type=float, help="seconds to wait for the audio (default: TTS_SYNTHESIS_TIMEOUT_S + wait)"
+    )
     p.set_defaults(func=cmd_say)
     p = sub.add_parser("status", help="each backend's state, reason and fix")
     p.add_argument("--json", action="store_true")
@@ -204,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `tts-actor voices | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

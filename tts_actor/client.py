@@ -6,18 +6,23 @@ subscribes to its own inbox, sends the request there and reassembles them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import MaxPayloadError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from statemachine import StateEvent
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.logs import get_logger
 from tts_actor.messages import Header, SynthesisRequest
 from tts_actor.telemetry import inject_headers
+
+log = get_logger(__name__)
 
 
 class NoResponders(TtsError):
@@ -72,11 +77,19 @@ class TtsClient:
 
     async def synthesize(self, request: SynthesisRequest, timeout_s: float | None = None) -> SynthesisReply:
         """Send one request; returns the reassembled audio or raises :class:`TtsError`."""
-        timeout = timeout_s or self.timeout_s + request.wait_ms / 1000
+        timeout = (timeout_s or self.timeout_s) + request.wait_ms / 1000
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox)
         try:
-            await self.nc.publish(self.subject("synthesize"), request.to_json(), reply=inbox, headers=inject_headers())
+            payload = request.to_json()
+            try:
+                await self.nc.publish(self.subject("synthesize"), payload, reply=inbox, headers=inject_headers())
+            except MaxPayloadError:
+                raise TtsError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"request is {len(payload)} bytes; the NATS server carries at most {self.nc.max_payload}",
+                    "Send shorter text or reference audio, or raise max_payload in the server's config.",
+                ) from None
             first = await self._next(sub, timeout)
             raise_for_error(first.headers, first.data)
             headers = dict(first.headers or {})
@@ -97,7 +110,8 @@ class TtsClient:
                 raise TtsError(ErrorCode.INTERNAL, f"reassembled {len(audio)} bytes of {total}", "Retry the request.")
             return SynthesisReply(audio, headers, count)
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()
 
     async def _next(self, sub: Any, wait_s: float) -> Any:
         try:
@@ -159,15 +173,17 @@ class TtsClient:
                         last[(event.backend, event.instance)] = event.seq
                         yield event
                 await watcher.stop()
-            except Exception:  # no JetStream: live events only
-                pass
+            except Exception as exc:  # no JetStream, or no such bucket: live events only
+                log.warning("kv_unavailable", bucket=bucket, error=repr(exc), note="showing live events only")
             while True:
                 msg = await sub.next_msg(timeout=None)
                 event = StateEvent.from_dict(json.loads(msg.data))
                 key = (event.backend, event.instance)
-                if last.get(key, -1) >= event.seq:
+                restarted = event.seq == 0 and last.get(key, -1) > 0  # same instance id, new process
+                if last.get(key, -1) >= event.seq and not restarted:
                     continue
                 last[key] = event.seq
                 yield event
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_BACKENDS = ("piper", "chatterbox", "mms", "xtts", "higgs")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 
 
@@ -53,7 +54,7 @@ class Settings:
     retry_max_attempts: int = 5
     allow_download: bool = True
     max_text_chars: int = 5000
-    max_request_bytes: int = 1024 * 1024
+    max_request_bytes: int = 4 * 1024 * 1024
     max_wait_ms: int = 30_000
     max_inflight: int = 16
     backend_queue_depth: int = 8
@@ -87,9 +88,9 @@ class Settings:
         return ".".join((self.subject_prefix, *parts))
 
     def priority_for(self, language: str) -> tuple[str, ...]:
-        """Backends to try for ``language``, best first."""
-        order = self.language_priority.get(language)
-        return tuple(b for b in order if b in self.backends) if order else self.backends
+        """Backends to try for ``language``, best first: the language's own list, then the rest in order."""
+        listed = tuple(b for b in self.language_priority.get(language, ()) if b in self.backends)
+        return listed + tuple(b for b in self.backends if b not in listed)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -167,7 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_attempts=int(_number(env, "TTS_RETRY_MAX_ATTEMPTS", 5, int)),
         allow_download=_bool(env, "TTS_ALLOW_DOWNLOAD", True) and not offline,
         max_text_chars=int(_number(env, "TTS_MAX_TEXT_CHARS", 5000, int, 1)),
-        max_request_bytes=int(_number(env, "TTS_MAX_REQUEST_BYTES", 1024 * 1024, int, 1024)),
+        max_request_bytes=int(_number(env, "TTS_MAX_REQUEST_BYTES", 4 * 1024 * 1024, int, 1024)),
         max_wait_ms=int(_number(env, "TTS_MAX_WAIT_MS", 30_000, int)),
         max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 16, int, 1)),
         backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 8, int, 1)),
@@ -189,6 +190,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kwargs["piper_voices_dir"] = Path(env["TTS_PIPER_VOICES_DIR"]).expanduser()
     if env.get("TTS_INSTANCE_ID"):
         kwargs["instance"] = env["TTS_INSTANCE_ID"]
+    for lang, order in kwargs["language_priority"].items():  # type: ignore[attr-defined]
+        unknown_here = [b for b in order if b not in DEFAULT_BACKENDS]
+        if unknown_here:
+            raise ConfigError(
+                f"TTS_LANGUAGE_PRIORITY for {lang!r} names unknown backends {unknown_here}; "
+                f"known: {', '.join(DEFAULT_BACKENDS)}"
+            )
+    voices_dir = kwargs.get("piper_voices_dir")
+    if isinstance(voices_dir, Path) and not voices_dir.is_dir():
+        raise ConfigError(f"TTS_PIPER_VOICES_DIR={voices_dir} is not a directory")
+    if kwargs["log_level"] not in LOG_LEVELS:
+        raise ConfigError(f"TTS_LOG_LEVEL={kwargs['log_level']!r}: expected one of {', '.join(LOG_LEVELS)}")
     if kwargs["log_format"] not in ("console", "json"):
         raise ConfigError(f"TTS_LOG_FORMAT={kwargs['log_format']!r}: expected console or json")
     return Settings(**kwargs)  # type: ignore[arg-type]

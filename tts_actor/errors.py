@@ -19,7 +19,6 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_LANGUAGE = "unsupported_language"
     BACKEND_NOT_READY = "backend_not_ready"
     BACKEND_FAILED = "backend_failed"
-    NO_BACKEND_READY = "no_backend_ready"
     BUSY = "busy"
     SYNTHESIS_FAILED = "synthesis_failed"
     SYNTHESIS_TIMEOUT = "synthesis_timeout"
@@ -39,7 +38,6 @@ SERVICE_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_LANGUAGE: 422,
     ErrorCode.BACKEND_NOT_READY: 503,
     ErrorCode.BACKEND_FAILED: 503,
-    ErrorCode.NO_BACKEND_READY: 503,
     ErrorCode.BUSY: 429,
     ErrorCode.SYNTHESIS_FAILED: 500,
     ErrorCode.SYNTHESIS_TIMEOUT: 504,

@@ -20,6 +20,8 @@ from tts_actor.errors import ErrorCode, TtsError, invalid
 LANGUAGE_RE = re.compile(r"^[a-z]{2}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 MAX_REFERENCE_AUDIO_BYTES = 2 * 1024 * 1024  # raw bytes after base64 decoding
+# C0/C1 controls other than tab, newline and carriage return, and lone surrogates: no engine speaks them
+_UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class AudioFormat(enum.StrEnum):
@@ -152,6 +154,12 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         raise invalid(f"'text' must be a string, got {type(text).__name__}")
     if not text.strip():
         raise invalid("'text' is empty")
+    bad = _UNSPEAKABLE.search(text)
+    if bad:
+        raise invalid(
+            f"'text' holds a control character or a lone surrogate (U+{ord(bad.group()):04X}) at index {bad.start()}",
+            "Send plain UTF-8 text; newlines and tabs are fine.",
+        )
     if len(text) > settings.max_text_chars:
         raise TtsError(
             ErrorCode.TEXT_TOO_LONG,

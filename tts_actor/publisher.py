@@ -12,7 +12,7 @@ import json
 import re
 
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from statemachine import StateEvent
@@ -99,14 +99,38 @@ class StatePublisher:
             await self._nc.flush(timeout=2)
 
     async def _forget_instance(self) -> None:
-        """A stopped instance must not look alive to a late reader: delete what it alone stands for."""
+        """A stopped instance must not look alive to a late reader.
+
+        Its own ``<backend>.<instance>`` entries go. ``<backend>`` goes only if it still holds
+        this instance's event, and then it takes the newest event of a live instance if one remains.
+        """
         if self._kv is None or self._nc is None or not self._nc.is_connected:
             return
         for backend in self.settings.backends:
             try:
                 await self._kv.delete(self.instance_key(backend))
                 latest = await self._kv.get(backend)
-                if latest.value and json.loads(latest.value).get("instance") == self.settings.instance:
+                if not latest.value or json.loads(latest.value).get("instance") != self.settings.instance:
+                    continue
+                survivor = await self._newest_instance_entry(backend)
+                if survivor is None:
                     await self._kv.delete(backend, last=latest.revision)  # unless another instance wrote since
+                else:
+                    await self._kv.update(backend, survivor, last=latest.revision)
             except Exception as exc:  # gone already, or raced by another instance: nothing to undo
                 log.debug("kv_forget_skipped", backend=backend, error=repr(exc))
+
+    async def _newest_instance_entry(self, backend: str) -> bytes | None:
+        assert self._kv is not None
+        try:
+            keys = [k for k in await self._kv.keys() if k.startswith(f"{backend}.")]
+        except NoKeysError:
+            return None
+        newest: tuple[str, bytes] | None = None
+        for key in keys:
+            value = (await self._kv.get(key)).value
+            if value:
+                at = json.loads(value).get("at", "")
+                if newest is None or at > newest[0]:
+                    newest = (at, value)
+        return newest[1] if newest else None
