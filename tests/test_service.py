@@ -120,10 +120,14 @@ async def test_watch_starts_from_the_kv_then_follows_live(piper_loaded: TtsApp, 
     await nc.flush()
     seen = {}
     watcher = client.watch()
-    async for event in watcher:
-        seen[event.backend] = event
-        if len(seen) == 4:
-            break
+
+    async def four_backends() -> None:
+        async for event in watcher:
+            seen[event.backend] = event
+            if len(seen) == 4:
+                break
+
+    await asyncio.wait_for(four_backends(), 10)
     await watcher.aclose()
     assert seen["piper"].to_state is State.LOADED
     assert seen["xtts"].to_state is State.FAILED
@@ -539,7 +543,8 @@ async def test_an_unloaded_backend_comes_back_on_the_next_request(piper_loaded: 
     assert (await client.health())["status"] == "ok"
 
 
-async def test_a_timed_out_synthesis_does_not_time_out_the_next(settings: Settings, client: TtsClient) -> None:
+async def test_a_timed_out_synthesis_leaves_nobody_waiting_behind_it(settings: Settings, client: TtsClient) -> None:
+    """The engine call cannot be interrupted: until it returns, callers hear `busy` at once, none hang."""
     gated = GatedPiper(settings)
     gated.load_gate.set()
     gated.synth_gate.clear()
@@ -554,11 +559,47 @@ async def test_a_timed_out_synthesis_does_not_time_out_the_next(settings: Settin
         with pytest.raises(TtsError) as info:
             await stuck
         assert info.value.code is ErrorCode.SYNTHESIS_TIMEOUT
-        await asyncio.sleep(0.7)  # longer than the timeout: the queued job must not be charged for it
+        with pytest.raises(TtsError) as info:
+            await asyncio.wait_for(queued, 5)  # answered, not left behind the abandoned call
+        assert info.value.code is ErrorCode.BUSY and info.value.retry_after_ms
+        with pytest.raises(TtsError) as info:
+            await client.synthesize(SynthesisRequest(text="Meanwhile."))
+        assert info.value.code is ErrorCode.BUSY
         gated.synth_gate.set()
-        assert (await queued).backend == "gated"
+        actor = app.registry.actors["gated"]
+        await eventually(lambda: actor.ready)
+        assert (await client.synthesize(SynthesisRequest(text="Free again."))).backend == "gated"
     finally:
         gated.synth_gate.set()
+        await app.stop()
+
+
+class SlowUnload(GatedPiper):
+    """Real Piper whose unload takes a while (a big model letting go of GPU memory)."""
+
+    def unload(self) -> None:
+        time.sleep(1.0)
+        super().unload()
+
+
+async def test_a_request_during_an_unload_waits_for_the_reload(settings: Settings, client: TtsClient) -> None:
+    slow = SlowUnload(settings)
+    slow.load_gate.set()
+    app = TtsApp(settings.with_(backends=("gated",)), adapters={"gated": slow})
+    await app.start()
+    try:
+        assert app.registry is not None
+        actor = app.registry.actors["gated"]
+        assert await actor.wait_settled(30) is State.LOADED
+        unloading = asyncio.create_task(client.control("gated", "unload"))
+        await eventually(lambda: actor.pending)  # the unload is under way
+        with pytest.raises(TtsError) as info:
+            await client.synthesize(SynthesisRequest(text="Right now?"))
+        assert info.value.code is ErrorCode.BACKEND_NOT_READY and "unloading" in info.value.message
+        reply = await client.synthesize(SynthesisRequest(text="After the reload.", wait_ms=20_000))
+        assert reply.backend == "gated"
+        assert (await unloading)["ok"] is True
+    finally:
         await app.stop()
 
 

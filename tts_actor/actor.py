@@ -86,6 +86,7 @@ class BackendActor:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._unloading = False
         self._busy = False  # a synthesis is running on the worker
+        self._stuck = False  # the worker is still inside a synthesis that timed out
         self._retry_policy = RetryPolicy.from_settings(settings)
         self._retry_attempt = 0
         self._retry_timer: asyncio.TimerHandle | None = None
@@ -105,8 +106,8 @@ class BackendActor:
 
     @property
     def ready(self) -> bool:
-        """Loaded and not being unloaded: a request handed over now will be served."""
-        return self.state is State.LOADED and not self._unloading
+        """Loaded, not being unloaded, not stuck: a request handed over now will be served."""
+        return self.state is State.LOADED and not self._unloading and not self._stuck
 
     @property
     def loads_on_demand(self) -> bool:
@@ -125,8 +126,8 @@ class BackendActor:
 
     @property
     def pending(self) -> bool:
-        """True while the state may still change on its own (loading or downloading)."""
-        return self._bringing_up or self.state is State.DOWNLOADING
+        """True while the state may still change on its own (loading, downloading, unloading)."""
+        return self._bringing_up or self._unloading or self.state is State.DOWNLOADING
 
     def status(self) -> dict[str, Any]:
         lc = self.lifecycle
@@ -162,8 +163,22 @@ class BackendActor:
                 state=lc.current.value,
                 reason=lc.reason.value,
             )
+        if self._stuck and lc.current is State.LOADED:
+            return TtsError(
+                ErrorCode.BUSY,
+                f"backend {self.name} is still finishing a synthesis that went over TTS_SYNTHESIS_TIMEOUT_S",
+                "Retry after retry_after_ms or pick another backend; if it lasts, `tts-actor unload` it.",
+                backend=self.name,
+                state=lc.current.value,
+                retry_after_ms=1000,
+            )
         retry_after = 1000
-        verb = "downloading" if lc.current is State.DOWNLOADING else ("loading" if self.pending else "not loaded")
+        if self._unloading:
+            verb = "unloading; it loads again on demand"
+        elif lc.current is State.DOWNLOADING:
+            verb = "downloading"
+        else:
+            verb = "loading" if self.pending else "not loaded"
         return TtsError(
             ErrorCode.BACKEND_NOT_READY,
             f"backend {self.name} is {lc.current.value} ({verb})",
@@ -491,6 +506,7 @@ class BackendActor:
             return False
         finally:
             self._unloading = False
+            self._wake()
         if not self.lifecycle.allowed(Trigger.UNLOAD):  # the state moved while the engine let go
             return False
         self.lifecycle.unload(reason)
@@ -567,11 +583,18 @@ class BackendActor:
                     backend=self.name,
                 )
             )
-            # the engine call cannot be interrupted: the next job waits for it (the worker is serial),
-            # and its own timeout starts only once it runs
-            await asyncio.wait({engine})
+            # the engine call cannot be interrupted and the worker is serial: until it returns this
+            # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
+            # queued is answered now rather than left waiting behind it
+            self._stuck = True
+            self._refuse_queued()
+            try:
+                await asyncio.wait({engine})
+            finally:
+                self._stuck = False
             if not engine.cancelled():
                 engine.exception()  # seen: an abandoned call's outcome is of no use to anyone
+            self.log.info("abandoned_synthesis_returned")
             return
         try:
             audio = engine.result()
@@ -589,6 +612,12 @@ class BackendActor:
             )
         elif not job.future.done():
             job.future.set_result(audio)
+
+    def _refuse_queued(self) -> None:
+        while not self._inbox.empty():
+            job = self._inbox.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(self.not_ready_error())
 
     def _synthesis_error(self, exc: Exception) -> TtsError:
         if isinstance(exc, TtsError):

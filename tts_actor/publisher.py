@@ -68,10 +68,11 @@ class StatePublisher:
         while (event := await self._queue.get()) is not None:
             payload = json.dumps(event.to_dict()).encode()
             try:
-                await self._nc.publish(self.settings.subject("state", event.backend), payload)
+                # KV first, then the subject: a watcher that subscribes, then reads the KV, misses nothing
                 if self._kv is not None:
                     await self._kv.put(event.backend, payload)
                     await self._kv.put(self.instance_key(event.backend), payload)
+                await self._nc.publish(self.settings.subject("state", event.backend), payload)
             except Exception as exc:  # a broken connection must not stop later events
                 log.warning("state_publish_failed", backend=event.backend, seq=event.seq, error=repr(exc))
             finally:

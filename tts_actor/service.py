@@ -22,6 +22,7 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tts_actor import __version__, metrics
+from tts_actor.actor import BackendActor
 from tts_actor.audio import Audio
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
@@ -200,7 +201,7 @@ class TtsService:
         ) as span:
             try:
                 if not route.actor.ready:
-                    await route.actor.wait_settled(request.wait_ms / 1000)
+                    await self._wait_ready(route.actor, request.wait_ms / 1000)
                     route = self.registry.route(request)
                     if not route.actor.ready:
                         raise self.registry.no_backend_ready(request, route.actor)
@@ -240,6 +241,17 @@ class TtsService:
             total_s=round(time.perf_counter() - started, 3),
             fallback_from=route.fallback_from,
         )
+
+    @staticmethod
+    async def _wait_ready(actor: BackendActor, bound_s: float) -> None:
+        """Up to ``bound_s``, on events: through an unload in progress, the reload it needs, the load."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound_s
+        while not actor.ready and (remaining := deadline - loop.time()) > 0:
+            actor.demand()
+            if not actor.pending:
+                return  # failed, or missing with nothing under way: waiting would change nothing
+            await actor.wait_settled(remaining)
 
     async def _respond_error(self, req: Request, error: TtsError) -> None:
         body = json.dumps(error.to_dict()).encode()
