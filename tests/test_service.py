@@ -607,3 +607,51 @@ async def test_text_with_nothing_to_speak_is_invalid(piper_loaded: TtsApp, nc: C
     _, body = await raw_request(nc, json.dumps({"text": "." * 50}).encode())
     error = json.loads(body)["error"]
     assert error["code"] == "invalid_request" and "nothing" in error["message"]
+
+
+class ReturnsNothing(GatedPiper):
+    """Real Piper, except that every other call hands back nothing instead of audio (an adapter bug)."""
+
+    calls = 0
+
+    def synthesize(self, request: SynthesisRequest, voice):  # type: ignore[override]
+        self.calls += 1
+        return None if self.calls % 2 else super().synthesize(request, voice)
+
+
+async def test_an_adapter_bug_is_answered_and_the_inbox_goes_on(settings: Settings, client: TtsClient) -> None:
+    buggy = ReturnsNothing(settings)
+    buggy.load_gate.set()
+    app = TtsApp(settings.with_(backends=("gated",)), adapters={"gated": buggy})
+    await app.start()
+    try:
+        assert app.registry is not None
+        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+        with pytest.raises(TtsError) as info:
+            await client.synthesize(SynthesisRequest(text="First."), timeout_s=10)
+        assert info.value.code is ErrorCode.SYNTHESIS_FAILED
+        assert (await client.synthesize(SynthesisRequest(text="Second."), timeout_s=10)).backend == "gated"
+    finally:
+        await app.stop()
+
+
+async def test_unload_while_stuck_answers_at_once(settings: Settings, client: TtsClient) -> None:
+    gated = GatedPiper(settings)
+    gated.load_gate.set()
+    gated.synth_gate.clear()
+    app = TtsApp(settings.with_(backends=("gated",), synthesis_timeout_s=0.5), adapters={"gated": gated})
+    await app.start()
+    try:
+        assert app.registry is not None
+        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+        with pytest.raises(TtsError):
+            await client.synthesize(SynthesisRequest(text="Stuck."))
+        result = await client.control("gated", "unload")
+        assert result["ok"] is False and result["state"] == "loaded"
+        started = time.perf_counter()
+        with pytest.raises(TtsError) as info:
+            await client.synthesize(SynthesisRequest(text="Waiting?", wait_ms=5000))
+        assert info.value.code is ErrorCode.BUSY and time.perf_counter() - started < 2
+    finally:
+        gated.synth_gate.set()
+        await app.stop()

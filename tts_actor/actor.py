@@ -167,7 +167,8 @@ class BackendActor:
             return TtsError(
                 ErrorCode.BUSY,
                 f"backend {self.name} is still finishing a synthesis that went over TTS_SYNTHESIS_TIMEOUT_S",
-                "Retry after retry_after_ms or pick another backend; if it lasts, `tts-actor unload` it.",
+                "Retry after retry_after_ms or pick another backend; an engine call that never returns "
+                "needs this instance restarted.",
                 backend=self.name,
                 state=lc.current.value,
                 retry_after_ms=1000,
@@ -496,6 +497,9 @@ class BackendActor:
         """Free the model (``loaded``, or ``failed`` after out of memory) and go to ``missing``."""
         if self._unloading or self._bringing_up or not self.lifecycle.allowed(Trigger.UNLOAD):
             return False
+        if self._stuck:  # the engine is inside a call that cannot be interrupted: unload would queue behind it
+            self.log.warning("unload_refused_while_stuck", reason=reason.value)
+            return False
         self._unloading = True
         try:
             await self._run(self.adapter.unload)
@@ -561,11 +565,19 @@ class BackendActor:
             if job.future.done():
                 continue
             if not self.ready:  # unloaded or failed since it was queued
-                job.future.set_exception(self.not_ready_error())
+                _settle(job.future, self.not_ready_error())
                 continue
             self._busy = True
             try:
                 await self._serve_job(job)
+            except Exception as exc:  # a bug here must not stop the inbox: answer, log, go on
+                self.log.exception("synthesis_job_crashed")
+                _settle(
+                    job.future,
+                    TtsError(
+                        ErrorCode.INTERNAL, f"{self.name}: {type(exc).__name__}", "Report this with the service log."
+                    ),
+                )
             finally:
                 self._busy = False
                 self._last_used = time.monotonic()
@@ -575,13 +587,14 @@ class BackendActor:
         engine = asyncio.ensure_future(self._run(self.adapter.synthesize, job.request, job.voice))
         done, _ = await asyncio.wait({engine}, timeout=self.settings.synthesis_timeout_s)
         if not done:
-            job.future.set_exception(
+            _settle(
+                job.future,
                 TtsError(
                     ErrorCode.SYNTHESIS_TIMEOUT,
                     f"{self.name} took over {self.settings.synthesis_timeout_s} s",
                     "Send shorter text, or raise TTS_SYNTHESIS_TIMEOUT_S.",
                     backend=self.name,
-                )
+                ),
             )
             # the engine call cannot be interrupted and the worker is serial: until it returns this
             # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
@@ -598,26 +611,27 @@ class BackendActor:
             return
         try:
             audio = engine.result()
+            if not isinstance(audio, Audio):
+                raise TypeError(f"{self.name} returned {type(audio).__name__}, not Audio")
         except Exception as exc:  # the reply names it; the actor goes on serving
-            job.future.set_exception(self._synthesis_error(exc))
+            _settle(job.future, self._synthesis_error(exc))
             return
         if not audio.pcm:
-            job.future.set_exception(
+            _settle(
+                job.future,
                 TtsError(
                     ErrorCode.INVALID_REQUEST,
                     f"the text has nothing {self.name} can speak (no audio came out)",
                     "Send words, not only punctuation or symbols.",
                     backend=self.name,
-                )
+                ),
             )
         elif not job.future.done():
             job.future.set_result(audio)
 
     def _refuse_queued(self) -> None:
         while not self._inbox.empty():
-            job = self._inbox.get_nowait()
-            if not job.future.done():
-                job.future.set_exception(self.not_ready_error())
+            _settle(self._inbox.get_nowait().future, self.not_ready_error())
 
     def _synthesis_error(self, exc: Exception) -> TtsError:
         if isinstance(exc, TtsError):
@@ -655,3 +669,9 @@ class BackendActor:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking ``fn`` on this backend's own worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _settle(future: asyncio.Future[Audio], error: TtsError) -> None:
+    """Fail ``future`` unless it is settled already (a caller that gave up, a shutdown)."""
+    if not future.done():
+        future.set_exception(error)
