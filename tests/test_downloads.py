@@ -378,3 +378,27 @@ def test_disk_filling_up_during_a_transfer_is_disk_full(hub: FakeHub, tmp_path: 
     assert info.value.reason is Reason.DISK_FULL
     assert not dest.is_symlink(), "the partial file is removed"
     assert Path("/dev/full").exists()
+
+
+async def test_two_file_sets_of_one_repository_both_arrive(hub: FakeHub, tmp_path: Path) -> None:
+    """One backend, two models in one repository (Chatterbox English + multilingual)."""
+    manager = ModelManager(make_settings(tmp_path / "cache", hub.url))
+    first = ModelRef(REPO, allow_patterns=("config.json",), key="first")
+    second = ModelRef(REPO, allow_patterns=("vocab.json", "*.safetensors"), key="second")
+    try:
+        together = await manager.fetch("tiny", (first, second), lambda done, total: None)
+        assert (together["first"] / "config.json").is_file()
+        assert (together["second"] / "vocab.json").is_file()
+        assert (together["second"] / "model.safetensors").is_file()
+        assert manager.find_local((first, second)) is not None
+    finally:
+        await manager.close()
+
+    # the cache holds only the first set: the second is not taken for present
+    fresh = ModelManager(make_settings(tmp_path / "other", hub.url))
+    try:
+        await fresh.fetch("tiny", (first,), lambda done, total: None)
+        assert fresh.find_one(first) is not None
+        assert fresh.find_one(second) is None
+    finally:
+        await fresh.close()

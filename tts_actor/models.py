@@ -17,6 +17,7 @@ One transfer per repository at a time, shared by every caller that waits for it.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 import re
 import shutil
@@ -96,7 +97,7 @@ class ModelManager:
         self.models_dir = settings.models_dir
         self.endpoint = (endpoint or settings.hf_endpoint).rstrip("/")
         self._free_space = free_space
-        self._inflight: dict[tuple[str, str], Transfer] = {}
+        self._inflight: dict[tuple[str, str, tuple[str, ...]], Transfer] = {}
         self._threads: set[asyncio.Future[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tts-download")
         self._closed = False
@@ -121,7 +122,7 @@ class ModelManager:
         from huggingface_hub import snapshot_download
 
         try:
-            return Path(
+            folder = Path(
                 snapshot_download(
                     ref.repo_id,
                     revision=ref.revision,
@@ -132,6 +133,13 @@ class ModelManager:
             )
         except Exception:  # not cached, or cached incompletely: both mean "download it"
             return None
+        # the snapshot may hold another file set of the same repository (one backend, two models):
+        # every pattern this ref asks for must match a file that is really there
+        if ref.allow_patterns:
+            present = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+            if not all(any(fnmatch.fnmatch(name, pattern) for name in present) for pattern in ref.allow_patterns):
+                return None
+        return folder
 
     # --- fetching ------------------------------------------------------------
     async def fetch(self, backend: str, refs: tuple[ModelRef, ...], on_progress: ProgressCallback) -> dict[str, Path]:
@@ -174,10 +182,11 @@ class ModelManager:
 
     def _transfer_for(self, ref: ModelRef) -> Transfer:
         """The in-flight transfer for ``ref``'s repository, started if there is none."""
-        key = (ref.repo_id, ref.revision or DEFAULT_REVISION)
+        # one transfer per repository and file set: two file sets of one repository are two transfers
+        key = (ref.repo_id, ref.revision or DEFAULT_REVISION, tuple(ref.allow_patterns or ()))
         transfer = self._inflight.get(key)
         if transfer is None:
-            transfer = Transfer(*key)
+            transfer = Transfer(ref.repo_id, ref.revision or DEFAULT_REVISION)
             transfer.task = asyncio.create_task(self._download(ref, transfer))
             self._inflight[key] = transfer
             transfer.task.add_done_callback(lambda _t: self._inflight.pop(key, None))
