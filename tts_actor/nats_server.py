@@ -67,9 +67,14 @@ class EmbeddedNatsServer:
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read_log, name="nats-server-log", daemon=True).start()
         if not self._ready.wait(timeout_s) or self.port is None:
+            try:  # the log closed: the process is exiting, reap it for its code
+                exited: int | None = self._proc.wait(2) if self._ready.is_set() else None
+            except subprocess.TimeoutExpired:
+                exited = None
             self.stop()
             tail = "\n".join(self._lines[-10:])
-            raise NatsServerError(f"nats-server did not become ready within {timeout_s} s:\n{tail}")
+            what = f"exited with code {exited}" if exited is not None else f"did not become ready within {timeout_s} s"
+            raise NatsServerError(f"nats-server {what}:\n{tail}")
         log.info("embedded_nats_started", url=self.url, store_dir=str(self.store_dir), pid=self._proc.pid)
         return self.url
 
