@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import threading
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from statemachine import State
+from tts_actor.actor import BackendActor
+from tts_actor.app import TtsApp
 from tts_actor.audio import Audio
 from tts_actor.backends.base import Voice
 from tts_actor.backends.piper import PiperBackend
@@ -75,3 +79,22 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, gated: GatedPiper, **changes: object
+) -> AsyncIterator[tuple[TtsApp, BackendActor]]:
+    """The service with ``gated`` (load gate open) and any other backends, all loaded; gates opened on exit."""
+    gated.load_gate.set()
+    changes.setdefault("backends", (gated.name,))
+    app = TtsApp(settings.with_(**changes), adapters={gated.name: gated})
+    await app.start()
+    try:
+        assert app.registry is not None
+        for actor in app.registry.actors.values():
+            assert await actor.wait_settled(30) is State.LOADED, actor.status()
+        yield app, app.registry.actors[gated.name]
+    finally:
+        gated.synth_gate.set()
+        await app.stop()

@@ -17,7 +17,7 @@ from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import AudioFormat, SynthesisRequest
 
-from .helpers import GatedPiper, eventually, wav_info
+from .helpers import GatedPiper, eventually, serving, wav_info
 
 TWENTY_WORDS = (
     "The translator sent this sentence so that the speech service could read it aloud "
@@ -184,26 +184,18 @@ async def test_loading_backend_replies_not_ready_at_once_and_wait_ms_is_woken_by
 
 async def test_busy_when_the_backend_queue_is_full(settings: Settings, client: TtsClient) -> None:
     gated = GatedPiper(settings)
-    gated.load_gate.set()
     gated.synth_gate.clear()
-    app = TtsApp(settings.with_(backends=("gated",), backend_queue_depth=1), adapters={"gated": gated})
-    await app.start()
-    try:
-        assert app.registry is not None
-        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+    async with serving(settings, gated, backend_queue_depth=1) as (_, actor):
         first = asyncio.create_task(client.synthesize(SynthesisRequest(text="One.")))
         await asyncio.to_thread(gated.synth_started.wait, 10)
         second = asyncio.create_task(client.synthesize(SynthesisRequest(text="Two.")))
-        await eventually(lambda: app.registry.actors["gated"].status()["queue"] == 1)
+        await eventually(lambda: actor.status()["queue"] == 1)
         with pytest.raises(TtsError) as info:
             await client.synthesize(SynthesisRequest(text="Three."))
         assert info.value.code is ErrorCode.BUSY and info.value.retry_after_ms
         gated.synth_gate.set()
         assert (await first).backend == "gated"
         assert (await second).backend == "gated"
-    finally:
-        gated.synth_gate.set()
-        await app.stop()
 
 
 BAD_INPUTS = [
@@ -422,14 +414,8 @@ async def test_pathological_json_is_invalid_request(piper_loaded: TtsApp, nc: Cl
 
 async def test_a_slow_unload_blocks_no_other_control_command(settings: Settings, client: TtsClient) -> None:
     gated = GatedPiper(settings)
-    gated.load_gate.set()
     gated.synth_gate.clear()
-    app = TtsApp(settings.with_(backends=("gated", "piper")), adapters={"gated": gated})
-    await app.start()
-    try:
-        assert app.registry is not None
-        for actor in app.registry.actors.values():
-            assert await actor.wait_settled(30) is State.LOADED
+    async with serving(settings, gated, backends=("gated", "piper")):
         speaking = asyncio.create_task(client.synthesize(SynthesisRequest(text="Hold.", backend="gated")))
         await asyncio.to_thread(gated.synth_started.wait, 10)
         unloading = asyncio.create_task(client.control("gated", "unload"))  # waits for the synthesis
@@ -441,9 +427,6 @@ async def test_a_slow_unload_blocks_no_other_control_command(settings: Settings,
         assert (await unloading)["state"] == "missing"
         # a second unload of the same backend is a no, not an error
         assert (await client.control("gated", "unload"))["ok"] is False
-    finally:
-        gated.synth_gate.set()
-        await app.stop()
 
 
 async def test_each_instance_keeps_its_own_kv_entry_and_removes_it_on_stop(settings: Settings, nc: Client) -> None:
@@ -491,14 +474,8 @@ async def test_watch_yields_each_event_once(piper_loaded: TtsApp, client: TtsCli
 
 async def test_a_long_synthesis_is_not_unloaded_as_idle(settings: Settings, client: TtsClient) -> None:
     gated = GatedPiper(settings)
-    gated.load_gate.set()
     gated.synth_gate.clear()
-    app = TtsApp(settings.with_(backends=("gated",), idle_unload_s=0.3), adapters={"gated": gated})
-    await app.start()
-    try:
-        assert app.registry is not None
-        actor = app.registry.actors["gated"]
-        assert await actor.wait_settled(30) is State.LOADED
+    async with serving(settings, gated, idle_unload_s=0.3) as (_, actor):
         speaking = asyncio.create_task(client.synthesize(SynthesisRequest(text="A long one.")))
         await asyncio.to_thread(gated.synth_started.wait, 10)
         await asyncio.sleep(0.8)  # well past the idle bound while it speaks
@@ -507,9 +484,6 @@ async def test_a_long_synthesis_is_not_unloaded_as_idle(settings: Settings, clie
         assert (await speaking).backend == "gated"
         await eventually(lambda: actor.state is State.MISSING)  # idle once it has finished
         assert actor.lifecycle.reason.value == "idle_timeout"
-    finally:
-        gated.synth_gate.set()
-        await app.stop()
 
 
 class StuckUnload(GatedPiper):
@@ -521,17 +495,10 @@ class StuckUnload(GatedPiper):
 
 async def test_a_failing_unload_still_gets_a_reply(settings: Settings, client: TtsClient) -> None:
     stuck = StuckUnload(settings)
-    stuck.load_gate.set()
-    app = TtsApp(settings.with_(backends=("gated",)), adapters={"gated": stuck})
-    await app.start()
-    try:
-        assert app.registry is not None
-        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+    async with serving(settings, stuck):
         result = await client.control("gated", "unload")
         assert result["ok"] is False and result["state"] == "loaded"
         assert (await client.synthesize(SynthesisRequest(text="Still loaded."))).backend == "gated"
-    finally:
-        await app.stop()
 
 
 async def test_an_unloaded_backend_comes_back_on_the_next_request(piper_loaded: TtsApp, client: TtsClient) -> None:
@@ -546,13 +513,8 @@ async def test_an_unloaded_backend_comes_back_on_the_next_request(piper_loaded: 
 async def test_a_timed_out_synthesis_leaves_nobody_waiting_behind_it(settings: Settings, client: TtsClient) -> None:
     """The engine call cannot be interrupted: until it returns, callers hear `busy` at once, none hang."""
     gated = GatedPiper(settings)
-    gated.load_gate.set()
     gated.synth_gate.clear()
-    app = TtsApp(settings.with_(backends=("gated",), synthesis_timeout_s=0.5), adapters={"gated": gated})
-    await app.start()
-    try:
-        assert app.registry is not None
-        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+    async with serving(settings, gated, synthesis_timeout_s=0.5) as (_, actor):
         stuck = asyncio.create_task(client.synthesize(SynthesisRequest(text="Stuck.")))
         await asyncio.to_thread(gated.synth_started.wait, 10)
         queued = asyncio.create_task(client.synthesize(SynthesisRequest(text="Next in line.")))
@@ -566,12 +528,8 @@ async def test_a_timed_out_synthesis_leaves_nobody_waiting_behind_it(settings: S
             await client.synthesize(SynthesisRequest(text="Meanwhile."))
         assert info.value.code is ErrorCode.BUSY
         gated.synth_gate.set()
-        actor = app.registry.actors["gated"]
         await eventually(lambda: actor.ready)
         assert (await client.synthesize(SynthesisRequest(text="Free again."))).backend == "gated"
-    finally:
-        gated.synth_gate.set()
-        await app.stop()
 
 
 class SlowUnload(GatedPiper):
@@ -584,13 +542,7 @@ class SlowUnload(GatedPiper):
 
 async def test_a_request_during_an_unload_waits_for_the_reload(settings: Settings, client: TtsClient) -> None:
     slow = SlowUnload(settings)
-    slow.load_gate.set()
-    app = TtsApp(settings.with_(backends=("gated",)), adapters={"gated": slow})
-    await app.start()
-    try:
-        assert app.registry is not None
-        actor = app.registry.actors["gated"]
-        assert await actor.wait_settled(30) is State.LOADED
+    async with serving(settings, slow) as (_, actor):
         unloading = asyncio.create_task(client.control("gated", "unload"))
         await eventually(lambda: actor.pending)  # the unload is under way
         with pytest.raises(TtsError) as info:
@@ -599,8 +551,6 @@ async def test_a_request_during_an_unload_waits_for_the_reload(settings: Setting
         reply = await client.synthesize(SynthesisRequest(text="After the reload.", wait_ms=20_000))
         assert reply.backend == "gated"
         assert (await unloading)["ok"] is True
-    finally:
-        await app.stop()
 
 
 async def test_text_with_nothing_to_speak_is_invalid(piper_loaded: TtsApp, nc: Client) -> None:
@@ -621,29 +571,17 @@ class ReturnsNothing(GatedPiper):
 
 async def test_an_adapter_bug_is_answered_and_the_inbox_goes_on(settings: Settings, client: TtsClient) -> None:
     buggy = ReturnsNothing(settings)
-    buggy.load_gate.set()
-    app = TtsApp(settings.with_(backends=("gated",)), adapters={"gated": buggy})
-    await app.start()
-    try:
-        assert app.registry is not None
-        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+    async with serving(settings, buggy):
         with pytest.raises(TtsError) as info:
             await client.synthesize(SynthesisRequest(text="First."), timeout_s=10)
         assert info.value.code is ErrorCode.SYNTHESIS_FAILED
         assert (await client.synthesize(SynthesisRequest(text="Second."), timeout_s=10)).backend == "gated"
-    finally:
-        await app.stop()
 
 
 async def test_unload_while_stuck_answers_at_once(settings: Settings, client: TtsClient) -> None:
     gated = GatedPiper(settings)
-    gated.load_gate.set()
     gated.synth_gate.clear()
-    app = TtsApp(settings.with_(backends=("gated",), synthesis_timeout_s=0.5), adapters={"gated": gated})
-    await app.start()
-    try:
-        assert app.registry is not None
-        assert await app.registry.actors["gated"].wait_settled(30) is State.LOADED
+    async with serving(settings, gated, synthesis_timeout_s=0.5):
         with pytest.raises(TtsError):
             await client.synthesize(SynthesisRequest(text="Stuck."))
         result = await client.control("gated", "unload")
@@ -652,6 +590,3 @@ async def test_unload_while_stuck_answers_at_once(settings: Settings, client: Tt
         with pytest.raises(TtsError) as info:
             await client.synthesize(SynthesisRequest(text="Waiting?", wait_ms=5000))
         assert info.value.code is ErrorCode.BUSY and time.perf_counter() - started < 2
-    finally:
-        gated.synth_gate.set()
-        await app.stop()
