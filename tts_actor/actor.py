@@ -213,10 +213,7 @@ class BackendActor:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        while not self._inbox.empty():
-            job = self._inbox.get_nowait()
-            if not job.future.done():
-                job.future.set_exception(self.shutting_down_error())
+        self._refuse_queued(self.shutting_down_error())
         self._executor.shutdown(wait=False, cancel_futures=True)
         # let a running engine call end (a process exiting under native code can abort), within a bound:
         # a call that hangs for good is left behind on its daemon thread instead of holding up the exit
@@ -600,7 +597,7 @@ class BackendActor:
             # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
             # queued is answered now rather than left waiting behind it
             self._stuck = True
-            self._refuse_queued()
+            self._refuse_queued(self.not_ready_error())
             try:
                 await asyncio.wait({engine})
             finally:
@@ -629,9 +626,10 @@ class BackendActor:
         elif not job.future.done():
             job.future.set_result(audio)
 
-    def _refuse_queued(self) -> None:
+    def _refuse_queued(self, error: TtsError) -> None:
+        """Answer every job still in the inbox with ``error``."""
         while not self._inbox.empty():
-            _settle(self._inbox.get_nowait().future, self.not_ready_error())
+            _settle(self._inbox.get_nowait().future, error)
 
     def _synthesis_error(self, exc: Exception) -> TtsError:
         if isinstance(exc, TtsError):
