@@ -68,6 +68,22 @@ class _Chunk:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class StreamCut(Exception):
+    """The audio broke off after the status was sent: the connection is closed without the last chunk."""
+
+
+class CutStreams:
+    """Ends the ASGI call on :class:`StreamCut` without a traceback: uvicorn then drops the connection,
+    so the caller sees an incomplete body, never a short file that looks whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(StreamCut):
+            await self.app(scope, receive, send)
+
+
 class BearerAuth:
     """``Authorization: Bearer <key>`` on every ``/v1/`` path when keys are configured; probes stay open."""
 
@@ -117,18 +133,20 @@ class HttpEdge:
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self.app = BearerAuth(
-            Starlette(
-                routes=[
-                    Route("/v1/audio/speech", self.speech, methods=["POST"]),
-                    Route("/v1/models", self.models, methods=["GET"]),
-                    Route("/v1/models/{model:str}", self.model, methods=["GET"]),
-                    Route("/v1/audio/voices", self.voices, methods=["GET"]),
-                    Route("/healthz", self.healthz, methods=["GET"]),
-                    Route("/readyz", self.readyz, methods=["GET"]),
-                ]
-            ),
-            edge.api_keys,
+        self.app = CutStreams(
+            BearerAuth(
+                Starlette(
+                    routes=[
+                        Route("/v1/audio/speech", self.speech, methods=["POST"]),
+                        Route("/v1/models", self.models, methods=["GET"]),
+                        Route("/v1/models/{model:str}", self.model, methods=["GET"]),
+                        Route("/v1/audio/voices", self.voices, methods=["GET"]),
+                        Route("/healthz", self.healthz, methods=["GET"]),
+                        Route("/readyz", self.readyz, methods=["GET"]),
+                    ]
+                ),
+                edge.api_keys,
+            )
         )
 
     @property
@@ -301,8 +319,8 @@ class HttpEdge:
                 self._log(request, 200, "ok", format=call.response_format, bytes=sent, backend=backend)
             except TtsError as error:  # the status is sent already: cut the response, so it cannot pass as whole
                 span.set_status(Status(StatusCode.ERROR, error.message))
-                self._log(request, 200, error.code.value, cut_after_bytes=sent)
-                raise
+                self._log(request, 200, error.code.value, cut_after_bytes=sent, message=error.message)
+                raise StreamCut(error.code.value) from None
             finally:
                 span.set_attribute("tts.bytes", sent)
                 span.end()
