@@ -34,7 +34,7 @@ from tts_actor.openai_compat import (
     parse_listen,
 )
 
-from .helpers import GatedPiper
+from .helpers import GatedPiper, eventually, serving
 
 API_KEY = "test-key-1"
 TWENTY_WORDS = (
@@ -193,6 +193,32 @@ async def test_loading_backend_is_503_with_retry_after(settings: Settings, nc: C
         assert int(error.response.headers["retry-after-ms"]) > 0
 
 
+async def test_busy_backend_is_429_with_retry_after(settings: Settings, nc: Client) -> None:
+    gated = GatedPiper(settings)
+    gated.synth_gate.clear()  # the engine call holds: one running, one queued, the next is busy
+    async with serving(settings, gated, backend_queue_depth=1) as (_, actor):
+        edge = HttpEdge(settings, EdgeSettings(), "127.0.0.1", 0)
+        await edge.start(nc)
+        try:
+            client = sdk(edge)
+            speak = dict(model="gated", voice="alloy", response_format="wav")
+            first = asyncio.create_task(client.audio.speech.create(input="One.", **speak))
+            await asyncio.to_thread(gated.synth_started.wait, 10)
+            second = asyncio.create_task(client.audio.speech.create(input="Two.", **speak))
+            await eventually(lambda: actor.status()["queue"] == 1)
+            with pytest.raises(openai.RateLimitError) as caught:
+                await client.audio.speech.create(input="Three.", **speak)
+            assert caught.value.status_code == 429 and caught.value.body["code"] == "busy"
+            assert caught.value.body["type"] == "rate_limit_error"
+            assert int(caught.value.response.headers["retry-after"]) >= 1
+            gated.synth_gate.set()
+            for task in (first, second):
+                reply = await task
+                assert reply.response.headers["tts-backend"] == "gated"
+        finally:
+            await edge.stop()
+
+
 async def test_bad_requests_get_openai_shaped_4xx_and_the_edge_keeps_serving(settings: Settings, nc: Client) -> None:
     config = EdgeSettings(api_keys=(API_KEY,), max_body_bytes=4096)
     async with edge_stack(settings, nc, config) as (edge, _, _):
@@ -239,6 +265,13 @@ async def test_missing_or_wrong_token_is_401_and_probes_stay_open(settings: Sett
             assert (await raw.get("/healthz")).json() == {"status": "alive"}
             ready = await raw.get("/readyz")
             assert ready.status_code == 200 and ready.json()["fleet"]["loaded"] == ["piper"]
+            await nc.close()  # the edge's own NATS connection gone: not ready, and speech answers at once
+            assert (await raw.get("/readyz")).status_code == 503
+            assert (await raw.get("/healthz")).status_code == 200
+        with pytest.raises(openai.InternalServerError) as down:
+            await sdk(edge).audio.speech.create(model="tts-1", voice="alloy", input="Hi.", response_format="wav")
+        assert down.value.status_code == 503 and down.value.body["code"] == "backend_not_ready"
+        assert "NATS" in down.value.body["message"] and down.value.response.headers["retry-after"] == "1"
 
 
 async def test_models_and_voices_list_the_fleet(settings: Settings, nc: Client) -> None:

@@ -258,6 +258,13 @@ class HttpEdge:
         token = otel_context.attach(ctx)
         handed_off = False
         try:
+            if not self._client().nc.is_connected:  # publishing now would wait for a reconnect: answer instead
+                raise TtsError(
+                    ErrorCode.BACKEND_NOT_READY,
+                    "the HTTP edge has no connection to NATS right now",
+                    "Retry shortly; check that the NATS server at NATS_URL is up.",
+                    retry_after_ms=1000,
+                )
             call = map_speech_request(
                 await self._read_json(request), self.edge, await self._voice_languages(), REQUEST_FIELDS
             )
