@@ -346,6 +346,10 @@ def test_exposure_listen_and_settings_from_the_environment(settings: Settings) -
     with pytest.raises(EdgeConfigError):
         load_edge_settings({"TTS_HTTP_MODEL_ALIASES": "tts-1"})
     assert "secret-key" not in repr(load_edge_settings({"TTS_HTTP_API_KEYS": "secret-key"}))
+    from .test_cli import cli_env, run_cli
+
+    refused = run_cli("http", "--listen", "0.0.0.0:8000", env=cli_env())
+    assert refused.returncode == 2 and "TTS_HTTP_API_KEYS" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_cli_serve_with_http_answers_openai_requests(tmp_path: Path) -> None:
@@ -384,3 +388,34 @@ def test_cli_serve_with_http_answers_openai_requests(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
+
+
+async def test_cli_http_alone_is_a_client_of_the_fleet(piper_loaded: TtsApp, nats_url: str) -> None:
+    """``tts-actor http``: a process of its own with no engine, reaching the service only through NATS."""
+    import signal
+    import sys
+
+    from .test_cli import cli_env, free_port
+
+    port = free_port()
+    env = cli_env(NATS_URL=nats_url, TTS_LOG_FORMAT="json", TTS_HTTP_API_KEYS=API_KEY)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tts_actor", "http", "--listen", f"127.0.0.1:{port}",
+        env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        serving_event: dict = {}
+        while not serving_event:
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert line, "tts-actor http exited before serving"
+            if line.startswith(b"{") and json.loads(line)["event"] == "http_edge_serving":
+                serving_event = json.loads(line)
+        assert serving_event["auth"] == "bearer"
+        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+        reply = await client.audio.speech.create(model="piper", voice="alloy", input="Far away.", response_format="wav")
+        assert reply.response.headers["tts-backend"] == "piper"
+        assert decoded_seconds(reply.content, "wav", "audio/wav") > 0.3
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
