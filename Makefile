@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
 run: $(VENV)/.installed
-	$(VENV)/bin/tts-actor serve --sample-out hello.wav
+	$(VENV)/bin/tts-actor serve --sample-out hello.wav --http 127.0.0.1:8000
 
 test: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check statemachine tts_actor tests

@@ -8,6 +8,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import nats.errors
@@ -25,6 +26,9 @@ from tts_actor.nats_server import EmbeddedNatsServer
 from tts_actor.publisher import StatePublisher
 from tts_actor.registry import Registry
 from tts_actor.service import TtsService
+
+if TYPE_CHECKING:
+    from tts_actor.http_edge import HttpEdge
 
 log = get_logger(__name__)
 EMBEDDED_MAX_PAYLOAD = 8 * 1024 * 1024
@@ -165,8 +169,8 @@ class TtsApp:
         )
 
 
-async def serve(settings: Settings, sample_out: Path | None = None) -> None:
-    """Run until SIGINT/SIGTERM."""
+async def serve(settings: Settings, sample_out: Path | None = None, http_edge: HttpEdge | None = None) -> None:
+    """Run until SIGINT/SIGTERM; with ``http_edge``, the OpenAI-compatible HTTP edge too, on the same connection."""
     app = TtsApp(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,6 +179,9 @@ async def serve(settings: Settings, sample_out: Path | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
+        if http_edge is not None:
+            assert app.nc is not None
+            await http_edge.start(app.nc)
         sample = asyncio.create_task(app.speak_sample(sample_out)) if sample_out is not None else None
         if sample is not None:
             sample.add_done_callback(_log_sample_failure)
@@ -183,6 +190,8 @@ async def serve(settings: Settings, sample_out: Path | None = None) -> None:
         if sample is not None:
             sample.cancel()
     finally:
+        if http_edge is not None:  # first: no new HTTP request reaches a stopping service
+            await http_edge.stop()
         await app.stop()
 
 

@@ -80,9 +80,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"error: cannot create {sample.parent}: {exc}\nfix: pick a writable --sample-out", file=sys.stderr)
             return 2
+    edge = _http_edge(settings, args.http) if args.http else None
+    if isinstance(edge, int):
+        return edge
     setup_tracing()
     try:
-        asyncio.run(serve(settings, sample))
+        asyncio.run(serve(settings, sample, edge))
+    except OSError as exc:  # the HTTP port: busy, or not ours to bind
+        print(f"error: cannot listen on {args.http}: {exc}\nfix: pick another --http HOST:PORT", file=sys.stderr)
+        return 3
     except NatsUnreachable as exc:
         print(f"error: {exc}\nfix: check NATS_URL, or unset it to run the embedded server", file=sys.stderr)
         return 3
@@ -92,6 +98,40 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "or set NATS_URL to a running server",
             file=sys.stderr,
         )
+        return 3
+    return 0
+
+
+def _http_edge(settings: Settings, listen: str) -> Any:
+    """The HTTP edge for ``listen``, or the exit code after saying why it cannot start."""
+    from tts_actor.http_edge import HttpEdge
+    from tts_actor.openai_compat import EdgeConfigError, load_edge_settings, parse_listen
+
+    try:
+        host, port = parse_listen(listen)
+        return HttpEdge(settings, load_edge_settings(), host, port)
+    except EdgeConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_http(args: argparse.Namespace, settings: Settings) -> int:
+    """The OpenAI-compatible HTTP edge alone, a client of the fleet on NATS_URL."""
+    from tts_actor.app import NatsUnreachable
+    from tts_actor.http_edge import run_http_edge
+    from tts_actor.telemetry import setup_tracing
+
+    edge = _http_edge(settings, args.listen)
+    if isinstance(edge, int):
+        return edge
+    setup_tracing("tts-actor-http")
+    try:
+        asyncio.run(run_http_edge(settings, edge, client_url(settings)))
+    except OSError as exc:
+        print(f"error: cannot listen on {args.listen}: {exc}\nfix: pick another --listen HOST:PORT", file=sys.stderr)
+        return 3
+    except NatsUnreachable as exc:
+        print(f"error: {exc}\nfix: start the service (`tts-actor serve`) or set NATS_URL", file=sys.stderr)
         return 3
     return 0
 
@@ -195,7 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the service (embedded NATS when NATS_URL is unset)")
     p.add_argument("--sample-out", metavar="WAV", help="once Piper is loaded, speak a sample sentence into WAV")
+    p.add_argument("--http", metavar="HOST:PORT", help="also serve the OpenAI-compatible HTTP API here")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("http", help="serve the OpenAI-compatible HTTP API, a client of the service over NATS")
+    p.add_argument("--listen", default="127.0.0.1:8000", metavar="HOST:PORT")
+    p.set_defaults(func=cmd_http)
     p = sub.add_parser("say", help="synthesize text through a running service")
     p.add_argument("text")
     p.add_argument("-o", "--output", default="out.wav")
