@@ -246,9 +246,6 @@ class BackendActor:
             if self.state is State.FAILED and (refusal or missing or not self.adapter.models()):
                 # nothing to download: start over from missing (a download retry goes failed → downloading)
                 self.lifecycle.reset(message="retrying")
-            if refusal:  # before any download: the weights are not fetched under terms nobody accepted
-                self._fail(refusal)
-                return
             if missing:
                 self._fail(
                     BackendFailure(
@@ -258,6 +255,9 @@ class BackendActor:
                         {"missing": missing},
                     )
                 )
+                return
+            if refusal:  # before any download: no weights are fetched under terms nobody accepted
+                self._fail(refusal)
                 return
             model_dirs = await self._model_dirs()
             if model_dirs is None:
