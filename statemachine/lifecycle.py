@@ -39,6 +39,7 @@ class Reason(enum.StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     LOAD_ERROR = "load_error"
     OUT_OF_MEMORY = "out_of_memory"
+    LICENSE_NOT_ACCEPTED = "license_not_accepted"
     # ordinary moves
     STARTUP = "startup"
     DOWNLOAD_STARTED = "download_started"
@@ -67,6 +68,7 @@ FAILURE_REASONS = frozenset(
         Reason.MODEL_UNAVAILABLE,
         Reason.LOAD_ERROR,
         Reason.OUT_OF_MEMORY,
+        Reason.LICENSE_NOT_ACCEPTED,
     }
 )
 

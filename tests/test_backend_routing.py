@@ -113,6 +113,7 @@ async def test_priority_voices_unload_and_reload_of_mms(tmp_path: Path, tiny_mod
         language_priority={"en": ("mms", "piper")},
         language_overrides={"mms": ("en",)},
         local_model_dirs={"mms": tiny_model_dir},
+        accepted_licenses=frozenset({"cc-by-nc-4.0"}),  # MMS weights are CC BY-NC 4.0
     )
     async with running_service(tmp_path, settings, {"piper": PiperBackend(settings), "mms": MmsBackend(settings)}) as (
         app,
@@ -153,6 +154,7 @@ async def test_idle_mms_is_unloaded_and_freed(tmp_path: Path, tiny_model_dir: Pa
         idle_unload_s=0.5,
         language_overrides={"mms": ("en",)},
         local_model_dirs={"mms": tiny_model_dir},
+        accepted_licenses=frozenset({"cc-by-nc-4.0"}),  # MMS weights are CC BY-NC 4.0
     )
     async with running_service(tmp_path, settings, {"mms": MmsBackend(settings)}) as (app, _client):
         assert app.registry is not None

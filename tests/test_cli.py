@@ -73,7 +73,7 @@ def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> N
         assert nowhere.returncode == 2 and "no directory" in nowhere.stderr and "Traceback" not in nowhere.stderr
         refused = run_cli("say", "Nope.", "--backend", "xtts", "-o", str(tmp_path / "x.wav"), env=env)
         assert refused.returncode == 2
-        assert "backend_failed" in refused.stderr and "pip install 'tts-actor[xtts]'" in refused.stderr
+        assert "backend_failed" in refused.stderr and "pip install -e '.[xtts]'" in refused.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0

@@ -120,8 +120,8 @@ def test_failure_needs_a_failure_reason_and_a_fix() -> None:
     with pytest.raises(ValueError):
         machine.fail(Reason.PACKAGE_MISSING, "", "no fix")
     assert machine.current is State.MISSING
-    event = machine.fail(Reason.PACKAGE_MISSING, "pip install 'tts-actor[xtts]'", "TTS missing")
-    assert (event.reason, event.fix) == (Reason.PACKAGE_MISSING, "pip install 'tts-actor[xtts]'")
+    event = machine.fail(Reason.PACKAGE_MISSING, "pip install -e '.[xtts]'", "TTS missing")
+    assert (event.reason, event.fix) == (Reason.PACKAGE_MISSING, "pip install -e '.[xtts]'")
     assert machine.fix == event.fix and machine.reason is Reason.PACKAGE_MISSING
 
 

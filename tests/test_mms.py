@@ -125,3 +125,45 @@ def test_a_broken_model_dir_is_corrupt_model(tmp_path: Path) -> None:
         backend.load({})
     assert failure.value.reason.value == "corrupt_model"
     assert "TTS_MMS_MODEL_DIR" in failure.value.fix
+
+
+def test_only_languages_on_meta_s_mms_tts_list_are_offered() -> None:
+    from tts_actor.backends.mms import ISO639_3
+
+    # no facebook/mms-tts-<code> checkpoint exists for these (Meta's MMS-TTS list)
+    for lang in "af be cs da et ga gl hy it ja ka lt mk ne no sk sl sr zu".split():
+        assert lang not in ISO639_3, lang
+    assert ISO639_3["uz"] == "uzb-script_cyrillic"  # the only Uzbek checkpoint
+    assert (
+        MmsBackend(load_settings({"TTS_MMS_LANGUAGES": "uz"})).repo_for("uz") == "facebook/mms-tts-uzb-script_cyrillic"
+    )
+
+
+def test_a_checkpoint_trained_on_romanized_text_gets_romanized_input(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The tiny model knows Latin letters only; with is_uroman, Cyrillic text is romanized (uroman) and spoken."""
+    import json
+    import shutil
+
+    pytest.importorskip("uroman")
+    romanized = tmp_path / "ru"
+    shutil.copytree(tiny_model_dir, romanized)
+    config_file = romanized / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "is_uroman": True}))
+    backend = MmsBackend(
+        isolated_settings(tmp_path, language_overrides={"mms": ("ru",)}, local_model_dirs={"mms": romanized})
+    )
+    backend.load({})
+    assert backend._loaded["ru"].romanizer is not None
+    voice = backend.default_voice("ru")
+    assert voice is not None
+    audio = backend.synthesize(SynthesisRequest(text="привет мир", language="ru"), voice)
+    assert audio.duration_s > 0
+
+    plain = MmsBackend(
+        isolated_settings(tmp_path, language_overrides={"mms": ("ru",)}, local_model_dirs={"mms": tiny_model_dir})
+    )
+    plain.load({})
+    assert plain._loaded["ru"].romanizer is None
+    with pytest.raises(TtsError) as error:  # the same text, unromanized, holds nothing the model knows
+        plain.synthesize(SynthesisRequest(text="привет мир", language="ru"), voice)
+    assert error.value.code is ErrorCode.INVALID_REQUEST

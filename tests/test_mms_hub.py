@@ -49,7 +49,12 @@ async def test_mms_downloads_from_the_hub_then_loads_and_speaks(
     with FakeHub() as hub:
         hub.add_repo("facebook/mms-tts-eng", files)
         settings = load_settings(
-            {"HF_ENDPOINT": hub.url, "TTS_MMS_LANGUAGES": "en", "TTS_BACKENDS": "mms,piper"}
+            {
+                "HF_ENDPOINT": hub.url,
+                "TTS_MMS_LANGUAGES": "en",
+                "TTS_BACKENDS": "mms,piper",
+                "TTS_ACCEPT_LICENSES": "cc-by-nc-4.0",
+            }
         ).with_(nats_url=nats_url, cache_dir=tmp_path / "cache", instance="mms-test")
         app = TtsApp(settings)
         await app.start()

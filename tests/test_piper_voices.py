@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tts_actor.backends.piper import PiperBackend, discover_voices
-from tts_actor.messages import SynthesisRequest
+from tts_actor.messages import SynthesisOptions, SynthesisRequest
 
 from ._backend_helpers import isolated_settings
 
@@ -57,3 +57,27 @@ def test_languages_derive_from_the_voices_found(tmp_path: Path, joe_voice: Path)
     assert set(backend.languages) == {"en", "de"}
     voice = backend.default_voice("de")
     assert voice is not None and voice.id == "de_DE-joe-medium"
+
+
+def test_speed_scales_the_voice_own_pace(tmp_path: Path, joe_voice: Path) -> None:
+    """A voice whose config says length_scale 2 (slow): speed 2 brings it back to about the pace of length_scale 1."""
+    voices_dir = tmp_path / "voices"
+    copy_voice(joe_voice, voices_dir, "en_US-slowjoe-medium")
+    config_path = voices_dir / "en_US-slowjoe-medium.onnx.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["inference"] = {**config.get("inference", {}), "length_scale": 2.0, "noise_w": 0.0}
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    backend = PiperBackend(isolated_settings(tmp_path, piper_voices_dir=voices_dir))
+    backend.load({})
+    slow, normal = backend.find_voice("en_US-slowjoe-medium"), backend.find_voice("en_US-joe-medium")
+    assert slow is not None and normal is not None
+    text = "The pace of a voice is its own, and speed scales it."
+
+    def seconds(voice: object, speed: float | None) -> float:
+        request = SynthesisRequest(text=text, options=SynthesisOptions(speed=speed, seed=1))
+        return backend.synthesize(request, voice).duration_s  # type: ignore[arg-type]
+
+    own, doubled, reference = seconds(slow, None), seconds(slow, 2.0), seconds(normal, None)
+    assert own / doubled == pytest.approx(2.0, rel=0.15)
+    assert doubled == pytest.approx(reference, rel=0.2), "speed replaced the voice's length_scale instead of scaling it"
+    backend.unload()

@@ -27,6 +27,7 @@ from tts_actor.backends.base import (
     ModelRef,
     Voice,
     classify_load_error,
+    license_refusal,
     missing_packages,
 )
 from tts_actor.config import Settings
@@ -240,8 +241,9 @@ class BackendActor:
     async def _bring_up(self) -> None:
         spec = self.adapter.spec
         try:
+            refusal = license_refusal(spec, self.settings.accepted_licenses)
             missing = missing_packages(spec.packages)
-            if self.state is State.FAILED and (missing or not self.adapter.models()):
+            if self.state is State.FAILED and (refusal or missing or not self.adapter.models()):
                 # nothing to download: start over from missing (a download retry goes failed → downloading)
                 self.lifecycle.reset(message="retrying")
             if missing:
@@ -253,6 +255,9 @@ class BackendActor:
                         {"missing": missing},
                     )
                 )
+                return
+            if refusal:  # before any download: no weights are fetched under terms nobody accepted
+                self._fail(refusal)
                 return
             model_dirs = await self._model_dirs()
             if model_dirs is None:

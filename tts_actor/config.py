@@ -76,6 +76,8 @@ class Settings:
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
     # HF_TOKEN, for gated repositories; kept out of repr so it never reaches a log line
     hf_token: str | None = field(default=None, repr=False)
+    # TTS_ACCEPT_LICENSES: licence ids (e.g. cpml, cc-by-nc-4.0) the operator accepts for backends that need it
+    accepted_licenses: frozenset[str] = frozenset()
 
     @property
     def models_dir(self) -> Path:
@@ -183,6 +185,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_model_dirs=local_model_dirs,
         hf_endpoint=(env.get("TTS_HF_ENDPOINT") or env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
         hf_token=env.get("HF_TOKEN") or None,
+        accepted_licenses=frozenset(
+            item.strip().lower() for item in env.get("TTS_ACCEPT_LICENSES", "").split(",") if item.strip()
+        ),
     )
     if env.get("TTS_CACHE_DIR"):
         kwargs["cache_dir"] = Path(env["TTS_CACHE_DIR"]).expanduser()

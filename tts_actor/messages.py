@@ -20,6 +20,7 @@ from tts_actor.errors import ErrorCode, TtsError, invalid
 LANGUAGE_RE = re.compile(r"^[a-z]{2}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 MAX_REFERENCE_AUDIO_BYTES = 2 * 1024 * 1024  # raw bytes after base64 decoding
+MAX_REFERENCE_TEXT_CHARS = 1000  # the transcript of at most 30 s of speech
 # C0/C1 controls other than tab, newline and carriage return, and lone surrogates: no engine speaks them
 _UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -56,6 +57,8 @@ class SynthesisRequest:
     wait_ms: int = 0
     options: SynthesisOptions = field(default_factory=SynthesisOptions)
     reference_audio: bytes | None = None
+    reference_text: str | None = None  # what is said in reference_audio; engines that clone from a transcript use it
+    reference_language: str | None = None  # the language spoken in reference_audio (ISO 639-1), when known
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"text": self.text, "language": self.language, "format": self.format.value}
@@ -69,10 +72,24 @@ class SynthesisRequest:
             body["options"] = options
         if self.reference_audio is not None:
             body["reference_audio"] = base64.b64encode(self.reference_audio).decode()
+        for key in ("reference_text", "reference_language"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
         return json.dumps(body).encode()
 
 
-_FIELDS = {"text", "language", "voice", "backend", "format", "wait_ms", "options", "reference_audio"}
+_FIELDS = {
+    "text",
+    "language",
+    "voice",
+    "backend",
+    "format",
+    "wait_ms",
+    "options",
+    "reference_audio",
+    "reference_text",
+    "reference_language",
+}
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "speed": (int, float),
     "exaggeration": (int, float),
@@ -197,6 +214,12 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
                 f"reference audio is {len(reference_bytes)} bytes; the limit is {MAX_REFERENCE_AUDIO_BYTES}",
                 "Send 5-20 s of mono 16-bit WAV.",
             )
+    reference_text = _reference_text(body.get("reference_text"), reference_bytes is not None)
+    reference_language = body.get("reference_language")
+    if reference_language is not None and (
+        not isinstance(reference_language, str) or not LANGUAGE_RE.match(reference_language.lower())
+    ):
+        raise invalid(f"'reference_language' must be an ISO 639-1 code such as 'en', got {_echo(reference_language)}")
     return SynthesisRequest(
         text=text,
         language=language.lower(),
@@ -206,7 +229,28 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         wait_ms=min(wait_ms, settings.max_wait_ms),
         options=_options(body.get("options")),
         reference_audio=reference_bytes,
+        reference_text=reference_text,
+        reference_language=reference_language.lower() if reference_language else None,
     )
+
+
+def _reference_text(value: object, has_audio: bool) -> str | None:
+    """The transcript of the reference clip: a short plain string, and only alongside the clip."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise invalid("'reference_text' must be a non-empty string: what is said in reference_audio")
+    if not has_audio:
+        raise invalid("'reference_text' was sent without 'reference_audio'", "Send it with the clip it transcribes.")
+    if len(value) > MAX_REFERENCE_TEXT_CHARS:
+        raise invalid(
+            f"'reference_text' is {len(value)} characters; the limit is {MAX_REFERENCE_TEXT_CHARS}",
+            "Send the transcript of a clip of at most 30 s.",
+        )
+    bad = _UNSPEAKABLE.search(value)
+    if bad:
+        raise invalid(f"'reference_text' holds a control character (U+{ord(bad.group()):04X})")
+    return value.strip()
 
 
 class Header(enum.StrEnum):

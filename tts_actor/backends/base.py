@@ -52,6 +52,16 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class License:
+    """The licence of a backend's weights. ``needs_acceptance``: the operator must accept it by ``id`` first."""
+
+    id: str  # what TTS_ACCEPT_LICENSES names, e.g. "cpml"
+    name: str
+    url: str
+    needs_acceptance: bool = False
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """A backend's declarations."""
 
@@ -65,11 +75,43 @@ class BackendSpec:
     description: str
     supports_cloning: bool = False
     extra_fix: str = ""
+    license: License | None = None
 
     @property
     def install_fix(self) -> str:
-        fix = f"pip install 'tts-actor[{self.extra}]'"
+        """Commands that exist: the extra from a checkout, else the extra's own pinned requirements."""
+        fix = f"pip install -e '.[{self.extra}]' (in a tts-actor checkout)"
+        requirements = extra_requirements(self.extra)
+        if requirements:
+            fix += "; otherwise pip install " + " ".join(f"'{r}'" for r in requirements)
         return f"{fix} ({self.extra_fix})" if self.extra_fix else fix
+
+
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements of tts-actor's ``extra`` from the installed distribution's metadata (wheel or checkout)."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("tts-actor") or []
+    except metadata.PackageNotFoundError:
+        return []
+    marker = f'extra == "{extra}"'
+    return [r.split(";")[0].strip() for r in requires if marker in r.replace("'", '"')]
+
+
+def license_refusal(spec: BackendSpec, accepted: frozenset[str]) -> BackendFailure | None:
+    """A failure when the backend's weights need a licence the operator has not accepted; else None."""
+    terms = spec.license
+    if terms is None or not terms.needs_acceptance or terms.id in accepted:
+        return None
+    listed = ",".join(sorted({*accepted, terms.id}))
+    return BackendFailure(
+        Reason.LICENSE_NOT_ACCEPTED,
+        f"{spec.name}: its weights are under the {terms.name} ({terms.url}), which has not been accepted",
+        f"Read the licence; if your use complies, set TTS_ACCEPT_LICENSES={listed} and restart, "
+        f"or remove {spec.name} from TTS_BACKENDS.",
+        {"license": terms.id},
+    )
 
 
 @dataclass

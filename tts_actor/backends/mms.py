@@ -5,6 +5,13 @@ ISO 639-3 codes in the repository names. ``TTS_MMS_LANGUAGES=en,de`` picks which
 ones are fetched and loaded; ``TTS_MMS_REPO`` may be a template such as
 ``myorg/mms-tts-{iso3}``; ``TTS_MMS_MODEL_DIR`` points at local copies
 (``<dir>/<lang>/`` or, for one language, ``<dir>`` itself).
+
+Only languages with a checkpoint on Meta's MMS-TTS list are offered (af, be, cs,
+da, et, ga, gl, hy, it, ja, ka, lt, mk, ne, no, sk, sl, sr and zu have none);
+Uzbek exists only in Cyrillic script. Where a checkpoint was trained on romanized
+text (its tokenizer's ``is_uroman``), the text goes through ``uroman`` first.
+The weights are CC BY-NC 4.0: the backend loads once the operator accepts it
+(``TTS_ACCEPT_LICENSES=cc-by-nc-4.0``).
 """
 
 from __future__ import annotations
@@ -16,27 +23,37 @@ from typing import Any
 
 from statemachine import Reason
 from tts_actor.audio import Audio, float_to_pcm16
-from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, ModelRef, Voice
+from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, License, ModelRef, Voice
 from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
+from tts_actor.backends.upstream import Kind, Upstream
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import SynthesisRequest
 
 DEFAULT_REPO_TEMPLATE = "facebook/mms-tts-{iso3}"
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es")
 
-# ISO 639-1 -> the ISO 639-3 code of the matching facebook/mms-tts-* repository
+# ISO 639-1 -> the ISO 639-3 code of the matching facebook/mms-tts-* repository, each checked against
+# Meta's MMS-TTS language list (https://dl.fbaipublicfiles.com/mms/tts/all-tts-languages.html)
 ISO639_3: dict[str, str] = {
-    "af": "afr", "am": "amh", "ar": "ara", "az": "azj-script_latin", "be": "bel", "bg": "bul", "bn": "ben",
-    "ca": "cat", "cs": "ces", "cy": "cym", "da": "dan", "de": "deu", "el": "ell", "en": "eng", "es": "spa",
-    "et": "est", "eu": "eus", "fa": "fas", "fi": "fin", "fr": "fra", "ga": "gle", "gl": "glg", "gu": "guj",
-    "ha": "hau", "he": "heb", "hi": "hin", "hu": "hun", "hy": "hye", "id": "ind", "is": "isl", "it": "ita",
-    "ja": "jpn", "ka": "kat", "kk": "kaz", "km": "khm", "kn": "kan", "ko": "kor", "ky": "kir", "lo": "lao",
-    "lt": "lit", "lv": "lav", "mk": "mkd", "ml": "mal", "mn": "mon", "mr": "mar", "ms": "zlm", "my": "mya",
-    "ne": "npi", "nl": "nld", "no": "nob", "pa": "pan", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus",
-    "sk": "slk", "sl": "slv", "so": "som", "sq": "sqi", "sr": "srp", "sv": "swe", "sw": "swh", "ta": "tam",
-    "te": "tel", "tg": "tgk", "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd-script_arabic",
-    "uz": "uzb-script_latin", "vi": "vie", "yo": "yor", "zu": "zul",
+    "am": "amh", "ar": "ara", "az": "azj-script_latin", "bg": "bul", "bn": "ben", "ca": "cat", "cy": "cym",
+    "de": "deu", "el": "ell", "en": "eng", "es": "spa", "eu": "eus", "fa": "fas", "fi": "fin", "fr": "fra",
+    "gu": "guj", "ha": "hau", "he": "heb", "hi": "hin", "hu": "hun", "id": "ind", "is": "isl", "kk": "kaz",
+    "km": "khm", "kn": "kan", "ko": "kor", "ky": "kir", "lo": "lao", "lv": "lav", "ml": "mal", "mn": "mon",
+    "mr": "mar", "ms": "zlm", "my": "mya", "nl": "nld", "pa": "pan", "pl": "pol", "pt": "por", "ro": "ron",
+    "ru": "rus", "so": "som", "sq": "sqi", "sv": "swe", "sw": "swh", "ta": "tam", "te": "tel", "tg": "tgk",
+    "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd-script_arabic", "uz": "uzb-script_cyrillic",
+    "vi": "vie", "yo": "yor",
 }  # fmt: skip
+# what a voice's description adds where the checkpoint expects a script the language is not always written in
+SCRIPT_NOTES = {"uz": "Cyrillic script only"}
+
+UPSTREAM = (
+    Upstream("transformers", "transformers.models.vits.modeling_vits", "VitsModel", Kind.CLASS),
+    Upstream("transformers", "transformers.models.vits.modeling_vits", "VitsModel.speaking_rate", Kind.ATTRIBUTE),
+    Upstream("transformers", "transformers.models.vits.tokenization_vits", "VitsTokenizer.is_uroman", Kind.ATTRIBUTE),
+    Upstream("uroman", "uroman.uroman", "Uroman", Kind.CLASS),
+    Upstream("uroman", "uroman.uroman", "Uroman.romanize_string", kwargs=("s", "lcode")),
+)
 
 SPEC = BackendSpec(
     name="mms",
@@ -48,6 +65,9 @@ SPEC = BackendSpec(
     approx_memory_mb=150,  # per language
     description="Meta MMS-TTS (VITS) per language, via transformers.",
     supports_cloning=False,
+    license=License(
+        "cc-by-nc-4.0", "CC BY-NC 4.0 (non-commercial)", "https://creativecommons.org/licenses/by-nc/4.0/", True
+    ),
 )
 
 
@@ -56,6 +76,7 @@ class _LoadedLanguage:
     model: Any  # transformers.VitsModel
     tokenizer: Any  # transformers.VitsTokenizer
     device: str
+    romanizer: Any = None  # uroman.Uroman where the tokenizer wants romanized text
 
 
 class MmsBackend(BackendAdapter):
@@ -73,7 +94,12 @@ class MmsBackend(BackendAdapter):
 
     def voices(self) -> list[Voice]:
         return [
-            Voice(f"mms-default-{lang}", lang, self.name, f"MMS-TTS {ISO639_3[lang]}, one speaker")
+            Voice(
+                f"mms-default-{lang}",
+                lang,
+                self.name,
+                f"MMS-TTS {ISO639_3[lang]}, one speaker" + (f"; {SCRIPT_NOTES[lang]}" if lang in SCRIPT_NOTES else ""),
+            )
             for lang in self._languages
         ]
 
@@ -103,7 +129,8 @@ class MmsBackend(BackendAdapter):
                     f"Fetch it again (`tts-actor fetch mms`) or fix TTS_MMS_MODEL_DIR / TTS_MMS_REPO "
                     f"({self.repo_for(lang)}), then `tts-actor retry mms`.",
                 ) from exc
-            loaded[lang] = _LoadedLanguage(model, tokenizer, device)
+            romanizer = _romanizer() if getattr(tokenizer, "is_uroman", False) else None
+            loaded[lang] = _LoadedLanguage(model, tokenizer, device, romanizer)
         with self._lock:
             self._loaded = loaded
 
@@ -114,12 +141,16 @@ class MmsBackend(BackendAdapter):
             entry = self._loaded.get(voice.language)
         if entry is None:
             raise self.not_loaded()
-        inputs = entry.tokenizer(request.text, return_tensors="pt")
+        text = request.text
+        if entry.romanizer is not None:
+            text = entry.romanizer.romanize_string(text, lcode=ISO639_3[voice.language].split("-")[0])
+        inputs = entry.tokenizer(text, return_tensors="pt")
         if inputs["input_ids"].shape[-1] == 0:
             raise TtsError(
                 ErrorCode.INVALID_REQUEST,
                 f"mms: nothing in the text can be spoken by the {voice.language} model (no known characters)",
-                "Send text in the language's usual script; some MMS languages need romanized (uroman) text.",
+                "Send text in the language's usual script"
+                + (f" ({SCRIPT_NOTES[voice.language]})." if voice.language in SCRIPT_NOTES else "."),
                 backend=self.name,
             )
         model = entry.model
@@ -132,3 +163,22 @@ class MmsBackend(BackendAdapter):
         with self._lock:
             self._loaded = {}
         release_memory()
+
+
+_UROMAN: Any = None
+
+
+def _romanizer() -> Any:
+    """One shared ``uroman.Uroman`` (building it reads its tables, about a second); a fix when uroman is missing."""
+    global _UROMAN
+    if _UROMAN is None:
+        try:
+            import uroman
+        except ImportError as exc:
+            raise BackendFailure(
+                Reason.PACKAGE_MISSING,
+                "mms: a configured language's model reads romanized text and the uroman package is not installed",
+                SPEC.install_fix,
+            ) from exc
+        _UROMAN = uroman.Uroman()
+    return _UROMAN

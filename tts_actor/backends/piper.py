@@ -18,9 +18,20 @@ from typing import Any
 from statemachine import Reason
 from tts_actor.audio import Audio
 from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, Voice
+from tts_actor.backends.upstream import Kind, Upstream
 from tts_actor.messages import SynthesisRequest
 
 VOICE_PACKAGE_SUFFIX = "_piper_voice"
+
+UPSTREAM = (
+    Upstream("piper-tts", "piper.voice", "PiperVoice.load", kwargs=("model_path", "config_path")),
+    Upstream("piper-tts", "piper.voice", "PiperVoice.synthesize", kwargs=("text", "syn_config")),
+    Upstream("piper-tts", "piper.voice", "PiperVoice.config", Kind.ATTRIBUTE),
+    Upstream("piper-tts", "piper.config", "PiperConfig.length_scale", Kind.ATTRIBUTE),
+    Upstream("piper-tts", "piper.config", "PiperConfig.sample_rate", Kind.ATTRIBUTE),
+    Upstream("piper-tts", "piper.config", "SynthesisConfig", kwargs=("length_scale",)),
+    Upstream("piper-tts", "piper.voice", "AudioChunk.audio_int16_bytes", Kind.ATTRIBUTE),
+)
 
 SPEC = BackendSpec(
     name="piper",
@@ -131,7 +142,9 @@ class PiperBackend(BackendAdapter):
             piper_voice = self._loaded.get(voice.id)
         if piper_voice is None:
             raise self.not_loaded()
-        config = SynthesisConfig(length_scale=1.0 / request.options.speed if request.options.speed else None)
+        # speed scales the voice's own pace (its config's length_scale), it does not replace it
+        speed = request.options.speed
+        config = SynthesisConfig(length_scale=piper_voice.config.length_scale / speed if speed else None)
         pcm = bytearray()
         for chunk in piper_voice.synthesize(request.text, syn_config=config):
             pcm += chunk.audio_int16_bytes

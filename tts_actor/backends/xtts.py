@@ -1,7 +1,14 @@
 """Coqui XTTS v2 (``coqui-tts``, module ``TTS``): 17 languages, voice cloning from a few seconds of audio.
 
 The checkpoint comes through the model manager (``coqui/XTTS-v2``) and loads with
-``Xtts.load_checkpoint``. Without reference audio the built-in voice speaks: the
+``Xtts(config)`` and ``load_checkpoint``. coqui-tts 0.28 re-saves an old-format
+``model.pth`` in place on first load, which would rewrite a file of the
+content-addressed cache (or fail on a read-only one): during the load that
+``torch.save`` is a no-op, so the fetched file stays byte for byte as fetched.
+The weights are under the Coqui Public Model License (non-commercial): the backend
+loads only once the operator accepts it (``TTS_ACCEPT_LICENSES=cpml``).
+
+Without reference audio the built-in voice speaks: the
 conditioning latents of the repository's ``samples/<lang>_sample.wav`` (the English
 one, or any, when that language has none), else the first speaker in
 ``speakers_xtts.pth``. They are computed once, at load.
@@ -9,6 +16,7 @@ one, or any, when that language has none), else the first speaker in
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,30 +24,57 @@ from typing import Any
 
 from statemachine import Reason
 from tts_actor.audio import Audio, float_to_pcm16
-from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, ModelRef, Voice
+from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, License, ModelRef, Voice
 from tts_actor.backends.reference_audio import reference_wav_file
 from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
+from tts_actor.backends.upstream import Kind, Upstream, swapped_global
+from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.logs import get_logger
 from tts_actor.messages import SynthesisRequest
 
 DEFAULT_REPO = "coqui/XTTS-v2"
 SAMPLE_RATE = 24000
 DEFAULT_TEMPERATURE = 0.75
+# the GPT asserts on longer input (``gpt_max_text_tokens``, 402 in the released config); a segment must stay under it
+MAX_TEXT_TOKENS = 400
+MODEL_MODULE = "TTS.tts.models.xtts"
+log = get_logger(__name__)
 # ISO 639-1 on the wire -> XTTS's own language codes
 XTTS_LANGUAGE = {
     "en": "en", "es": "es", "fr": "fr", "de": "de", "it": "it", "pt": "pt", "pl": "pl", "tr": "tr", "ru": "ru",
     "nl": "nl", "cs": "cs", "ar": "ar", "zh": "zh-cn", "ja": "ja", "hu": "hu", "ko": "ko", "hi": "hi",
 }  # fmt: skip
 
+UPSTREAM = (
+    Upstream("coqui-tts", "TTS.tts.configs.xtts_config", "XttsConfig", Kind.CLASS),
+    Upstream("coqui-tts", MODEL_MODULE, "Xtts", kwargs=("config",)),
+    Upstream("coqui-tts", MODEL_MODULE, "Xtts.load_checkpoint", kwargs=("config", "checkpoint_dir", "use_deepspeed")),
+    Upstream("coqui-tts", MODEL_MODULE, "Xtts.get_conditioning_latents", kwargs=("audio_path",)),
+    Upstream(
+        "coqui-tts",
+        MODEL_MODULE,
+        "Xtts.inference",
+        kwargs=("text", "language", "gpt_cond_latent", "speaker_embedding", "temperature", "speed"),
+    ),
+    Upstream("coqui-tts", MODEL_MODULE, "Xtts.tokenizer", Kind.ATTRIBUTE),
+    Upstream("coqui-tts", MODEL_MODULE, "Xtts.args", Kind.ATTRIBUTE),  # set by BaseTTS
+    Upstream("coqui-tts", "TTS.tts.layers.xtts.tokenizer", "VoiceBpeTokenizer.encode", kwargs=("txt", "lang")),
+    # what keeps 0.28 from rewriting model.pth: its torch.save goes through this module global
+    Upstream("coqui-tts", MODEL_MODULE, "torch", Kind.GLOBAL),
+    Upstream("coqui-tts", MODEL_MODULE, "Xtts._load_checkpoint", kwargs=("model_path",), optional=True),
+)
+
 SPEC = BackendSpec(
     name="xtts",
     extra="xtts",
-    packages=("TTS", "torch"),
+    packages=("TTS", "torch", "torchaudio"),
     languages=tuple(XTTS_LANGUAGE),
     sample_rate=SAMPLE_RATE,
     device=Device.CUDA_PREFERRED,
     approx_memory_mb=6000,
     description="Coqui XTTS v2: multilingual TTS with voice cloning.",
     supports_cloning=True,
+    license=License("cpml", "Coqui Public Model License 1.0.0 (non-commercial)", "https://coqui.ai/cpml", True),
 )
 
 
@@ -102,8 +137,10 @@ class XttsBackend(BackendAdapter):
             )
         config = XttsConfig()
         config.load_json(str(checkpoint_dir / "config.json"))
-        model = Xtts.init_from_config(config)
-        model.load_checkpoint(config, checkpoint_dir=str(checkpoint_dir), use_deepspeed=False)
+        model = Xtts(config)
+        module = sys.modules[MODEL_MODULE]
+        with swapped_global(module, "torch", _TorchThatKeepsFiles(module.torch)):
+            model.load_checkpoint(config, checkpoint_dir=str(checkpoint_dir), use_deepspeed=False)
         model.to(pick_device(self.spec))
         model.eval()
         by_source: dict[Path | None, Conditioning] = {}
@@ -142,6 +179,7 @@ class XttsBackend(BackendAdapter):
         if model is None or conditioning is None:
             raise self.not_loaded()
         options = request.options
+        self._check_length(model, request.text, voice.language)
         with reference_wav_file(request.reference_audio) as reference:
             if reference is not None:
                 latent, embedding = model.get_conditioning_latents(audio_path=[str(reference)])
@@ -157,7 +195,33 @@ class XttsBackend(BackendAdapter):
                 )
         return Audio(float_to_pcm16(to_numpy(out["wav"])), SAMPLE_RATE)
 
+    def _check_length(self, model: Any, text: str, language: str) -> None:
+        """Refuse, with a fix, what the GPT would assert on (its text-token limit)."""
+        limit = min(MAX_TEXT_TOKENS, int(getattr(model.args, "gpt_max_text_tokens", MAX_TEXT_TOKENS)))
+        tokens = len(model.tokenizer.encode(text.strip().lower(), lang=XTTS_LANGUAGE[language].split("-")[0]))
+        if tokens >= limit:
+            raise TtsError(
+                ErrorCode.TEXT_TOO_LONG,
+                f"xtts: the text is {tokens} tokens; the model takes fewer than {limit} at once",
+                "Send shorter text (a few sentences at a time).",
+                backend=self.name,
+                detail={"tokens": tokens, "limit": limit},
+            )
+
     def unload(self) -> None:
         with self._lock:
             self._model, self._default = None, {}
         release_memory()
+
+
+class _TorchThatKeepsFiles:
+    """``torch`` as the XTTS model module sees it during the load, with ``save`` turned into a no-op."""
+
+    def __init__(self, torch: Any) -> None:
+        self._torch = torch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._torch, name)
+
+    def save(self, obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        log.info("xtts_checkpoint_kept", path=str(f), why="coqui-tts converts an old checkpoint in memory only")
