@@ -20,6 +20,7 @@ import json
 import re
 
 from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
@@ -55,10 +56,14 @@ async def open_state_bucket(nc: Client, bucket: str, ttl_s: float | None = None,
     if kv is not None:
         await _ensure_ttl(nc, bucket, ttl_s)
         return kv
+    config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, replicas=replicas, description="tts-actor states")
     try:
-        return await js.create_key_value(
-            bucket=bucket, history=1, ttl=ttl_s, replicas=replicas, description="tts-actor backend states"
-        )
+        # the marker makes an entry that ages out visible to watchers (`tts-actor watch`: "aged out")
+        return await js.create_key_value(config, limit_marker_ttl=ttl_s)
+    except Exception as exc:  # a server before 2.11 has no limit markers: age out silently
+        log.debug("kv_limit_markers_unavailable", bucket=bucket, error=repr(exc))
+    try:
+        return await js.create_key_value(config)
     except Exception as exc:
         log.warning("kv_create_failed", bucket=bucket, error=repr(exc))
         return None

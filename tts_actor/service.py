@@ -26,13 +26,16 @@ from tts_actor.actor import BackendActor
 from tts_actor.audio import Audio
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.fleet import fleet_status, read_fleet
 from tts_actor.logs import get_logger
 from tts_actor.messages import AudioFormat, Header, SynthesisRequest, parse_synthesis_request
 from tts_actor.registry import Registry, Route
+from tts_actor.service_stats import endpoint_data
 from tts_actor.telemetry import extract_context, tracer
 
 log = get_logger(__name__)
 HEADER_ROOM = 8 * 1024  # bytes kept free in each reply for headers
+FLEET_READ_TIMEOUT_S = 2.0
 
 
 def error_headers(error: TtsError) -> dict[str, str]:
@@ -66,6 +69,7 @@ class TtsService:
                 description="Text-to-speech over NATS: tts.synthesize, tts.status, tts.voices, tts.health",
                 metadata={"instance": s.instance, "backends": ",".join(s.backends)},
                 queue_group=s.queue_group,
+                stats_handler=lambda _endpoint: endpoint_data(self.registry, len(self._inflight)),
             ),
         )
         for name, handler in (
@@ -101,7 +105,18 @@ class TtsService:
         await req.respond(json.dumps(body).encode(), headers={"Content-Type": "application/json"})
 
     async def _on_status(self, req: Request) -> None:
-        await self._reply_json(req, self.registry.status())
+        status = self.registry.status()
+        status["fleet"] = await self._fleet(status)
+        await self._reply_json(req, status)
+
+    async def _fleet(self, local: dict[str, Any]) -> dict[str, Any]:
+        """Every instance's backends from the KV; this instance's own at least, when the KV cannot be read."""
+        try:
+            fleet = await asyncio.wait_for(read_fleet(self.nc, self.settings.kv_bucket), FLEET_READ_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("fleet_unavailable", error=repr(exc))
+            return {**fleet_status({}, local), "error": f"other instances unknown: {type(exc).__name__}"}
+        return fleet_status(fleet, local)
 
     async def _on_voices(self, req: Request) -> None:
         await self._reply_json(req, self.registry.voices())
