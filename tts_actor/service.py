@@ -29,6 +29,7 @@ from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet import fleet_status, read_fleet
 from tts_actor.logs import get_logger
 from tts_actor.messages import AudioFormat, Header, SynthesisRequest, parse_synthesis_request
+from tts_actor.profiles import ProfileStore, parse_create_request, parse_profile_id
 from tts_actor.registry import Registry, Route
 from tts_actor.service_stats import endpoint_data
 from tts_actor.telemetry import extract_context, tracer
@@ -58,6 +59,7 @@ class TtsService:
         self._control_subs: list[Any] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._control_tasks: set[asyncio.Task[None]] = set()
+        self.profiles = ProfileStore(nc, settings)
 
     async def start(self) -> None:
         s = self.settings
@@ -80,6 +82,13 @@ class TtsService:
         ):
             await self._service.add_endpoint(
                 EndpointConfig(name=name, subject=s.subject(name), handler=handler, queue_group=s.queue_group)
+            )
+        for name, subject, handler in (
+            ("voices_create", s.subject("voices", "create"), self._on_voice_create),
+            ("voices_delete", s.subject("voices", "delete"), self._on_voice_delete),
+        ):
+            await self._service.add_endpoint(
+                EndpointConfig(name=name, subject=subject, handler=handler, queue_group=s.queue_group)
             )
         # control goes to every instance (no queue group): each one retries its own backend
         self._control_subs.append(await self.nc.subscribe(s.subject("control", "*", "*"), cb=self._on_control))
@@ -120,6 +129,23 @@ class TtsService:
 
     async def _on_voices(self, req: Request) -> None:
         await self._reply_json(req, self.registry.voices())
+
+    async def _on_voice_create(self, req: Request) -> None:
+        """Store a reference clip as a voice profile; the answer is its opaque id."""
+        try:
+            profile = await self.profiles.create(parse_create_request(req.data, self.settings))
+        except TtsError as error:
+            await self._respond_error(req, error)
+            return
+        await self._reply_json(req, profile.public())
+
+    async def _on_voice_delete(self, req: Request) -> None:
+        try:
+            deleted = await self.profiles.delete(parse_profile_id(req.data))
+        except TtsError as error:
+            await self._respond_error(req, error)
+            return
+        await self._reply_json(req, {"deleted": deleted})
 
     async def _on_health(self, req: Request) -> None:
         await self._reply_json(req, self.registry.health())
