@@ -144,3 +144,27 @@ async def test_an_instance_killed_without_cleanup_ages_out(tmp_path: Path, setti
         fleet = await read_fleet(nc, settings.kv_bucket)
         assert "doomed" not in fleet
         assert set(fleet) == {"a", "b"}  # the live ones are refreshed, never aged out
+
+
+def test_fleet_and_store_settings_come_from_the_environment() -> None:
+    import pytest
+
+    from tts_actor.config import ConfigError, load_settings
+
+    s = load_settings(
+        {
+            "TTS_FLEET_TTL_S": "12",
+            "TTS_JS_REPLICAS": "3",
+            "TTS_PROFILES_BUCKET": "voices_b",
+            "TTS_AUDIO_CACHE_BUCKET": "audio_b",
+            "TTS_AUDIO_CACHE_TTL_S": "3600",
+            "TTS_AUDIO_CACHE_MAX_BYTES": str(64 * 1024 * 1024),
+        }
+    )
+    assert (s.fleet_ttl_s, s.js_replicas, s.profiles_bucket) == (12.0, 3, "voices_b")
+    assert (s.audio_cache_bucket, s.audio_cache_ttl_s, s.audio_cache_max_bytes) == ("audio_b", 3600.0, 64 * 2**20)
+    defaults = load_settings({})
+    assert (defaults.fleet_ttl_s, defaults.js_replicas, defaults.audio_cache_ttl_s) == (30.0, 1, 7 * 24 * 3600.0)
+    for bad in ({"TTS_JS_REPLICAS": "0"}, {"TTS_FLEET_TTL_S": "0.1"}, {"TTS_AUDIO_CACHE_MAX_BYTES": "10"}):
+        with pytest.raises(ConfigError):
+            load_settings(bad)
