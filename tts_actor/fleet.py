@@ -27,7 +27,7 @@ READ_TIMEOUT_S = 2.0
 async def read_fleet(nc: Client, bucket: str, timeout_s: float = READ_TIMEOUT_S) -> dict[str, dict[str, StateEvent]]:
     """instance -> backend -> its current :class:`StateEvent`, from every live per-instance entry."""
     kv = await nc.jetstream(timeout=timeout_s).key_value(bucket)
-    watcher = await kv.watchall(ignore_deletes=True)
+    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=5.0)  # status calls leave no consumers
     fleet: dict[str, dict[str, StateEvent]] = {}
     try:
         while (entry := await watcher.updates(timeout=timeout_s)) is not None:

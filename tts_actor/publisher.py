@@ -50,7 +50,8 @@ async def open_state_bucket(nc: Client, bucket: str, ttl_s: float | None = None,
             "jetstream_unavailable",
             bucket=bucket,
             error=repr(exc),
-            fix="run nats-server with -js so late subscribers can read the state",
+            fix="run nats-server with -js so late subscribers can read the state (a cluster electing leaders "
+            "answers again shortly: the keep-alive retries)",
         )
         return None
     if kv is not None:
