@@ -298,7 +298,14 @@ async def test_micro_discovery_answers(piper_loaded: TtsApp, nc: Client) -> None
     assert ping["name"] == "tts" and ping["type"] == "io.nats.micro.v1.ping_response"
     info = json.loads((await nc.request("$SRV.INFO.tts", b"", timeout=2)).data)
     subjects = {e["subject"] for e in info["endpoints"]}
-    assert subjects == {"tts.synthesize", "tts.status", "tts.voices", "tts.health"}
+    assert subjects == {
+        "tts.synthesize",
+        "tts.status",
+        "tts.voices",
+        "tts.health",
+        "tts.voices.create",
+        "tts.voices.delete",
+    }
     assert {e["queue_group"] for e in info["endpoints"]} == {"tts"}
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,13 @@ class NatsUnreachable(ConnectionError):
     """The first connection to NATS did not succeed within its bound."""
 
 
-async def connect(url: str, name: str, reconnect: bool = True, deadline_s: float = 10.0) -> Client:
+async def connect(
+    url: str,
+    name: str,
+    reconnect: bool = True,
+    deadline_s: float = 10.0,
+    on_reconnected: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
     """Connect within ``deadline_s``; once connected, a long-lived connection reconnects forever.
 
     nats-py retries the first connection ``max_reconnect_attempts`` times (about 120 s by
@@ -54,15 +61,17 @@ async def connect(url: str, name: str, reconnect: bool = True, deadline_s: float
         if not (nc.is_closed or nc.is_draining):  # our own shutdown is no news
             log.warning("nats_disconnected")
 
-    async def on_reconnected() -> None:
+    async def reconnected() -> None:
         log.info("nats_reconnected")
+        if on_reconnected is not None:
+            await on_reconnected()
 
     nc = Client()
     options: dict[str, object] = dict(
         servers=[url], name=name, connect_timeout=min(5.0, deadline_s), error_cb=on_error, reconnect_time_wait=0.5
     )
     if reconnect:
-        options.update(max_reconnect_attempts=-1, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
+        options.update(max_reconnect_attempts=-1, disconnected_cb=on_disconnected, reconnected_cb=reconnected)
     else:
         options.update(allow_reconnect=False, max_reconnect_attempts=1)
     try:
@@ -103,7 +112,12 @@ class TtsApp:
                 s.cache_dir / "nats", port=s.embedded_nats_port, max_payload=EMBEDDED_MAX_PAYLOAD
             )
             url = await asyncio.to_thread(self.embedded.start)
-        self.nc = await connect(url, f"tts-actor {s.instance}", deadline_s=s.nats_connect_timeout_s)
+        self.nc = await connect(
+            url,
+            f"tts-actor {s.instance}",
+            deadline_s=s.nats_connect_timeout_s,
+            on_reconnected=self.publisher.on_reconnected,
+        )
         await self.publisher.start(self.nc)
         self.service = TtsService(self.nc, self.registry, s)
         await self.service.start()

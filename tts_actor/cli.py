@@ -60,12 +60,34 @@ def _format_event(event: StateEvent) -> str:
 
 
 def _print_status(status: dict[str, Any]) -> None:
-    print(f"instance {status['instance']}")
+    print(f"instance {status['instance']} (answering)")
     for b in status["backends"]:
         langs = ",".join(b["languages"]) or "-"
         print(f"  {b['name']:<11} {b['state']:<11} {b['reason']:<18} languages={langs}")
         if b.get("fix"):
             print(f"  {'':<11} fix: {b['fix']}")
+    fleet = status.get("fleet")
+    if not fleet:
+        return
+    print(f"fleet: {len(fleet['instances'])} instance(s)" + (f"  ({fleet['error']})" if fleet.get("error") else ""))
+    for name, summary in fleet["backends"].items():
+        loaded = ", ".join(summary["loaded"]) or "nowhere"
+        print(f"  {name:<11} loaded on {loaded}")
+        for failed in summary["failed"]:
+            print(
+                f"  {'':<11} failed on {failed['instance']}: {failed['reason']}"
+                + (f"; fix: {failed['fix']}" if failed["fix"] else "")
+            )
+        for other in summary["other"]:
+            print(f"  {'':<11} {other['state']} on {other['instance']} ({other['reason']})")
+
+
+def _fleet_loaded(status: dict[str, Any]) -> bool:
+    """Some instance of the fleet (this one at least) has a backend loaded."""
+    fleet = status.get("fleet") or {}
+    if any(summary["loaded"] for summary in (fleet.get("backends") or {}).values()):
+        return True
+    return any(b["state"] == State.LOADED.value for b in status["backends"])
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,7 +194,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async def run(client: Any) -> int:
         status = await client.status()
         print(json.dumps(status, indent=2)) if args.json else _print_status(status)
-        return 0 if any(b["state"] == State.LOADED.value for b in status["backends"]) else 1
+        return 0 if _fleet_loaded(status) else 1
 
     return asyncio.run(_with_client(settings, run))
 
@@ -187,18 +209,35 @@ def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     async def run(client: Any) -> int:
+        departures = asyncio.create_task(_print_departures(client.nc, settings.kv_bucket, args.json))
         try:
             async for event in client.watch(settings.kv_bucket):
                 print(json.dumps(event.to_dict()) if args.json else _format_event(event), flush=True)
         except nats.errors.Error as exc:  # the server went away under us
             print(f"error: NATS connection lost ({exc!r})\nfix: check the server, then watch again", file=sys.stderr)
             return 3
+        finally:
+            departures.cancel()
         return 0
 
     try:
         return asyncio.run(_with_client(settings, run))
     except KeyboardInterrupt:
         return 0
+
+
+async def _print_departures(nc: Any, bucket: str, as_json: bool) -> None:
+    """Instances leaving the fleet: stopped (entries deleted) or dead (entries aged out)."""
+    from tts_actor.fleet import follow_departures
+
+    try:
+        async for gone in follow_departures(nc, bucket):
+            line = json.dumps(gone.to_dict()) if as_json else f"{'':<26}{gone.backend:<10} gone from {gone.instance}"
+            print(line if as_json else f"{line} ({gone.why.replace('_', ' ')})", flush=True)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # no JetStream: state events only
+        print(f"note: departures not shown ({type(exc).__name__})", file=sys.stderr)
 
 
 def _control(action: str) -> Callable[[argparse.Namespace, Settings], int]:

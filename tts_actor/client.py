@@ -6,6 +6,7 @@ subscribes to its own inbox, sends the request there and reassembles them.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -151,6 +152,22 @@ class TtsClient:
 
     async def health(self) -> dict[str, Any]:
         return await self._request_json(self.subject("health"))
+
+    async def create_voice(
+        self, reference_audio: bytes, reference_text: str | None = None, language: str | None = None
+    ) -> dict[str, Any]:
+        """Store a reference clip as a voice profile; the reply's ``voice_profile`` is its id (keep it private)."""
+        body: dict[str, Any] = {"reference_audio": base64.b64encode(reference_audio).decode()}
+        if reference_text is not None:
+            body["reference_text"] = reference_text
+        if language is not None:
+            body["language"] = language
+        return await self._request_json(self.subject("voices", "create"), json.dumps(body).encode())
+
+    async def delete_voice(self, profile_id: str) -> dict[str, Any]:
+        return await self._request_json(
+            self.subject("voices", "delete"), json.dumps({"voice_profile": profile_id}).encode()
+        )
 
     async def control(self, backend: str, action: str) -> dict[str, Any]:
         return await self._request_json(self.subject("control", backend, action))

@@ -40,6 +40,13 @@ class Settings:
     nats_connect_timeout_s: float = 10.0
     subject_prefix: str = "tts"
     kv_bucket: str = "tts_state"
+    # fleet and shared stores (JetStream): entries of an instance that stops refreshing age out after fleet_ttl_s
+    fleet_ttl_s: float = 30.0
+    js_replicas: int = 1
+    profiles_bucket: str = "tts_voices"
+    audio_cache_bucket: str = "tts_audio"
+    audio_cache_ttl_s: float = 7 * 24 * 3600.0
+    audio_cache_max_bytes: int = 1024**3
     queue_group: str = "tts"
     backends: tuple[str, ...] = DEFAULT_BACKENDS
     # language -> backends in priority order; empty means the global order
@@ -157,6 +164,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         nats_connect_timeout_s=_number(env, "TTS_NATS_CONNECT_TIMEOUT_S", 10.0),
         subject_prefix=env.get("TTS_SUBJECT_PREFIX", "tts"),
         kv_bucket=env.get("TTS_KV_BUCKET", "tts_state"),
+        fleet_ttl_s=_number(env, "TTS_FLEET_TTL_S", 30.0, float, 1.0),
+        js_replicas=int(_number(env, "TTS_JS_REPLICAS", 1, int, 1)),
+        profiles_bucket=env.get("TTS_PROFILES_BUCKET", "tts_voices"),
+        audio_cache_bucket=env.get("TTS_AUDIO_CACHE_BUCKET", "tts_audio"),
+        audio_cache_ttl_s=_number(env, "TTS_AUDIO_CACHE_TTL_S", 7 * 24 * 3600.0, float, 1.0),
+        audio_cache_max_bytes=int(_number(env, "TTS_AUDIO_CACHE_MAX_BYTES", 1024**3, int, 1024 * 1024)),
         queue_group=env.get("TTS_QUEUE_GROUP", "tts"),
         backends=backends,
         language_priority=_language_priority(env.get("TTS_LANGUAGE_PRIORITY", "")),

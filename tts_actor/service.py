@@ -26,13 +26,17 @@ from tts_actor.actor import BackendActor
 from tts_actor.audio import Audio
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.fleet import fleet_status, read_fleet
 from tts_actor.logs import get_logger
 from tts_actor.messages import AudioFormat, Header, SynthesisRequest, parse_synthesis_request
+from tts_actor.profiles import ProfileStore, parse_create_request, parse_profile_id
 from tts_actor.registry import Registry, Route
+from tts_actor.service_stats import endpoint_data
 from tts_actor.telemetry import extract_context, tracer
 
 log = get_logger(__name__)
 HEADER_ROOM = 8 * 1024  # bytes kept free in each reply for headers
+FLEET_READ_TIMEOUT_S = 2.0
 
 
 def error_headers(error: TtsError) -> dict[str, str]:
@@ -55,6 +59,7 @@ class TtsService:
         self._control_subs: list[Any] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._control_tasks: set[asyncio.Task[None]] = set()
+        self.profiles = ProfileStore(nc, settings)
 
     async def start(self) -> None:
         s = self.settings
@@ -66,6 +71,7 @@ class TtsService:
                 description="Text-to-speech over NATS: tts.synthesize, tts.status, tts.voices, tts.health",
                 metadata={"instance": s.instance, "backends": ",".join(s.backends)},
                 queue_group=s.queue_group,
+                stats_handler=lambda _endpoint: endpoint_data(self.registry, len(self._inflight)),
             ),
         )
         for name, handler in (
@@ -76,6 +82,13 @@ class TtsService:
         ):
             await self._service.add_endpoint(
                 EndpointConfig(name=name, subject=s.subject(name), handler=handler, queue_group=s.queue_group)
+            )
+        for name, subject, handler in (
+            ("voices_create", s.subject("voices", "create"), self._on_voice_create),
+            ("voices_delete", s.subject("voices", "delete"), self._on_voice_delete),
+        ):
+            await self._service.add_endpoint(
+                EndpointConfig(name=name, subject=subject, handler=handler, queue_group=s.queue_group)
             )
         # control goes to every instance (no queue group): each one retries its own backend
         self._control_subs.append(await self.nc.subscribe(s.subject("control", "*", "*"), cb=self._on_control))
@@ -101,10 +114,38 @@ class TtsService:
         await req.respond(json.dumps(body).encode(), headers={"Content-Type": "application/json"})
 
     async def _on_status(self, req: Request) -> None:
-        await self._reply_json(req, self.registry.status())
+        status = self.registry.status()
+        status["fleet"] = await self._fleet(status)
+        await self._reply_json(req, status)
+
+    async def _fleet(self, local: dict[str, Any]) -> dict[str, Any]:
+        """Every instance's backends from the KV; this instance's own at least, when the KV cannot be read."""
+        try:
+            fleet = await asyncio.wait_for(read_fleet(self.nc, self.settings.kv_bucket), FLEET_READ_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("fleet_unavailable", error=repr(exc))
+            return {**fleet_status({}, local), "error": f"other instances unknown: {type(exc).__name__}"}
+        return fleet_status(fleet, local)
 
     async def _on_voices(self, req: Request) -> None:
         await self._reply_json(req, self.registry.voices())
+
+    async def _on_voice_create(self, req: Request) -> None:
+        """Store a reference clip as a voice profile; the answer is its opaque id."""
+        try:
+            profile = await self.profiles.create(parse_create_request(req.data, self.settings))
+        except TtsError as error:
+            await self._respond_error(req, error)
+            return
+        await self._reply_json(req, profile.public())
+
+    async def _on_voice_delete(self, req: Request) -> None:
+        try:
+            deleted = await self.profiles.delete(parse_profile_id(req.data))
+        except TtsError as error:
+            await self._respond_error(req, error)
+            return
+        await self._reply_json(req, {"deleted": deleted})
 
     async def _on_health(self, req: Request) -> None:
         await self._reply_json(req, self.registry.health())

@@ -1,0 +1,70 @@
+"""A bounded LRU of computed voice conditioning (Chatterbox conditionals, XTTS latents) per profile.
+
+The translator clones one sender's voice into several target languages per message: the
+analysis of the clip is the same each time, so each cloning backend keeps the result here,
+keyed by the profile's audio digest, and the second language reuses it. Bounded by entry
+count, because a conditioning's size is the engine's business; thread-safe, because the
+engines run on their worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class ConditioningCache(Generic[V]):
+    """Least recently used entries go first once ``max_entries`` are held."""
+
+    def __init__(self, max_entries: int = 32) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            if key not in self._entries:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._entries[key]
+
+    def put(self, key: Hashable, value: V) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> tuple[V, bool]:
+        """The cached value and True, or ``compute()`` (outside the lock, then kept) and False."""
+        cached = self.get(key)
+        if cached is not None:
+            return cached, True
+        value = compute()
+        self.put(key, value)
+        return value, False
+
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """On unload: the conditioning belongs to the model that made it."""
+        with self._lock:
+            self._entries.clear()
