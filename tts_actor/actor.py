@@ -91,6 +91,7 @@ class BackendActor:
         self._retry_attempt = 0
         self._retry_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self.engine_call_abandoned = False  # set when stop() left an engine call running on its thread
         self._span: Span | None = None  # the download or load span that state events are recorded on
         self.log = log.bind(backend=adapter.name)
         on_event(self.lifecycle.last_event)
@@ -201,15 +202,26 @@ class BackendActor:
 
     def bring_up(self) -> None:
         """Probe, fetch and load, in a background task; a no-op while one runs."""
-        if self._bringing_up:
+        if self._bringing_up or self._stopping:
             return
         self._bringing_up = True
         self._spawn(self._bring_up())
 
-    async def stop(self) -> None:
+    def begin_shutdown(self) -> None:
+        """Nothing new starts from now on: no load, no retry, no queued job; those queued are answered now."""
         self._stopping = True
         self._cancel_retry_timer()
         self._disarm_idle_timer()
+        self._refuse_queued(self.shutting_down_error())
+        self._wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Cancel the actor's tasks and let a running engine call end until ``deadline`` (monotonic)."""
+        self.begin_shutdown()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -218,8 +230,10 @@ class BackendActor:
         # let a running engine call end (a process exiting under native code can abort), within a bound:
         # a call that hangs for good is left behind on its daemon thread instead of holding up the exit
         grace = self.settings.shutdown_grace_s
-        if not await asyncio.to_thread(self._executor.join, grace):
-            self.log.warning("engine_call_abandoned", waited_s=grace)
+        remaining = grace if deadline is None else max(0.0, deadline - time.monotonic())
+        if not await asyncio.to_thread(self._executor.join, remaining):
+            self.engine_call_abandoned = True
+            self.log.warning("engine_call_abandoned", waited_s=round(remaining, 3), grace_s=grace)
 
     def shutting_down_error(self) -> TtsError:
         return TtsError(
@@ -515,7 +529,7 @@ class BackendActor:
 
     def _arm_idle_timer(self) -> None:
         """Unload after TTS_IDLE_UNLOAD_S without requests: armed on entering ``loaded``."""
-        if self._loop is None or self.settings.idle_unload_s <= 0:
+        if self._loop is None or self.settings.idle_unload_s <= 0 or self._stopping:
             return
         self._disarm_idle_timer()
         delay = max(self._last_used + self.settings.idle_unload_s - time.monotonic(), 0.0)
@@ -539,6 +553,8 @@ class BackendActor:
     # --- synthesis ---------------------------------------------------------
     def submit(self, request: SynthesisRequest, voice: Voice) -> asyncio.Future[Audio]:
         """Queue a synthesis; raises ``busy`` at once when the inbox is full."""
+        if self._stopping:
+            raise self.shutting_down_error()
         if not self.ready:
             raise self.not_ready_error()
         future: asyncio.Future[Audio] = asyncio.get_running_loop().create_future()
@@ -560,6 +576,9 @@ class BackendActor:
         while True:
             job = await self._inbox.get()
             if job.future.done():
+                continue
+            if self._stopping:  # shutdown began after it was queued: it does not start
+                _settle(job.future, self.shutting_down_error())
                 continue
             if not self.ready:  # unloaded or failed since it was queued
                 _settle(job.future, self.not_ready_error())

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import nats
 import nats.errors
 from nats.aio.client import Client
+from opentelemetry import trace
 
 from statemachine import State, StateEvent
 from tts_actor.backends import BackendAdapter
@@ -27,6 +32,7 @@ from tts_actor.registry import Registry
 from tts_actor.service import TtsService
 
 log = get_logger(__name__)
+STEP_BOUND_S = 5.0  # each shutdown step beyond the grace: a dead connection cannot hold the exit longer
 EMBEDDED_MAX_PAYLOAD = 8 * 1024 * 1024
 SAMPLE_SENTENCE = "Hello! This is the T T S actor speaking, with the Piper voice, over NATS."
 
@@ -126,20 +132,35 @@ class TtsApp:
         return self.nc.connected_url.geturl()
 
     async def stop(self) -> None:
-        if self.probes is not None:  # first, so /readyz stops routing traffic here
-            await asyncio.to_thread(self.probes.stop)
-        if self.service is not None:
-            await self.service.stop()
-        if self.publisher is not None:  # before the engines: the KV forgets us even if they are slow to stop
-            await self.publisher.stop()
+        """Every step runs, each bounded, whatever state the NATS connection is in; the embedded server last.
+
+        Once this begins nothing new starts: queued jobs are answered ``shutting down`` at once, a running
+        synthesis may finish within TTS_SHUTDOWN_GRACE_S (one grace for the whole shutdown, not one per step).
+        """
+        grace = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + grace
         if self.registry is not None:
-            await self.registry.stop()
+            self.registry.begin_shutdown()
+        if self.probes is not None:  # first, so /readyz stops routing traffic here
+            await _bounded("probes", asyncio.to_thread(self.probes.stop), STEP_BOUND_S)
+        if self.service is not None:
+            await _bounded("service", self.service.stop(deadline), grace + STEP_BOUND_S)
+        if self.publisher is not None:  # before the engines: the KV forgets us even if they are slow to stop
+            await _bounded("state_publisher", self.publisher.stop(), 3 * STEP_BOUND_S)
+        if self.registry is not None:
+            await _bounded("backends", self.registry.stop(deadline), grace + STEP_BOUND_S)
         if self.store is not None:
-            await self.store.close()
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
+            await _bounded("model_store", self.store.close(), STEP_BOUND_S)
+        if self.nc is not None:
+            await _bounded("nats_connection", _close_connection(self.nc), STEP_BOUND_S)
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+            await _bounded("embedded_nats", asyncio.to_thread(self.embedded.stop), 2 * STEP_BOUND_S)
+        log.info("stopped", engine_call_abandoned=self.engine_call_abandoned)
+
+    @property
+    def engine_call_abandoned(self) -> bool:
+        """An engine call still runs on a worker thread after shutdown (it outlived the grace)."""
+        return self.registry is not None and self.registry.engine_call_abandoned
 
     async def speak_sample(self, out: Path, timeout_s: float = 60.0) -> None:
         """Once Piper is loaded, speak one sentence through the service itself into ``out``."""
@@ -165,25 +186,87 @@ class TtsApp:
         )
 
 
-async def serve(settings: Settings, sample_out: Path | None = None) -> None:
-    """Run until SIGINT/SIGTERM."""
-    app = TtsApp(settings)
+async def serve(
+    settings: Settings, sample_out: Path | None = None, adapters: dict[str, BackendAdapter] | None = None
+) -> bool:
+    """Run until SIGINT/SIGTERM (also during start-up); whether an engine call was left running."""
+    app = TtsApp(settings, adapters=adapters)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    sample: asyncio.Task[None] | None = None
     try:
-        await app.start()
-        sample = asyncio.create_task(app.speak_sample(sample_out)) if sample_out is not None else None
-        if sample is not None:
+        starting = asyncio.create_task(app.start())
+        signalled = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # Ctrl-C while connecting or loading: stop now, not after the connect timeout
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            log.info("shutting_down", during="start-up")
+            return app.engine_call_abandoned
+        starting.result()  # a failed start raises here
+        if sample_out is not None:
+            sample = asyncio.create_task(app.speak_sample(sample_out))
             sample.add_done_callback(_log_sample_failure)
-        await stop.wait()
+        await signalled
         log.info("shutting_down")
         if sample is not None:
             sample.cancel()
     finally:
         await app.stop()
+    return app.engine_call_abandoned
+
+
+def run_service(
+    settings: Settings, sample_out: Path | None = None, adapters: dict[str, BackendAdapter] | None = None
+) -> int:
+    """``tts-actor serve``: serve until a signal, then exit 0.
+
+    An engine call that outlived the grace still runs native code on its thread; letting the interpreter
+    finalize under it can abort the process (ONNX Runtime: ``terminate called without an active exception``,
+    exit 134). Then the process leaves at once with ``os._exit`` once logs and traces are flushed.
+    """
+    abandoned = asyncio.run(serve(settings, sample_out, adapters))
+    if abandoned:
+        log.warning("exiting_with_engine_call_running", fix="raise TTS_SHUTDOWN_GRACE_S to let long syntheses end")
+        _flush_and_exit(0)
+    return 0
+
+
+def _flush_and_exit(code: int) -> NoReturn:
+    with contextlib.suppress(Exception):
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush(2000)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+async def _bounded(step: str, awaitable: Awaitable[object], timeout_s: float) -> None:
+    """One shutdown step: it may fail or time out, and the next step still runs."""
+    try:
+        await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        log.warning("shutdown_step_timed_out", step=step, timeout_s=timeout_s)
+    except Exception as exc:
+        log.warning("shutdown_step_failed", step=step, error=repr(exc))
+
+
+async def _close_connection(nc: Client) -> None:
+    """Drain when connected (replies in flight go out), else close; never raise on a broken connection."""
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(nc.drain(), STEP_BOUND_S / 2)
+        except Exception as exc:
+            log.debug("nats_drain_skipped", error=repr(exc))
+    if not nc.is_closed:
+        await nc.close()
 
 
 def _log_sample_failure(task: asyncio.Task[None]) -> None:

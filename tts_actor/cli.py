@@ -69,7 +69,7 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from tts_actor.app import NatsUnreachable, serve
+    from tts_actor.app import NatsUnreachable, run_service
     from tts_actor.nats_server import NatsServerError
     from tts_actor.telemetry import setup_tracing
 
@@ -82,7 +82,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     setup_tracing()
     try:
-        asyncio.run(serve(settings, sample))
+        return run_service(settings, sample)
     except NatsUnreachable as exc:
         print(f"error: {exc}\nfix: check NATS_URL, or unset it to run the embedded server", file=sys.stderr)
         return 3

@@ -64,7 +64,11 @@ class EmbeddedNatsServer:
             conf = self.store_dir / "embedded.conf"
             conf.write_text(f"max_payload: {self.max_payload}\n")
             args += ["-c", str(conf)]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # a session of its own: the terminal's Ctrl-C (SIGINT to the whole foreground process group) must
+        # reach only the service, which then shuts down in order and stops this server last
+        self._proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         threading.Thread(target=self._read_log, name="nats-server-log", daemon=True).start()
         if not self._ready.wait(timeout_s) or self.port is None:
             try:  # the log closed: the process is exiting, reap it for its code
@@ -91,7 +95,12 @@ class EmbeddedNatsServer:
                 self._ready.set()
         self._ready.set()  # exited: wake the starter, which then sees no port or a dead process
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; a no-op once it has exited."""
         if self._proc is None or self._proc.poll() is not None:
             return
         self._proc.terminate()

@@ -9,6 +9,7 @@ payload goes back as several messages on the same reply subject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -82,16 +83,26 @@ class TtsService:
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop taking requests; syntheses in flight may answer until ``deadline`` (monotonic), then get an error.
+
+        Each step is guarded: on a broken connection unsubscribing can fail, and the rest must still run.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.shutdown_grace_s
         for sub in self._control_subs:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.unsubscribe(), 2.0)
         for task in list(self._control_tasks):
             task.cancel()
         await asyncio.gather(*self._control_tasks, return_exceptions=True)
         if self._service is not None:
-            await self._service.stop()
+            try:
+                await asyncio.wait_for(self._service.stop(), 2.0)
+            except Exception as exc:
+                log.warning("service_stop_incomplete", error=repr(exc))
         if self._inflight:  # let running syntheses answer, within a bound; the rest get an error reply
-            _, late = await asyncio.wait(self._inflight, timeout=self.settings.shutdown_grace_s)
+            _, late = await asyncio.wait(self._inflight, timeout=max(0.0, deadline - time.monotonic()))
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -247,7 +258,7 @@ class TtsService:
         """Up to ``bound_s``, on events: through an unload in progress, the reload it needs, the load."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound_s
-        while not actor.ready and (remaining := deadline - loop.time()) > 0:
+        while not actor.ready and not actor.stopping and (remaining := deadline - loop.time()) > 0:
             actor.demand()
             if not actor.pending:
                 return  # failed, or missing with nothing under way: waiting would change nothing
