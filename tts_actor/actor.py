@@ -504,14 +504,37 @@ class BackendActor:
             self._retry_attempt = 0
             self.bring_up()
 
+    @property
+    def busy(self) -> bool:
+        """A synthesis is running on the worker: an unload now happens after it."""
+        return self._busy
+
+    def request_unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> asyncio.Task[bool] | None:
+        """Start an unload in the background; None when it is refused now (see :meth:`unload`).
+
+        From this call on the backend takes no new request (``ready`` is false), so a caller can be told at once,
+        even while a synthesis runs that the unload must wait for.
+        """
+        if not self._accept_unload(reason):
+            return None
+        return self._spawn(self._unload_accepted(reason))
+
     async def unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> bool:
         """Free the model (``loaded``, or ``failed`` after out of memory) and go to ``missing``."""
-        if self._unloading or self._bringing_up or not self.lifecycle.allowed(Trigger.UNLOAD):
+        if not self._accept_unload(reason):
+            return False
+        return await self._unload_accepted(reason)
+
+    def _accept_unload(self, reason: Reason) -> bool:
+        if self._unloading or self._bringing_up or self._stopping or not self.lifecycle.allowed(Trigger.UNLOAD):
             return False
         if self._stuck:  # the engine is inside a call that cannot be interrupted: unload would queue behind it
             self.log.warning("unload_refused_while_stuck", reason=reason.value)
             return False
         self._unloading = True
+        return True
+
+    async def _unload_accepted(self, reason: Reason) -> bool:
         try:
             await self._run(self.adapter.unload)
         except Exception as exc:  # the engine would not let go: stay as we are, say so, try again later
@@ -548,7 +571,7 @@ class BackendActor:
         if idle_for < self.settings.idle_unload_s or self._busy or not self._inbox.empty():
             self._arm_idle_timer()  # used since: wait out the rest (a finished job refreshes last use)
             return
-        self._spawn(self.unload(Reason.IDLE_TIMEOUT))
+        self.request_unload(Reason.IDLE_TIMEOUT)
 
     # --- synthesis ---------------------------------------------------------
     def submit(self, request: SynthesisRequest, voice: Voice) -> asyncio.Future[Audio]:

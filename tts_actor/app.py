@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlparse
 
 import nats
 import nats.errors
@@ -26,6 +28,7 @@ from tts_actor.http_probes import ProbeServer
 from tts_actor.logs import get_logger
 from tts_actor.messages import SynthesisRequest
 from tts_actor.models import ModelManager
+from tts_actor.nats_auth import connect_options
 from tts_actor.nats_server import EmbeddedNatsServer
 from tts_actor.publisher import StatePublisher
 from tts_actor.registry import Registry
@@ -41,13 +44,21 @@ class NatsUnreachable(ConnectionError):
     """The first connection to NATS did not succeed within its bound."""
 
 
-async def connect(url: str, name: str, reconnect: bool = True, deadline_s: float = 10.0) -> Client:
+async def connect(
+    url: str,
+    name: str,
+    reconnect: bool = True,
+    deadline_s: float = 10.0,
+    auth: Mapping[str, object] | None = None,
+) -> Client:
     """Connect within ``deadline_s``; once connected, a long-lived connection reconnects forever.
 
     nats-py retries the first connection ``max_reconnect_attempts`` times (about 120 s by
     default) before giving up: the very hang this service exists to remove, so the first
-    connection gets its own deadline.
+    connection gets its own deadline. A host name that does not resolve fails at once.
+    ``auth`` holds credentials and TLS (:func:`tts_actor.nats_auth.connect_options`).
     """
+    await _check_resolvable(url, deadline_s)
 
     async def on_error(exc: Exception) -> None:
         log.debug("nats_error", error=repr(exc))
@@ -61,7 +72,12 @@ async def connect(url: str, name: str, reconnect: bool = True, deadline_s: float
 
     nc = Client()
     options: dict[str, object] = dict(
-        servers=[url], name=name, connect_timeout=min(5.0, deadline_s), error_cb=on_error, reconnect_time_wait=0.5
+        servers=[u.strip() for u in url.split(",")],
+        name=name,
+        connect_timeout=min(5.0, deadline_s),
+        error_cb=on_error,
+        reconnect_time_wait=0.5,
+        **(auth or {}),
     )
     if reconnect:
         options.update(max_reconnect_attempts=-1, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
@@ -72,7 +88,28 @@ async def connect(url: str, name: str, reconnect: bool = True, deadline_s: float
     except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
         await nc.close()
         raise NatsUnreachable(f"NATS at {url} did not accept a connection within {deadline_s} s ({exc!r})") from None
+    except nats.errors.Error as exc:  # refused credentials, TLS required: no point in retrying
+        await nc.close()
+        raise NatsUnreachable(f"NATS at {url} refused the connection: {exc}") from None
     return nc
+
+
+async def _check_resolvable(url: str, deadline_s: float) -> None:
+    """Fail at once when no server's host name resolves (``NATS_URL=garbage``), instead of at the deadline."""
+    loop = asyncio.get_running_loop()
+    problems = []
+    for server in (u.strip() for u in url.split(",")):
+        parsed = urlparse(server if "://" in server else f"nats://{server}")
+        try:
+            await asyncio.wait_for(
+                loop.getaddrinfo(parsed.hostname, parsed.port or 4222, type=socket.SOCK_STREAM), min(deadline_s, 5.0)
+            )
+            return  # one server resolves: the connect decides
+        except TimeoutError:
+            return  # slow DNS is not a verdict; the connect's deadline bounds it
+        except (OSError, ValueError) as exc:
+            problems.append(f"{parsed.hostname!r}: {getattr(exc, 'strerror', None) or exc}")
+    raise NatsUnreachable(f"NATS_URL={url}: the host name does not resolve ({'; '.join(problems)})")
 
 
 @dataclass
@@ -105,7 +142,9 @@ class TtsApp:
                 s.cache_dir / "nats", port=s.embedded_nats_port, max_payload=EMBEDDED_MAX_PAYLOAD
             )
             url = await asyncio.to_thread(self.embedded.start)
-        self.nc = await connect(url, f"tts-actor {s.instance}", deadline_s=s.nats_connect_timeout_s)
+        self.nc = await connect(
+            url, f"tts-actor {s.instance}", deadline_s=s.nats_connect_timeout_s, auth=connect_options(s)
+        )
         await self.publisher.start(self.nc)
         self.service = TtsService(self.nc, self.registry, s)
         await self.service.start()

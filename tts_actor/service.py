@@ -134,8 +134,13 @@ class TtsService:
                 actor.retry()
                 result: dict[str, Any] = {"ok": True, "state": actor.state.value, "pending": actor.pending}
             elif action == "unload":
-                unloaded = await actor.unload()
-                result = {"ok": unloaded, "state": actor.state.value}
+                unloading = actor.request_unload()
+                if unloading is not None and actor.busy:  # the engine is speaking: say so now, not in 5 s
+                    result = {"ok": True, "state": actor.state.value, "pending": True}
+                    result["message"] = "unloading after the current synthesis; new requests wait or go elsewhere"
+                else:
+                    unloaded = unloading is not None and await unloading
+                    result = {"ok": unloaded, "state": actor.state.value}
             else:
                 raise TtsError(
                     ErrorCode.INVALID_REQUEST,
@@ -170,6 +175,10 @@ class TtsService:
     async def _on_synthesize(self, req: Request) -> None:
         """Validate and route at once; the audio is made in a task of its own."""
         started = time.perf_counter()
+        if not req._msg.reply:  # a publish, not a request: nobody would hear the audio
+            metrics.REQUESTS.labels("-", "no_reply_subject").inc()
+            log.warning("synthesize_dropped", why="no reply subject", fix="send it as a request (nats req)")
+            return
         try:
             request = parse_synthesis_request(req.data, self.settings)
             route = self.registry.route(request)
@@ -217,7 +226,7 @@ class TtsService:
                     if not route.actor.ready:
                         raise self.registry.no_backend_ready(request, route.actor)
                 synth_started = time.perf_counter()
-                audio = await route.actor.submit(request, route.voice)
+                audio = await self._submit_within_wait(request, route, started)
                 synth_seconds = time.perf_counter() - synth_started
                 span.set_attribute("tts.audio_seconds", audio.duration_s)
                 await self._respond_audio(req, request, route, audio)
@@ -252,6 +261,20 @@ class TtsService:
             total_s=round(time.perf_counter() - started, 3),
             fallback_from=route.fallback_from,
         )
+
+    async def _submit_within_wait(self, request: SynthesisRequest, route: Route, started: float) -> Audio:
+        """Synthesize; a job that an unload (or a failure) overtook in the queue waits out the rest of its wait_ms."""
+        actor = route.actor
+        while True:
+            try:
+                return await actor.submit(request, route.voice)
+            except TtsError as error:
+                remaining = request.wait_ms / 1000 - (time.perf_counter() - started)
+                if error.code is not ErrorCode.BACKEND_NOT_READY or actor.stopping or remaining <= 0:
+                    raise
+                await self._wait_ready(actor, remaining)
+                if not actor.ready:
+                    raise self.registry.no_backend_ready(request, actor) from None
 
     @staticmethod
     async def _wait_ready(actor: BackendActor, bound_s: float) -> None:
