@@ -102,6 +102,19 @@ class Service:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
 
+    def reload_fast(self) -> None:
+        """Bring ``fast`` back if a fuzzed control command unloaded it."""
+        assert self.app is not None and self.app.registry is not None
+        fast = self.app.registry.actors["fast"]
+
+        async def reload() -> None:
+            await fast.wait_settled(10)
+            if not fast.ready:
+                fast.retry()
+                assert await fast.wait_settled(10) is State.LOADED
+
+        self.run(reload())
+
     def request(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> list[Any]:
         """Send one request on a private inbox; every message of the answer (chunked audio included)."""
 
@@ -124,7 +137,7 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Service]:
     running = Service(tmp_path_factory.mktemp("fuzz"))
     running.start()
     yield running
@@ -135,8 +148,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     health = json.loads(running.request("tts.health", b"")[0].data)
     assert health["status"] == "ok" and set(health["loaded"]) == {"fast", "piper"}, health
     running.stop()
-    total = sum(CASES.values())
-    print(f"\nfuzz: {total} cases, no crash, every reply well formed: {CASES}")
+    line = f"fuzz: {sum(CASES.values())} cases, no crash, every reply well formed: {CASES}"
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:  # shown in `make test` output, whatever the capture mode
+        with capture.global_and_fixture_disabled():
+            print("\n" + line, flush=True)
+    else:
+        print(line)
 
 
 def _count(kind: str) -> None:
@@ -298,6 +316,7 @@ def test_control_subjects(service: Service, backend: str, action: str, payload: 
         assert_error(msg)
     else:
         assert isinstance(body["ok"], bool) and body["backend"] == backend and body["instance"] == "fuzz"
+    service.reload_fast()  # an unloaded `fast` would send the next cases to the real (slow) Piper as fallback
 
 
 @pytest.mark.parametrize(
