@@ -1,41 +1,55 @@
 # Two commands on a fresh machine: `make run` (service + a spoken sample) and `make test`.
+# Two environments, so that testing never changes what `make run` does: `.venv` holds the service alone
+# (Piper, no torch), `.venv-test` the dev tools and the torch extras the tests need.
 PYTHON ?= python3
 VENV ?= .venv
+TEST_VENV ?= .venv-test
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install --quiet
-# the CPU build of torch; a looser spec would pull a CUDA build of several GB
-TORCH_CPU ?= torch==2.13.0
+TPY := $(TEST_VENV)/bin/python
+# torch, alone and first, from the CPU wheel index when it answers: PyPI's torch is the CUDA build with
+# about 20 nvidia-* packages (several GB). Unreachable (or TORCH_INDEX_URL=''), it comes from pip's
+# configured index, where a local CPU wheel may stand ready. Pick another source: make test TORCH_INDEX_URL=...
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install dev run test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) -e .
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml $(VENV)/.installed
-	$(PIP) "$(TORCH_CPU)"
-	$(PIP) -e '.[dev,mms]'
+$(TEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TPY) -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX_URL)" ] && $(TPY) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX_URL)/torch/', timeout=5)" 2>/dev/null \
+		&& $(TPY) -m pip install --quiet --index-url "$(TORCH_INDEX_URL)" "torch==$(TORCH_VERSION)"; then \
+		echo "torch==$(TORCH_VERSION) from $(TORCH_INDEX_URL)"; \
+	else \
+		echo "torch==$(TORCH_VERSION) from pip's configured index ($(TORCH_INDEX_URL) not used)"; \
+		$(TPY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
+	fi
+	$(TPY) -m pip install --quiet -e '.[dev,mms]'
 	touch $@
 
 install: $(VENV)/.installed
 
-dev: $(VENV)/.dev-installed
+dev: $(TEST_VENV)/.installed
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-actor serve --sample-out hello.wav --http 127.0.0.1:8000
 
-test: $(VENV)/.dev-installed
-	$(VENV)/bin/ruff check statemachine tts_actor tests
-	$(PY) -m pytest -q
+test: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/ruff check statemachine tts_actor tests
+	$(TPY) -m pytest -q
 
-lint: $(VENV)/.dev-installed
-	$(VENV)/bin/ruff check statemachine tts_actor tests
-	$(VENV)/bin/ruff format --check statemachine tts_actor tests
+lint: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/ruff check statemachine tts_actor tests
+	$(TEST_VENV)/bin/ruff format --check statemachine tts_actor tests
 
-bench: $(VENV)/.dev-installed
-	$(PY) -m tests.bench
+bench: $(TEST_VENV)/.installed
+	$(TPY) -m tests.bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache hello.wav
+	rm -rf $(VENV) $(TEST_VENV) .pytest_cache hello.wav

@@ -17,6 +17,7 @@ from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import AudioFormat, SynthesisRequest
 
+from ._backend_helpers import next_state
 from .helpers import GatedPiper, eventually, serving, wav_info
 
 TWENTY_WORDS = (
@@ -422,16 +423,17 @@ async def test_pathological_json_is_invalid_request(piper_loaded: TtsApp, nc: Cl
 async def test_a_slow_unload_blocks_no_other_control_command(settings: Settings, client: TtsClient) -> None:
     gated = GatedPiper(settings)
     gated.synth_gate.clear()
-    async with serving(settings, gated, backends=("gated", "piper")):
+    async with serving(settings, gated, backends=("gated", "piper")) as (app, _):
         speaking = asyncio.create_task(client.synthesize(SynthesisRequest(text="Hold.", backend="gated")))
         await asyncio.to_thread(gated.synth_started.wait, 10)
-        unloading = asyncio.create_task(client.control("gated", "unload"))  # waits for the synthesis
+        # answered at once; the unload itself waits for the synthesis
+        unloading = await client.control("gated", "unload")
+        assert unloading["ok"] is True and unloading["pending"] is True and unloading["state"] == "loaded"
         answer = await client.control("piper", "unload")  # must not wait behind it
         assert answer["ok"] is True and answer["state"] == "missing"
-        assert not unloading.done()
         gated.synth_gate.set()
         assert (await speaking).backend == "gated"
-        assert (await unloading)["state"] == "missing"
+        await next_state(app, "gated", State.MISSING)
         # a second unload of the same backend is a no, not an error
         assert (await client.control("gated", "unload"))["ok"] is False
 

@@ -92,6 +92,7 @@ class BackendActor:
         self._retry_attempt = 0
         self._retry_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self.engine_call_abandoned = False  # set when stop() left an engine call running on its thread
         self._span: Span | None = None  # the download or load span that state events are recorded on
         self.log = log.bind(backend=adapter.name)
         on_event(self.lifecycle.last_event)
@@ -202,15 +203,26 @@ class BackendActor:
 
     def bring_up(self) -> None:
         """Probe, fetch and load, in a background task; a no-op while one runs."""
-        if self._bringing_up:
+        if self._bringing_up or self._stopping:
             return
         self._bringing_up = True
         self._spawn(self._bring_up())
 
-    async def stop(self) -> None:
+    def begin_shutdown(self) -> None:
+        """Nothing new starts from now on: no load, no retry, no queued job; those queued are answered now."""
         self._stopping = True
         self._cancel_retry_timer()
         self._disarm_idle_timer()
+        self._refuse_queued(self.shutting_down_error())
+        self._wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Cancel the actor's tasks and let a running engine call end until ``deadline`` (monotonic)."""
+        self.begin_shutdown()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -219,8 +231,10 @@ class BackendActor:
         # let a running engine call end (a process exiting under native code can abort), within a bound:
         # a call that hangs for good is left behind on its daemon thread instead of holding up the exit
         grace = self.settings.shutdown_grace_s
-        if not await asyncio.to_thread(self._executor.join, grace):
-            self.log.warning("engine_call_abandoned", waited_s=grace)
+        remaining = grace if deadline is None else max(0.0, deadline - time.monotonic())
+        if not await asyncio.to_thread(self._executor.join, remaining):
+            self.engine_call_abandoned = True
+            self.log.warning("engine_call_abandoned", waited_s=round(remaining, 3), grace_s=grace)
 
     def shutting_down_error(self) -> TtsError:
         return TtsError(
@@ -495,14 +509,37 @@ class BackendActor:
             self._retry_attempt = 0
             self.bring_up()
 
+    @property
+    def busy(self) -> bool:
+        """A synthesis is running on the worker: an unload now happens after it."""
+        return self._busy
+
+    def request_unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> asyncio.Task[bool] | None:
+        """Start an unload in the background; None when it is refused now (see :meth:`unload`).
+
+        From this call on the backend takes no new request (``ready`` is false), so a caller can be told at once,
+        even while a synthesis runs that the unload must wait for.
+        """
+        if not self._accept_unload(reason):
+            return None
+        return self._spawn(self._unload_accepted(reason))
+
     async def unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> bool:
         """Free the model (``loaded``, or ``failed`` after out of memory) and go to ``missing``."""
-        if self._unloading or self._bringing_up or not self.lifecycle.allowed(Trigger.UNLOAD):
+        if not self._accept_unload(reason):
+            return False
+        return await self._unload_accepted(reason)
+
+    def _accept_unload(self, reason: Reason) -> bool:
+        if self._unloading or self._bringing_up or self._stopping or not self.lifecycle.allowed(Trigger.UNLOAD):
             return False
         if self._stuck:  # the engine is inside a call that cannot be interrupted: unload would queue behind it
             self.log.warning("unload_refused_while_stuck", reason=reason.value)
             return False
         self._unloading = True
+        return True
+
+    async def _unload_accepted(self, reason: Reason) -> bool:
         try:
             await self._run(self.adapter.unload)
         except Exception as exc:  # the engine would not let go: stay as we are, say so, try again later
@@ -520,7 +557,7 @@ class BackendActor:
 
     def _arm_idle_timer(self) -> None:
         """Unload after TTS_IDLE_UNLOAD_S without requests: armed on entering ``loaded``."""
-        if self._loop is None or self.settings.idle_unload_s <= 0:
+        if self._loop is None or self.settings.idle_unload_s <= 0 or self._stopping:
             return
         self._disarm_idle_timer()
         delay = max(self._last_used + self.settings.idle_unload_s - time.monotonic(), 0.0)
@@ -539,11 +576,13 @@ class BackendActor:
         if idle_for < self.settings.idle_unload_s or self._busy or not self._inbox.empty():
             self._arm_idle_timer()  # used since: wait out the rest (a finished job refreshes last use)
             return
-        self._spawn(self.unload(Reason.IDLE_TIMEOUT))
+        self.request_unload(Reason.IDLE_TIMEOUT)
 
     # --- synthesis ---------------------------------------------------------
     def submit(self, request: SynthesisRequest, voice: Voice) -> asyncio.Future[Audio]:
         """Queue a synthesis; raises ``busy`` at once when the inbox is full."""
+        if self._stopping:
+            raise self.shutting_down_error()
         if not self.ready:
             raise self.not_ready_error()
         future: asyncio.Future[Audio] = asyncio.get_running_loop().create_future()
@@ -565,6 +604,9 @@ class BackendActor:
         while True:
             job = await self._inbox.get()
             if job.future.done():
+                continue
+            if self._stopping:  # shutdown began after it was queued: it does not start
+                _settle(job.future, self.shutting_down_error())
                 continue
             if not self.ready:  # unloaded or failed since it was queued
                 _settle(job.future, self.not_ready_error())

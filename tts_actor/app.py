@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import urlparse
 
 import nats
 import nats.errors
 from nats.aio.client import Client
+from opentelemetry import trace
 
 from statemachine import State, StateEvent
 from tts_actor.backends import BackendAdapter
@@ -23,6 +28,7 @@ from tts_actor.http_probes import ProbeServer
 from tts_actor.logs import get_logger
 from tts_actor.messages import SynthesisRequest
 from tts_actor.models import ModelManager
+from tts_actor.nats_auth import connect_options
 from tts_actor.nats_server import EmbeddedNatsServer
 from tts_actor.publisher import StatePublisher
 from tts_actor.registry import Registry
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from tts_actor.http_edge import HttpEdge
 
 log = get_logger(__name__)
+STEP_BOUND_S = 5.0  # each shutdown step beyond the grace: a dead connection cannot hold the exit longer
 EMBEDDED_MAX_PAYLOAD = 8 * 1024 * 1024
 SAMPLE_SENTENCE = "Hello! This is the T T S actor speaking, with the Piper voice, over NATS."
 
@@ -46,13 +53,16 @@ async def connect(
     reconnect: bool = True,
     deadline_s: float = 10.0,
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
+    auth: Mapping[str, object] | None = None,
 ) -> Client:
     """Connect within ``deadline_s``; once connected, a long-lived connection reconnects forever.
 
     nats-py retries the first connection ``max_reconnect_attempts`` times (about 120 s by
     default) before giving up: the very hang this service exists to remove, so the first
-    connection gets its own deadline.
+    connection gets its own deadline. A host name that does not resolve fails at once.
+    ``auth`` holds credentials and TLS (:func:`tts_actor.nats_auth.connect_options`).
     """
+    await _check_resolvable(url, deadline_s)
 
     async def on_error(exc: Exception) -> None:
         log.debug("nats_error", error=repr(exc))
@@ -68,7 +78,12 @@ async def connect(
 
     nc = Client()
     options: dict[str, object] = dict(
-        servers=[url], name=name, connect_timeout=min(5.0, deadline_s), error_cb=on_error, reconnect_time_wait=0.5
+        servers=[u.strip() for u in url.split(",")],
+        name=name,
+        connect_timeout=min(5.0, deadline_s),
+        error_cb=on_error,
+        reconnect_time_wait=0.5,
+        **(auth or {}),
     )
     if reconnect:
         options.update(max_reconnect_attempts=-1, disconnected_cb=on_disconnected, reconnected_cb=reconnected)
@@ -79,7 +94,28 @@ async def connect(
     except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
         await nc.close()
         raise NatsUnreachable(f"NATS at {url} did not accept a connection within {deadline_s} s ({exc!r})") from None
+    except nats.errors.Error as exc:  # refused credentials, TLS required: no point in retrying
+        await nc.close()
+        raise NatsUnreachable(f"NATS at {url} refused the connection: {exc}") from None
     return nc
+
+
+async def _check_resolvable(url: str, deadline_s: float) -> None:
+    """Fail at once when no server's host name resolves (``NATS_URL=garbage``), instead of at the deadline."""
+    loop = asyncio.get_running_loop()
+    problems = []
+    for server in (u.strip() for u in url.split(",")):
+        parsed = urlparse(server if "://" in server else f"nats://{server}")
+        try:
+            await asyncio.wait_for(
+                loop.getaddrinfo(parsed.hostname, parsed.port or 4222, type=socket.SOCK_STREAM), min(deadline_s, 5.0)
+            )
+            return  # one server resolves: the connect decides
+        except TimeoutError:
+            return  # slow DNS is not a verdict; the connect's deadline bounds it
+        except (OSError, ValueError) as exc:
+            problems.append(f"{parsed.hostname!r}: {getattr(exc, 'strerror', None) or exc}")
+    raise NatsUnreachable(f"NATS_URL={url}: the host name does not resolve ({'; '.join(problems)})")
 
 
 @dataclass
@@ -117,6 +153,7 @@ class TtsApp:
             f"tts-actor {s.instance}",
             deadline_s=s.nats_connect_timeout_s,
             on_reconnected=self.publisher.on_reconnected,
+            auth=connect_options(s),
         )
         await self.publisher.start(self.nc)
         self.service = TtsService(self.nc, self.registry, s)
@@ -144,20 +181,35 @@ class TtsApp:
         return self.nc.connected_url.geturl()
 
     async def stop(self) -> None:
-        if self.probes is not None:  # first, so /readyz stops routing traffic here
-            await asyncio.to_thread(self.probes.stop)
-        if self.service is not None:
-            await self.service.stop()
-        if self.publisher is not None:  # before the engines: the KV forgets us even if they are slow to stop
-            await self.publisher.stop()
+        """Every step runs, each bounded, whatever state the NATS connection is in; the embedded server last.
+
+        Once this begins nothing new starts: queued jobs are answered ``shutting down`` at once, a running
+        synthesis may finish within TTS_SHUTDOWN_GRACE_S (one grace for the whole shutdown, not one per step).
+        """
+        grace = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + grace
         if self.registry is not None:
-            await self.registry.stop()
+            self.registry.begin_shutdown()
+        if self.probes is not None:  # first, so /readyz stops routing traffic here
+            await _bounded("probes", asyncio.to_thread(self.probes.stop), STEP_BOUND_S)
+        if self.service is not None:
+            await _bounded("service", self.service.stop(deadline), grace + STEP_BOUND_S)
+        if self.publisher is not None:  # before the engines: the KV forgets us even if they are slow to stop
+            await _bounded("state_publisher", self.publisher.stop(), 3 * STEP_BOUND_S)
+        if self.registry is not None:
+            await _bounded("backends", self.registry.stop(deadline), grace + STEP_BOUND_S)
         if self.store is not None:
-            await self.store.close()
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
+            await _bounded("model_store", self.store.close(), STEP_BOUND_S)
+        if self.nc is not None:
+            await _bounded("nats_connection", _close_connection(self.nc), STEP_BOUND_S)
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+            await _bounded("embedded_nats", asyncio.to_thread(self.embedded.stop), 2 * STEP_BOUND_S)
+        log.info("stopped", engine_call_abandoned=self.engine_call_abandoned)
+
+    @property
+    def engine_call_abandoned(self) -> bool:
+        """An engine call still runs on a worker thread after shutdown (it outlived the grace)."""
+        return self.registry is not None and self.registry.engine_call_abandoned
 
     async def speak_sample(self, out: Path, timeout_s: float = 60.0) -> None:
         """Once Piper is loaded, speak one sentence through the service itself into ``out``."""
@@ -183,23 +235,40 @@ class TtsApp:
         )
 
 
-async def serve(settings: Settings, sample_out: Path | None = None, http_edge: HttpEdge | None = None) -> None:
-    """Run until SIGINT/SIGTERM; with ``http_edge``, the OpenAI-compatible HTTP edge too, on the same connection."""
-    app = TtsApp(settings)
+async def serve(
+    settings: Settings,
+    sample_out: Path | None = None,
+    http_edge: HttpEdge | None = None,
+    adapters: dict[str, BackendAdapter] | None = None,
+) -> bool:
+    """Run until SIGINT/SIGTERM (also during start-up); whether an engine call was left running.
+
+    With ``http_edge``, the OpenAI-compatible HTTP edge runs too, on the same connection.
+    """
+    app = TtsApp(settings, adapters=adapters)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    sample: asyncio.Task[None] | None = None
     try:
-        await app.start()
+        starting = asyncio.create_task(app.start())
+        signalled = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # Ctrl-C while connecting or loading: stop now, not after the connect timeout
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            log.info("shutting_down", during="start-up")
+            return app.engine_call_abandoned
+        starting.result()  # a failed start raises here
         if http_edge is not None:
             assert app.nc is not None
             await http_edge.start(app.nc)
-        sample = asyncio.create_task(app.speak_sample(sample_out)) if sample_out is not None else None
-        if sample is not None:
+        if sample_out is not None:
+            sample = asyncio.create_task(app.speak_sample(sample_out))
             sample.add_done_callback(_log_sample_failure)
-        await stop.wait()
+        await signalled
         log.info("shutting_down")
         if sample is not None:
             sample.cancel()
@@ -207,6 +276,60 @@ async def serve(settings: Settings, sample_out: Path | None = None, http_edge: H
         if http_edge is not None:  # first: no new HTTP request reaches a stopping service
             await http_edge.stop()
         await app.stop()
+    return app.engine_call_abandoned
+
+
+def run_service(
+    settings: Settings,
+    sample_out: Path | None = None,
+    adapters: dict[str, BackendAdapter] | None = None,
+    http_edge: HttpEdge | None = None,
+) -> int:
+    """``tts-actor serve``: serve until a signal, then exit 0.
+
+    An engine call that outlived the grace still runs native code on its thread; letting the interpreter
+    finalize under it can abort the process (ONNX Runtime: ``terminate called without an active exception``,
+    exit 134). Then the process leaves at once with ``os._exit`` once logs and traces are flushed.
+    """
+    abandoned = asyncio.run(serve(settings, sample_out, http_edge, adapters))
+    if abandoned:
+        log.warning("exiting_with_engine_call_running", fix="raise TTS_SHUTDOWN_GRACE_S to let long syntheses end")
+        _flush_and_exit(0)
+    return 0
+
+
+def _flush_and_exit(code: int) -> NoReturn:
+    with contextlib.suppress(Exception):
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush(2000)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+async def _bounded(step: str, awaitable: Awaitable[object], timeout_s: float) -> None:
+    """One shutdown step: it may fail or time out, and the next step still runs."""
+    try:
+        await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        log.warning("shutdown_step_timed_out", step=step, timeout_s=timeout_s)
+    except Exception as exc:
+        log.warning("shutdown_step_failed", step=step, error=repr(exc))
+
+
+async def _close_connection(nc: Client) -> None:
+    """Drain when connected (replies in flight go out), else close; never raise on a broken connection."""
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(nc.drain(), STEP_BOUND_S / 2)
+        except Exception as exc:
+            log.debug("nats_drain_skipped", error=repr(exc))
+    if not nc.is_closed:
+        await nc.close()
 
 
 def _log_sample_failure(task: asyncio.Task[None]) -> None:

@@ -19,6 +19,8 @@ from tts_actor.errors import TtsError
 from tts_actor.logs import setup_logging
 from tts_actor.messages import AudioFormat, SynthesisOptions, SynthesisRequest
 
+SAY_WAIT_MS = 30_000  # a person's first `say` after an idle unload waits for the reload instead of failing
+
 
 def client_url(settings: Settings) -> str:
     return settings.nats_url or f"nats://127.0.0.1:{settings.embedded_nats_port}"
@@ -27,15 +29,20 @@ def client_url(settings: Settings) -> str:
 async def _with_client(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
     from tts_actor.app import NatsUnreachable, connect
     from tts_actor.client import TtsClient
+    from tts_actor.nats_auth import connect_options
 
     try:
-        nc = await connect(client_url(settings), "tts-actor cli", reconnect=False, deadline_s=3.0)
+        auth = connect_options(settings)
+        nc = await connect(client_url(settings), "tts-actor cli", reconnect=False, deadline_s=3.0, auth=auth)
     except NatsUnreachable as exc:
         print(
             f"error: {exc}\nfix: start the service (`tts-actor serve`) or set NATS_URL",
             file=sys.stderr,
         )
         return 3
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     try:
         # as long as the service may take, plus the trip: a long text is not a client timeout
         return await fn(TtsClient(nc, settings.subject_prefix, timeout_s=settings.synthesis_timeout_s + 5))
@@ -91,7 +98,7 @@ def _fleet_loaded(status: dict[str, Any]) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from tts_actor.app import NatsUnreachable, serve
+    from tts_actor.app import NatsUnreachable, run_service
     from tts_actor.nats_server import NatsServerError
     from tts_actor.telemetry import setup_tracing
 
@@ -107,7 +114,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return edge
     setup_tracing()
     try:
-        asyncio.run(serve(settings, sample, edge))
+        return run_service(settings, sample, http_edge=edge)
     except OSError as exc:  # the HTTP port: busy, or not ours to bind
         print(f"error: cannot listen on {args.http}: {exc}\nfix: pick another --http HOST:PORT", file=sys.stderr)
         return 3
@@ -115,13 +122,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}\nfix: check NATS_URL, or unset it to run the embedded server", file=sys.stderr)
         return 3
     except NatsServerError as exc:
-        print(
-            f"error: {exc}\nfix: free port {settings.embedded_nats_port} (TTS_EMBEDDED_NATS_PORT) "
-            "or set NATS_URL to a running server",
-            file=sys.stderr,
+        fix = (
+            f"free port {settings.embedded_nats_port} (TTS_EMBEDDED_NATS_PORT) or set NATS_URL to a running server"
+            if "address already in use" in str(exc)
+            else "see the server's own words above; or set NATS_URL to a running server"
         )
+        print(f"error: {exc}\nfix: {fix}", file=sys.stderr)
         return 3
-    return 0
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _http_edge(settings: Settings, listen: str) -> Any:
@@ -286,7 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice")
     p.add_argument("--backend")
     p.add_argument("--format", default="wav", choices=[f.value for f in AudioFormat])
-    p.add_argument("--wait-ms", type=int, default=0, help="wait this long for a backend still loading")
+    p.add_argument(
+        "--wait-ms",
+        type=int,
+        default=SAY_WAIT_MS,
+        help="wait up to this long for a backend still loading, or reloading after an idle unload "
+        f"(default {SAY_WAIT_MS}; the service caps it at TTS_MAX_WAIT_MS)",
+    )
     p.add_argument("--speed", type=float)
     p.add_argument(
         "--timeout", type=float, help="seconds to wait for the audio (default: TTS_SYNTHESIS_TIMEOUT_S + wait)"

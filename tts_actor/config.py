@@ -6,16 +6,20 @@ explicit values and the tests can build one without touching the environment.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 DEFAULT_BACKENDS = ("piper", "chatterbox", "mms", "xtts", "higgs")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+MAX_SECONDS = 7 * 24 * 3600.0  # a week: beyond this a timeout is a typo (and overflows timer APIs)
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 class ConfigError(ValueError):
@@ -85,6 +89,15 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     # TTS_ACCEPT_LICENSES: licence ids (e.g. cpml, cc-by-nc-4.0) the operator accepts for backends that need it
     accepted_licenses: frozenset[str] = frozenset()
+    # how this instance authenticates to NATS (secrets kept out of repr); see tts_actor/nats_auth.py
+    nats_user: str | None = None
+    nats_password: str | None = field(default=None, repr=False)
+    nats_token: str | None = field(default=None, repr=False)
+    nats_nkey_seed_file: Path | None = None
+    nats_creds_file: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -113,17 +126,106 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r}: expected 1/0, true/false, yes/no or on/off")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0) -> float:
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    kind: type = float,
+    minimum: float = 0,
+    maximum: float | None = None,
+    positive: bool = False,
+) -> float:
+    """A finite number in ``[minimum, maximum]`` (above 0 when ``positive``), the variable named in any refusal."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = kind(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r}: expected a {kind.__name__}") from exc
+        value = kind(raw.strip())
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name}={_shown(raw)}: expected {what}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={_shown(raw)}: must be a finite number")
+    if positive and value <= 0:
+        raise ConfigError(f"{name}={_shown(raw)}: must be greater than 0")
     if value < minimum:
-        raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
+        raise ConfigError(f"{name}={_shown(raw)}: must be at least {minimum:g}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={_shown(raw)}: must be at most {maximum:g}")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, positive: bool = True) -> float:
+    """A duration: finite, at most a week, and above 0 unless 0 means "off"/"none" (``positive=False``)."""
+    return _number(env, name, default, maximum=MAX_SECONDS, positive=positive)
+
+
+def _port(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
+    return int(_number(env, name, default, int, minimum=0 if allow_zero else 1, maximum=65535))
+
+
+def _shown(raw: str) -> str:
+    """An env value for an error message, shortened: a 5000-digit number must not fill the terminal."""
+    return repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
+
+
+def check_nats_url(raw: str) -> str:
+    """``NATS_URL``: one or more comma-separated ``nats://host:port`` (tls, ws, wss too; scheme optional)."""
+    for server in (part.strip() for part in raw.split(",")):
+        parsed = urlparse(server if "://" in server else f"nats://{server}")
+        if parsed.scheme not in NATS_SCHEMES:
+            raise ConfigError(
+                f"NATS_URL={_shown(raw)}: scheme {parsed.scheme!r} is not one of {', '.join(NATS_SCHEMES)}; "
+                "expected e.g. nats://127.0.0.1:4222"
+            )
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ConfigError(f"NATS_URL={_shown(raw)}: the port must be a number from 1 to 65535") from None
+        if not parsed.hostname or port == 0:
+            raise ConfigError(f"NATS_URL={_shown(raw)}: expected host[:port], e.g. nats://127.0.0.1:4222")
+    return raw
+
+
+def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{name}={raw}: no such file")
+    return path
+
+
+def _nats_auth(env: Mapping[str, str]) -> dict[str, object]:
+    """NATS credentials: user+password, token, NKey seed or creds file (one of them), and TLS files."""
+    auth: dict[str, object] = dict(
+        nats_user=env.get("NATS_USER") or None,
+        nats_password=env.get("NATS_PASSWORD") or None,
+        nats_token=env.get("NATS_TOKEN") or None,
+        nats_nkey_seed_file=_existing_file(env, "NATS_NKEY"),
+        nats_creds_file=_existing_file(env, "NATS_CREDS"),
+        nats_tls_ca=_existing_file(env, "NATS_CA"),
+        nats_tls_cert=_existing_file(env, "NATS_CERT"),
+        nats_tls_key=_existing_file(env, "NATS_KEY"),
+    )
+    if bool(auth["nats_user"]) != bool(auth["nats_password"]):
+        raise ConfigError("NATS_USER and NATS_PASSWORD go together: set both or neither")
+    methods = [
+        name
+        for name, on in (
+            ("NATS_USER", auth["nats_user"]),
+            ("NATS_TOKEN", auth["nats_token"]),
+            ("NATS_NKEY", auth["nats_nkey_seed_file"]),
+            ("NATS_CREDS", auth["nats_creds_file"]),
+        )
+        if on
+    ]
+    if len(methods) > 1:
+        raise ConfigError(f"{' and '.join(methods)} are set: choose one way to authenticate to NATS")
+    if bool(auth["nats_tls_cert"]) != bool(auth["nats_tls_key"]):
+        raise ConfigError("NATS_CERT and NATS_KEY go together: a client certificate needs its private key")
+    return auth
 
 
 def _language_priority(raw: str) -> dict[str, tuple[str, ...]]:
@@ -158,10 +260,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         for name in DEFAULT_BACKENDS
         if env.get(f"TTS_{name.upper()}_MODEL_DIR")
     }
+    nats_url = (env.get("NATS_URL") or "").strip() or None
     kwargs: dict[str, object] = dict(
-        nats_url=env.get("NATS_URL") or None,
-        embedded_nats_port=int(_number(env, "TTS_EMBEDDED_NATS_PORT", 4222, int)),
-        nats_connect_timeout_s=_number(env, "TTS_NATS_CONNECT_TIMEOUT_S", 10.0),
+        nats_url=check_nats_url(nats_url) if nats_url else None,
+        embedded_nats_port=_port(env, "TTS_EMBEDDED_NATS_PORT", 4222),
+        nats_connect_timeout_s=_seconds(env, "TTS_NATS_CONNECT_TIMEOUT_S", 10.0),
         subject_prefix=env.get("TTS_SUBJECT_PREFIX", "tts"),
         kv_bucket=env.get("TTS_KV_BUCKET", "tts_state"),
         fleet_ttl_s=_number(env, "TTS_FLEET_TTL_S", 30.0, float, 1.0),
@@ -173,26 +276,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         queue_group=env.get("TTS_QUEUE_GROUP", "tts"),
         backends=backends,
         language_priority=_language_priority(env.get("TTS_LANGUAGE_PRIORITY", "")),
-        startup_timeout_s=_number(env, "TTS_STARTUP_TIMEOUT_S", 30.0),
-        download_connect_timeout_s=_number(env, "TTS_DOWNLOAD_CONNECT_TIMEOUT_S", 3.0),
-        download_read_timeout_s=_number(env, "TTS_DOWNLOAD_READ_TIMEOUT_S", 10.0),
-        download_stall_timeout_s=_number(env, "TTS_DOWNLOAD_STALL_TIMEOUT_S", 30.0),
-        download_total_timeout_s=_number(env, "TTS_DOWNLOAD_TOTAL_TIMEOUT_S", 1800.0),
-        retry_backoff_initial_s=_number(env, "TTS_RETRY_BACKOFF_INITIAL_S", 5.0),
-        retry_backoff_max_s=_number(env, "TTS_RETRY_BACKOFF_MAX_S", 300.0),
-        retry_max_attempts=int(_number(env, "TTS_RETRY_MAX_ATTEMPTS", 5, int)),
+        startup_timeout_s=_seconds(env, "TTS_STARTUP_TIMEOUT_S", 30.0),
+        download_connect_timeout_s=_seconds(env, "TTS_DOWNLOAD_CONNECT_TIMEOUT_S", 3.0),
+        download_read_timeout_s=_seconds(env, "TTS_DOWNLOAD_READ_TIMEOUT_S", 10.0),
+        download_stall_timeout_s=_seconds(env, "TTS_DOWNLOAD_STALL_TIMEOUT_S", 30.0),
+        download_total_timeout_s=_seconds(env, "TTS_DOWNLOAD_TOTAL_TIMEOUT_S", 1800.0),
+        retry_backoff_initial_s=_seconds(env, "TTS_RETRY_BACKOFF_INITIAL_S", 5.0, positive=False),
+        retry_backoff_max_s=_seconds(env, "TTS_RETRY_BACKOFF_MAX_S", 300.0, positive=False),
+        retry_max_attempts=int(_number(env, "TTS_RETRY_MAX_ATTEMPTS", 5, int, maximum=1000)),
         allow_download=_bool(env, "TTS_ALLOW_DOWNLOAD", True) and not offline,
-        max_text_chars=int(_number(env, "TTS_MAX_TEXT_CHARS", 5000, int, 1)),
-        max_request_bytes=int(_number(env, "TTS_MAX_REQUEST_BYTES", 4 * 1024 * 1024, int, 1024)),
-        max_wait_ms=int(_number(env, "TTS_MAX_WAIT_MS", 30_000, int)),
-        max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 16, int, 1)),
-        backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 8, int, 1)),
-        synthesis_timeout_s=_number(env, "TTS_SYNTHESIS_TIMEOUT_S", 120.0),
-        shutdown_grace_s=_number(env, "TTS_SHUTDOWN_GRACE_S", 10.0),
-        idle_unload_s=_number(env, "TTS_IDLE_UNLOAD_S", 0.0),
+        max_text_chars=int(_number(env, "TTS_MAX_TEXT_CHARS", 5000, int, 1, maximum=10**7)),
+        max_request_bytes=int(_number(env, "TTS_MAX_REQUEST_BYTES", 4 * 1024 * 1024, int, 1024, maximum=2**30)),
+        max_wait_ms=int(_number(env, "TTS_MAX_WAIT_MS", 30_000, int, maximum=MAX_SECONDS * 1000)),
+        max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 16, int, 1, maximum=100_000)),
+        backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 8, int, 1, maximum=100_000)),
+        synthesis_timeout_s=_seconds(env, "TTS_SYNTHESIS_TIMEOUT_S", 120.0),
+        shutdown_grace_s=_seconds(env, "TTS_SHUTDOWN_GRACE_S", 10.0, positive=False),
+        idle_unload_s=_seconds(env, "TTS_IDLE_UNLOAD_S", 0.0, positive=False),
         log_level=env.get("TTS_LOG_LEVEL", "info").lower(),
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),
-        metrics_port=int(_number(env, "TTS_METRICS_PORT", 0, int)),
+        metrics_port=_port(env, "TTS_METRICS_PORT", 0, allow_zero=True),
         repo_overrides=repo_overrides,
         language_overrides=language_overrides,
         local_model_dirs=local_model_dirs,
@@ -201,6 +304,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         accepted_licenses=frozenset(
             item.strip().lower() for item in env.get("TTS_ACCEPT_LICENSES", "").split(",") if item.strip()
         ),
+        **_nats_auth(env),
     )
     if env.get("TTS_CACHE_DIR"):
         kwargs["cache_dir"] = Path(env["TTS_CACHE_DIR"]).expanduser()

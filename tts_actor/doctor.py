@@ -231,9 +231,11 @@ def read_server_info(url: str) -> dict[str, Any]:
     return json.loads(line[5:])
 
 
-async def _bucket_exists(url: str, bucket: str) -> bool:
+async def _bucket_exists(url: str, bucket: str, settings: Settings) -> bool:
     import nats
     from nats.js.errors import BucketNotFoundError
+
+    from tts_actor.nats_auth import connect_options
 
     async def quiet(_exc: Exception) -> None:  # failures surface as the probe's exception
         return None
@@ -247,6 +249,7 @@ async def _bucket_exists(url: str, bucket: str) -> bool:
         max_reconnect_attempts=1,
         reconnect_time_wait=0,
         error_cb=quiet,
+        **connect_options(settings),
     )
     try:
         await nc.jetstream(timeout=NETWORK_TIMEOUT_S / 2).key_value(bucket)
@@ -291,7 +294,7 @@ def check_nats(settings: Settings) -> list[CheckResult]:
     results.append(CheckResult("jetstream", Level.OK, "enabled"))
     bucket = settings.kv_bucket
     try:
-        exists = run_bounded(lambda: asyncio.run(_bucket_exists(url, bucket)), NETWORK_TIMEOUT_S)
+        exists = run_bounded(lambda: asyncio.run(_bucket_exists(url, bucket, settings)), NETWORK_TIMEOUT_S)
     except Exception as exc:
         results.append(
             CheckResult(
@@ -305,6 +308,26 @@ def check_nats(settings: Settings) -> list[CheckResult]:
     detail = f"{bucket} exists" if exists else f"{bucket} absent; the service creates it on start"
     results.append(CheckResult("kv bucket", Level.OK, detail))
     return results
+
+
+def check_embedded_server(settings: Settings) -> list[CheckResult]:
+    """NATS_URL unset: is the embedded server of a running ``tts-actor serve`` up, with JetStream and the KV?"""
+    url = f"nats://127.0.0.1:{settings.embedded_nats_port}"
+    try:
+        run_bounded(lambda: read_server_info(url), NETWORK_TIMEOUT_S)
+    except Exception:
+        return [
+            CheckResult(
+                "embedded nats",
+                Level.OK,
+                f"not running on {url} (no service here now); `tts-actor serve` starts it",
+            )
+        ]
+    return [
+        CheckResult(r.name, r.level, f"embedded server: {r.detail}", r.fix) if r.name == "nats" else r
+        for r in check_nats(settings.with_(nats_url=url))
+        if r.name != "jetstream" or r.level is not Level.OK  # the binary's line already says -js
+    ]
 
 
 def hub_address(env: Mapping[str, str]) -> tuple[str, str, int]:
@@ -350,6 +373,8 @@ def collect_checks(settings: Settings, env: Mapping[str, str] | None = None) -> 
     threads = [probe("hub", lambda: [check_hub(env)])]
     if settings.nats_url:
         threads.append(probe("nats", lambda: check_nats(settings)))
+    else:
+        threads.append(probe("nats", lambda: check_embedded_server(settings)))
 
     results = [check_python(), *check_backend_packages(settings)]
     voices = check_piper_voices(settings)

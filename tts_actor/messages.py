@@ -158,6 +158,8 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
     try:
         body = json.loads(data)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a huge integer literal, deep nesting
+        if "integer string conversion" in str(exc):  # Python's words name a Python API: not the caller's fix
+            raise invalid("request body holds an integer with more than 4300 digits") from None
         raise invalid(f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise invalid(f"request body must be a JSON object, got {type(body).__name__}")

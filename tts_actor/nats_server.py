@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from tts_actor.logs import get_logger
@@ -39,9 +40,20 @@ class EmbeddedNatsServer:
     """A nats-server child process with JetStream, bound to loopback."""
 
     def __init__(
-        self, store_dir: Path, port: int = 4222, host: str = "127.0.0.1", max_payload: int | None = None
+        self,
+        store_dir: Path,
+        port: int = 4222,
+        host: str = "127.0.0.1",
+        max_payload: int | None = None,
+        config: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        scheme: str = "nats",
     ) -> None:
+        """``config``: a nats-server config file (auth, TLS) under the flags here; ``env``: the server's environment."""
         self.store_dir = store_dir
+        self.config = config
+        self.env = env
+        self.scheme = scheme
         self.requested_port = port
         self.host = host
         self.max_payload = max_payload
@@ -54,17 +66,28 @@ class EmbeddedNatsServer:
     def url(self) -> str:
         if self.port is None:
             raise NatsServerError("server not started")
-        return f"nats://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> str:
         """Start the server and block until it logs that it is ready; returns its URL."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [find_nats_server(), "-a", self.host, "-p", str(self.requested_port), "-js", "-sd", str(self.store_dir)]
-        if self.max_payload:
+        if self.config is not None:
+            args += ["-c", str(self.config)]
+        elif self.max_payload:
             conf = self.store_dir / "embedded.conf"
             conf.write_text(f"max_payload: {self.max_payload}\n")
             args += ["-c", str(conf)]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # a session of its own: the terminal's Ctrl-C (SIGINT to the whole foreground process group) must
+        # reach only the service, which then shuts down in order and stops this server last
+        self._proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=None if self.env is None else {**os.environ, **self.env},
+        )
         threading.Thread(target=self._read_log, name="nats-server-log", daemon=True).start()
         if not self._ready.wait(timeout_s) or self.port is None:
             try:  # the log closed: the process is exiting, reap it for its code
@@ -91,7 +114,12 @@ class EmbeddedNatsServer:
                 self._ready.set()
         self._ready.set()  # exited: wake the starter, which then sees no port or a dead process
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; a no-op once it has exited."""
         if self._proc is None or self._proc.poll() is not None:
             return
         self._proc.terminate()

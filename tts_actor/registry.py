@@ -49,9 +49,21 @@ class Registry:
         for actor in self.actors.values():
             await actor.start()
 
-    async def stop(self) -> None:
-        """All actors at once, so shutdown takes one grace period, not one per backend."""
-        await asyncio.gather(*(actor.stop() for actor in self.actors.values()))
+    def begin_shutdown(self) -> None:
+        """From now on no actor starts anything new; what is queued is answered at once."""
+        for actor in self.actors.values():
+            actor.begin_shutdown()
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """All actors at once, so shutdown takes one grace period, not one per backend.
+
+        ``deadline`` (``time.monotonic()``) is when the shutdown's grace ends; default: one grace from now.
+        """
+        await asyncio.gather(*(actor.stop(deadline) for actor in self.actors.values()))
+
+    @property
+    def engine_call_abandoned(self) -> bool:
+        return any(actor.engine_call_abandoned for actor in self.actors.values())
 
     def get(self, name: str) -> BackendActor:
         try:

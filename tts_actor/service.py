@@ -9,6 +9,7 @@ payload goes back as several messages on the same reply subject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -95,16 +96,26 @@ class TtsService:
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop taking requests; syntheses in flight may answer until ``deadline`` (monotonic), then get an error.
+
+        Each step is guarded: on a broken connection unsubscribing can fail, and the rest must still run.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.shutdown_grace_s
         for sub in self._control_subs:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.unsubscribe(), 2.0)
         for task in list(self._control_tasks):
             task.cancel()
         await asyncio.gather(*self._control_tasks, return_exceptions=True)
         if self._service is not None:
-            await self._service.stop()
+            try:
+                await asyncio.wait_for(self._service.stop(), 2.0)
+            except Exception as exc:
+                log.warning("service_stop_incomplete", error=repr(exc))
         if self._inflight:  # let running syntheses answer, within a bound; the rest get an error reply
-            _, late = await asyncio.wait(self._inflight, timeout=self.settings.shutdown_grace_s)
+            _, late = await asyncio.wait(self._inflight, timeout=max(0.0, deadline - time.monotonic()))
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -164,8 +175,13 @@ class TtsService:
                 actor.retry()
                 result: dict[str, Any] = {"ok": True, "state": actor.state.value, "pending": actor.pending}
             elif action == "unload":
-                unloaded = await actor.unload()
-                result = {"ok": unloaded, "state": actor.state.value}
+                unloading = actor.request_unload()
+                if unloading is not None and actor.busy:  # the engine is speaking: say so now, not in 5 s
+                    result = {"ok": True, "state": actor.state.value, "pending": True}
+                    result["message"] = "unloading after the current synthesis; new requests wait or go elsewhere"
+                else:
+                    unloaded = unloading is not None and await unloading
+                    result = {"ok": unloaded, "state": actor.state.value}
             else:
                 raise TtsError(
                     ErrorCode.INVALID_REQUEST,
@@ -200,6 +216,10 @@ class TtsService:
     async def _on_synthesize(self, req: Request) -> None:
         """Validate and route at once; the audio is made in a task of its own."""
         started = time.perf_counter()
+        if not req._msg.reply:  # a publish, not a request: nobody would hear the audio
+            metrics.REQUESTS.labels("-", "no_reply_subject").inc()
+            log.warning("synthesize_dropped", why="no reply subject", fix="send it as a request (nats req)")
+            return
         try:
             request = parse_synthesis_request(req.data, self.settings)
             route = self.registry.route(request)
@@ -247,7 +267,7 @@ class TtsService:
                     if not route.actor.ready:
                         raise self.registry.no_backend_ready(request, route.actor)
                 synth_started = time.perf_counter()
-                audio = await route.actor.submit(request, route.voice)
+                audio = await self._submit_within_wait(request, route, started)
                 synth_seconds = time.perf_counter() - synth_started
                 span.set_attribute("tts.audio_seconds", audio.duration_s)
                 await self._respond_audio(req, request, route, audio)
@@ -283,12 +303,26 @@ class TtsService:
             fallback_from=route.fallback_from,
         )
 
+    async def _submit_within_wait(self, request: SynthesisRequest, route: Route, started: float) -> Audio:
+        """Synthesize; a job that an unload (or a failure) overtook in the queue waits out the rest of its wait_ms."""
+        actor = route.actor
+        while True:
+            try:
+                return await actor.submit(request, route.voice)
+            except TtsError as error:
+                remaining = request.wait_ms / 1000 - (time.perf_counter() - started)
+                if error.code is not ErrorCode.BACKEND_NOT_READY or actor.stopping or remaining <= 0:
+                    raise
+                await self._wait_ready(actor, remaining)
+                if not actor.ready:
+                    raise self.registry.no_backend_ready(request, actor) from None
+
     @staticmethod
     async def _wait_ready(actor: BackendActor, bound_s: float) -> None:
         """Up to ``bound_s``, on events: through an unload in progress, the reload it needs, the load."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound_s
-        while not actor.ready and (remaining := deadline - loop.time()) > 0:
+        while not actor.ready and not actor.stopping and (remaining := deadline - loop.time()) > 0:
             actor.demand()
             if not actor.pending:
                 return  # failed, or missing with nothing under way: waiting would change nothing
