@@ -176,7 +176,7 @@ async def test_failed_backend_is_503_with_the_reason_and_the_fix(settings: Setti
     body = error.body
     assert body["code"] == "backend_failed" and body["type"] == "server_error"
     assert body["reason"] == "package_missing" and body["state"] == "failed"
-    assert "pip install 'tts-actor[xtts]'" in body["fix"]
+    assert "pip install -e '.[xtts]'" in body["fix"]
     assert "xtts" in body["message"]
     assert "retry-after" not in error.response.headers  # failed does not heal by waiting
 
