@@ -49,6 +49,9 @@ SPEC = BackendSpec(
     description="Resemble AI Chatterbox: expressive TTS with zero-shot voice cloning (English, or 23 languages).",
     supports_cloning=True,
     extra_fix="chatterbox-tts pins its own torch; give it its own virtualenv if another extra needs a different one",
+    # its output stops at ~40 s (1000 speech tokens); it fails on texts under ~10 characters
+    max_segment_chars=300,
+    min_segment_chars=10,
 )
 
 

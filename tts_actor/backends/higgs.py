@@ -39,6 +39,8 @@ SPEC = BackendSpec(
     approx_memory_mb=24000,
     description="Boson AI Higgs Audio v2: expressive generation with voice cloning (CUDA GPU, about 24 GB).",
     supports_cloning=True,
+    # a few sentences per call keep generation well under its token budget
+    max_segment_chars=400,
 )
 
 

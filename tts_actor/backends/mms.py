@@ -48,6 +48,8 @@ SPEC = BackendSpec(
     approx_memory_mb=150,  # per language
     description="Meta MMS-TTS (VITS) per language, via transformers.",
     supports_cloning=False,
+    # VITS like Piper: the same memory growth with input length
+    max_segment_chars=400,
 )
 
 

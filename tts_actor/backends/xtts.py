@@ -40,6 +40,8 @@ SPEC = BackendSpec(
     approx_memory_mb=6000,
     description="Coqui XTTS v2: multilingual TTS with voice cloning.",
     supports_cloning=True,
+    # XTTS v2 warns past 250 characters (English) and asserts past 400 tokens
+    max_segment_chars=240,
 )
 
 
