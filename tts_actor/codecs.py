@@ -358,7 +358,10 @@ class OpusEncoder(CodecEncoder):
     sample_format = "s16"
     SERIAL = 0x54545321
 
-    def __init__(self, fmt: str, in_rate: int, out_rate: int, bitrate: int | None = None) -> None:
+    def __init__(
+        self, fmt: str, in_rate: int, out_rate: int, bitrate: int | None = None, application: str = "voip"
+    ) -> None:
+        self.options = {"application": application, "frame_duration": "20"}
         super().__init__(fmt, in_rate, out_rate, bitrate or FORMATS["opus"].default_bitrate)
         self._page_seq = 0
         self._granule = 0
@@ -370,7 +373,7 @@ class OpusEncoder(CodecEncoder):
         self._headers = self._page([head], 0, 0x02) + self._page([tags], 0, 0)
 
     def _configure(self, ctx: Any) -> None:
-        ctx.options = {"application": "voip", "frame_duration": "20"}
+        ctx.options = dict(self.options)  # voip: tuned for speech, as the voice-message pipeline had it
 
     def _page(self, packets: list[bytes], granule: int, flags: int) -> bytes:
         lacing = bytearray()
