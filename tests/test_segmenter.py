@@ -85,10 +85,10 @@ def test_over_long_sentences_split_at_commas_then_words_then_anywhere() -> None:
 def test_a_script_the_language_does_not_use_weighs_more() -> None:
     """Piper in English reads each Chinese character as 'chinese letter': a short text is long for it."""
     assert text_cost("你好", "zh") == 6
-    assert text_cost("你好", "en") == 30
+    assert text_cost("你好", "en") == 50
     assert text_cost("hello", "en") == 5
     assert text_cost("مرحبا", "ar") == 5
-    assert len(segment_text("你好世界" * 25, 250, language="en")) == 7  # 100 characters at 15 each
+    assert len(segment_text("你好世界" * 25, 250, language="en")) == 10  # 100 characters at 25 each
 
 
 def test_spans_point_into_the_original_text() -> None:

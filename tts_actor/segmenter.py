@@ -34,7 +34,7 @@ PAD = " …"  # what pads a too-short text: a pause, never a word
 # letters of a script that the language does not use are spelled out one by one by most
 # engines' front ends (Piper reads a Chinese character in English as "chinese letter"):
 # each counts as this many characters against the limit
-FOREIGN_SCRIPT_WEIGHT = 15
+FOREIGN_SCRIPT_WEIGHT = 25
 CJK_WEIGHT = 3  # a Han, kana or Hangul character carries about a syllable
 _SCRIPTS: tuple[tuple[re.Pattern[str], frozenset[str], int], ...] = (
     (
