@@ -101,7 +101,7 @@ def test_resampling_keeps_pitch_and_length() -> None:
 
 def test_defaults_match_the_pipeline() -> None:
     opus = codecs.open_encoder("opus", RATE)
-    assert (opus.sample_rate, opus.ctx.bit_rate) == (48000, 32000)
+    assert (opus.sample_rate, opus.ctx.bit_rate) == (24000, 32000)  # 22050 rounded up to an Opus rate
     assert opus.options["application"] == "voip"
     voice = codecs.encode_whole("opus", tone(1.0), RATE)
     music = codecs.OpusEncoder("opus", RATE, 48000, 32000, application="audio")

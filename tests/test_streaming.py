@@ -121,8 +121,9 @@ async def test_a_stream_is_ordered_complete_and_one_valid_file(
 
 
 async def test_a_segment_larger_than_max_payload_goes_in_several_messages(piper_loaded: TtsApp, nc: Client) -> None:
-    sentence = " ".join(["the long unpunctuated sentence keeps going and going"] * 4)  # ~210 chars: one segment
-    messages = await raw_stream(nc, {"text": sentence, "format": "wav", "sample_rate": 48000})
+    sentence = " ".join(["the long unpunctuated sentence keeps going and going"] * 3)  # one segment, ~20 s slow
+    body = {"text": sentence, "format": "wav", "sample_rate": 48000, "options": {"speed": 0.5}}
+    messages = await raw_stream(nc, body)
     audio = messages[:-1]
     assert len(audio) >= 2 and {m.headers["Tts-Segment-Index"] for m in audio} == {"0"}
     assert all(len(m.data) + sum(len(k) + len(v) for k, v in m.headers.items()) < nc.max_payload for m in messages)

@@ -37,7 +37,7 @@ FORMATS: dict[str, FormatInfo] = {
     "wav": FormatInfo("audio/wav", SAMPLE_RATES),
     "pcm": FormatInfo("audio/L16", SAMPLE_RATES),
     # the predecessor's voice-message default: Ogg Opus, mono, 32 kbit/s, tuned for voice
-    "opus": FormatInfo("audio/ogg; codecs=opus", OPUS_RATES, 32_000, (6_000, 256_000), default_rate=48000),
+    "opus": FormatInfo("audio/ogg; codecs=opus", OPUS_RATES, 32_000, (6_000, 256_000)),
     "mp3": FormatInfo("audio/mpeg", SAMPLE_RATES, 64_000, (8_000, 320_000)),
     "aac": FormatInfo("audio/aac", SAMPLE_RATES, 64_000, (16_000, 320_000)),
     "flac": FormatInfo("audio/flac", SAMPLE_RATES),
@@ -66,7 +66,8 @@ def output_rate(fmt: str, engine_rate: int, requested: int | None) -> int:
         return requested
     if info.default_rate is not None:
         return info.default_rate
-    return engine_rate if engine_rate in info.rates else max(info.rates)
+    # the engine's rate, or the next one up the format takes (Opus: 22050 -> 24000, the whole band, less work)
+    return min((rate for rate in info.rates if rate >= engine_rate), default=max(info.rates))
 
 
 def content_type(fmt: str, rate: int) -> str:
