@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import REGISTRY
 
 from tts_actor.app import TtsApp
@@ -274,3 +275,12 @@ async def test_spans_and_first_audio_metric(piper_loaded: TtsApp, client: TtsCli
     assert names.count("tts.queue_wait") == 1
     assert names.count("tts.segment") == 3 and names.count("tts.encode") == 3
     assert parent.attributes["tts.segments"] == 3 and parent.attributes["tts.stream"] is True
+
+
+async def test_a_stream_refused_at_once_still_gets_its_end_message(piper_loaded: TtsApp, nc: Client) -> None:
+    messages = await raw_stream(nc, {"text": "Hello.", "backend": "xtts"})
+    assert [bool(m.data) for m in messages] == [True, False]
+    assert messages[0].headers["Tts-Error-Code"] == "backend_failed"
+    assert messages[1].headers["Tts-Stream-End"] == "1"
+    with pytest.raises(NatsTimeoutError):  # nobody serves that id: nobody answers
+        await nc.request("tts.cancel", json.dumps({"request_id": "nobody-has-it"}).encode(), timeout=0.3)
