@@ -606,6 +606,8 @@ class BackendActor:
                 span.set_attribute("tts.audio_seconds", audio.duration_s)
             if not job.future.done():
                 job.on_audio(segment, audio)
+                if segment.index == 0 and job.first_audio_out is not None and len(job.segments) > 1:
+                    await _first_of(job.first_audio_out.wait(), job.future, bound_s=5.0)
         if not job.future.done():
             job.future.set_result(None)
 
@@ -674,6 +676,15 @@ class BackendActor:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking ``fn`` on this backend's own worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+async def _first_of(waiting: Any, future: asyncio.Future[Any], bound_s: float) -> None:
+    """Wait for ``waiting``, or until ``future`` settles, or ``bound_s``, whichever comes first."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        await asyncio.wait({task, future}, timeout=bound_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
 
 
 def _settle(future: asyncio.Future[Any], error: TtsError) -> None:

@@ -65,3 +65,6 @@ class SynthesisJob:
     future: asyncio.Future[None]  # settled once every segment is done, or with the error that stopped it
     trace_context: otel_context.Context | None = None
     queued_ns: int = field(default_factory=time.time_ns)
+    # streams: set once the first segment's audio is out, so that its encoding does not share the CPU
+    # with the second segment's synthesis (first audio is what a streaming caller waits for)
+    first_audio_out: asyncio.Event | None = None

@@ -250,12 +250,15 @@ class TtsService:
                     control,
                     asyncio.get_running_loop().create_future(),
                     otel_context.get_current(),
+                    first_audio_out=asyncio.Event() if request.stream else None,
                 )
                 self._jobs[control.request_id] = job
                 synth_started = time.perf_counter()
                 route.actor.submit(job)
                 async for item in as_they_come(queue, job.future):
                     await writer.add(item.segment, item.audio)
+                    if job.first_audio_out is not None:
+                        job.first_audio_out.set()
                 synth_seconds = time.perf_counter() - synth_started
                 await writer.finish()
                 span.set_attribute("tts.audio_seconds", writer.audio_seconds)

@@ -32,6 +32,7 @@ from tts_actor.telemetry import tracer
 log = get_logger(__name__)
 Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
 HEADER_SLACK = 512  # bytes for the protocol line and the header block's own framing
+FIRST_PIECE_S = 0.5  # a stream's first message: this much audio, encoded and sent before the rest of its segment
 
 
 def error_headers(error: TtsError) -> dict[str, str]:
@@ -140,12 +141,16 @@ class ReplyWriter:
             pcm += bytes(2 * gap)
             samples += gap
         self.position_samples += samples
+        self._last_segment = segment
+        pieces = [pcm]
+        if self.request.stream and not self._first_sent:  # first audio: send a short head before the rest
+            head = 2 * int(self.encoder.in_rate * FIRST_PIECE_S)
+            pieces = [pcm[:head], pcm[head:]]
         with tracer().start_as_current_span(
             "tts.encode", attributes={"tts.segment": segment.index, "tts.format": self.request.format.value}
         ):
-            data = await asyncio.to_thread(self.encoder.encode, pcm)
-        self._last_segment = segment
-        await self._emit(data, segment)
+            for piece in pieces:
+                await self._emit(await asyncio.to_thread(self.encoder.encode, piece), segment)
 
     async def _emit(self, data: bytes, segment: Segment | None) -> None:
         if not self.request.stream:
