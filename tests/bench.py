@@ -22,10 +22,12 @@ from statemachine import State, StateEvent
 from tts_actor.app import TtsApp, connect
 from tts_actor.backends.piper import discover_voices
 from tts_actor.client import TtsClient
+from tts_actor.codecs import open_encoder
 from tts_actor.config import load_settings
 from tts_actor.logs import setup_logging
-from tts_actor.messages import Header, SynthesisRequest
+from tts_actor.messages import AudioFormat, Header, SynthesisRequest
 from tts_actor.nats_server import EmbeddedNatsServer
+from tts_actor.segmenter import segment_text
 
 ROUND_TRIPS = 2000
 WARMUP = 100
@@ -43,6 +45,13 @@ LONG_TEXT = " ".join(
     ]
     * 18
 )
+
+
+TEN_SENTENCES = " ".join(
+    f"Sentence number {n} of the reply tells the listener one more small thing about the weather today."
+    for n in range(1, 11)
+)
+FIRST_AUDIO_RUNS = 5
 
 
 @dataclass(frozen=True)
@@ -205,10 +214,72 @@ async def bench(url: str, cache: Path) -> list[Row]:
                 f"{reply.duration_ms / 1000:.1f} s audio, RTF {elapsed / (reply.duration_ms / 1000):.3f}",
             )
         )
+        rows.extend(await first_audio_rows(client))
+        rows.extend(await asyncio.to_thread(codec_rows))
         rows.extend(await concurrency_rows(client, nc, not_ready))
     finally:
         await nc.close()
         await app.stop()
+    return rows
+
+
+async def first_audio_rows(client: TtsClient) -> list[Row]:
+    """(i) a 10-sentence text: first audio streamed vs the whole reply, vs Piper on the first segment alone."""
+    voice = await asyncio.to_thread(load_direct_piper)
+    first_segment = segment_text(TEN_SENTENCES, 200)[0].text
+    await asyncio.to_thread(direct_piper_once, voice, first_segment)  # warm-up
+    direct, streamed, whole = [], [], []
+    for _ in range(FIRST_AUDIO_RUNS):  # alternated, so that drift hits all three alike
+        direct.append((await asyncio.to_thread(direct_piper_once, voice, first_segment))[0])
+        started = time.perf_counter()
+        async with client.stream(SynthesisRequest(text=TEN_SENTENCES, format=AudioFormat.OPUS)) as chunks:
+            async for _ in chunks:
+                streamed.append(time.perf_counter() - started)
+                break
+        started = time.perf_counter()
+        await client.synthesize(SynthesisRequest(text=TEN_SENTENCES, format=AudioFormat.OPUS))
+        whole.append(time.perf_counter() - started)
+    d, st, wh = (statistics.median(x) * 1000 for x in (direct, streamed, whole))
+    return [
+        Row("(i) 10 sentences: Piper on the first segment alone", d, note=f"n={FIRST_AUDIO_RUNS}, the aim's baseline"),
+        Row(
+            "(i) 10 sentences, opus: first audio, streamed",
+            st,
+            note=f"{st - d:+.1f} ms over the first segment's synthesis (aim: under +20 ms)",
+        ),
+        Row("(i) 10 sentences, opus: whole reply", wh, note=f"streaming's first audio is {wh / st:.1f}x sooner"),
+    ]
+
+
+def codec_rows() -> list[Row]:
+    """(j) encoding each format segment by segment, as a share of Piper's synthesis time for the same text."""
+    voice = load_direct_piper()
+    segments = [seg.text for seg in segment_text(TEN_SENTENCES, 200)]
+    synth_s, pcm_parts = 0.0, []
+    for text in segments:
+        started = time.perf_counter()
+        pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))  # type: ignore[attr-defined]
+        synth_s += time.perf_counter() - started
+        pcm_parts.append(pcm)
+    rate = voice.config.sample_rate  # type: ignore[attr-defined]
+    audio_s = sum(len(p) for p in pcm_parts) / 2 / rate
+    rows = [Row("(j) Piper synthesis of the 10 sentences", synth_s * 1000, note=f"{audio_s:.1f} s of audio")]
+    for fmt in AudioFormat:
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            encoder = open_encoder(fmt.value, rate)
+            size = sum(len(encoder.encode(pcm)) for pcm in pcm_parts) + len(encoder.finish())
+            timings.append(time.perf_counter() - started)
+        encode_s = statistics.median(timings)
+        rows.append(
+            Row(
+                f"(j) encode {fmt.value} ({encoder.sample_rate} Hz)",
+                encode_s * 1000,
+                note=f"{encode_s / synth_s * 100:.2f} % of synthesis time, {size / 1024:.0f} KiB, "
+                f"{size * 8 / audio_s / 1000:.0f} kbit/s",
+            )
+        )
     return rows
 
 
@@ -270,7 +341,9 @@ def render(rows: list[Row]) -> str:
     width = max(len(r.measure) for r in rows)
     lines = [f"{'measure':<{width}}  {'p50 ms':>9}  {'p99 ms':>9}  notes", "-" * (width + 60)]
     lines += [f"{r.measure:<{width}}  {ms(r.p50_ms):>9}  {ms(r.p99_ms):>9}  {r.note}" for r in rows]
-    lines.append("(d)-(f): single value in the p50 column (median of runs for (e)); RTF = compute s / audio s")
+    lines.append(
+        "(d)-(f), (i), (j): single value in the p50 column (median of runs for (e), (i), (j)); RTF = compute/audio s"
+    )
     lines.append("(g): latency per request as the caller sees it, queue wait included")
     return "\n".join(lines)
 

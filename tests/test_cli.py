@@ -114,3 +114,27 @@ async def test_voices_and_unload_commands(piper_loaded: TtsApp, nats_url: str) -
     assert json.loads(voices.stdout)["backends"]["piper"]["languages"]["en"][0]["id"] == "en_US-joe-medium"
     unloaded = await asyncio.to_thread(run_cli, "unload", "piper", env=env)
     assert json.loads(unloaded.stdout)["state"] == "missing"
+
+
+async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
+    piper_loaded: TtsApp, nats_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from .audio_checks import decode
+
+    env = cli_env(NATS_URL=nats_url)
+    out = tmp_path / "reply.opus"
+    said = await asyncio.to_thread(run_cli, "say", "Format from the name.", "-o", str(out), env=env)
+    assert said.returncode == 0, said.stderr
+    assert out.read_bytes().startswith(b"OggS") and decode(out.read_bytes()).duration_ms > 500
+    streamed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tts_actor", "say", "One. Two. Three.", "--stream", "--format", "mp3", "-o", "-"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert streamed.returncode == 0, streamed.stderr
+    assert decode(streamed.stdout).duration_ms > 1000  # the bytes on stdout are one MP3 file
+    assert b"streamed" in streamed.stderr and b"first audio after" in streamed.stderr

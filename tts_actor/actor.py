@@ -10,9 +10,9 @@ timer that re-checks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,15 +25,14 @@ from tts_actor.backends.base import (
     BackendAdapter,
     BackendFailure,
     ModelRef,
-    Voice,
     classify_load_error,
     license_refusal,
     missing_packages,
 )
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.jobs import SynthesisJob
 from tts_actor.logs import get_logger
-from tts_actor.messages import SynthesisRequest
 from tts_actor.retry import RetryPolicy
 from tts_actor.telemetry import tracer
 from tts_actor.worker import DaemonWorker
@@ -51,13 +50,6 @@ class ModelStore(Protocol):
     async def fetch(
         self, backend: str, refs: tuple[ModelRef, ...], on_progress: ProgressCallback
     ) -> dict[str, Path]: ...
-
-
-@dataclass
-class SynthesisJob:
-    request: SynthesisRequest
-    voice: Voice
-    future: asyncio.Future[Audio]
 
 
 class BackendActor:
@@ -579,15 +571,14 @@ class BackendActor:
         self.request_unload(Reason.IDLE_TIMEOUT)
 
     # --- synthesis ---------------------------------------------------------
-    def submit(self, request: SynthesisRequest, voice: Voice) -> asyncio.Future[Audio]:
+    def submit(self, job: SynthesisJob) -> None:
         """Queue a synthesis; raises ``busy`` at once when the inbox is full."""
         if self._stopping:
             raise self.shutting_down_error()
         if not self.ready:
             raise self.not_ready_error()
-        future: asyncio.Future[Audio] = asyncio.get_running_loop().create_future()
         try:
-            self._inbox.put_nowait(SynthesisJob(request, voice, future))
+            self._inbox.put_nowait(job)
         except asyncio.QueueFull:
             raise TtsError(
                 ErrorCode.BUSY,
@@ -598,12 +589,14 @@ class BackendActor:
                 retry_after_ms=500,
             ) from None
         self._last_used = time.monotonic()
-        return future
 
     async def _serve_inbox(self) -> None:
         while True:
             job = await self._inbox.get()
-            if job.future.done():
+            if job.future.done():  # cancelled while queued
+                continue
+            if (stop := job.control.stop_error(self.name)) is not None:  # its deadline passed in the queue
+                _settle(job.future, stop)
                 continue
             if self._stopping:  # shutdown began after it was queued: it does not start
                 _settle(job.future, self.shutting_down_error())
@@ -627,51 +620,67 @@ class BackendActor:
                 self._last_used = time.monotonic()
 
     async def _serve_job(self, job: SynthesisJob) -> None:
-        """One synthesis, its own timeout starting when it starts running."""
-        engine = asyncio.ensure_future(self._run(self.adapter.synthesize, job.request, job.voice))
-        done, _ = await asyncio.wait({engine}, timeout=self.settings.synthesis_timeout_s)
-        if not done:
-            _settle(
-                job.future,
-                TtsError(
-                    ErrorCode.SYNTHESIS_TIMEOUT,
-                    f"{self.name} took over {self.settings.synthesis_timeout_s} s",
-                    "Send shorter text, or raise TTS_SYNTHESIS_TIMEOUT_S.",
-                    backend=self.name,
-                ),
-            )
-            # the engine call cannot be interrupted and the worker is serial: until it returns this
-            # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
-            # queued is answered now rather than left waiting behind it
-            self._stuck = True
-            self._refuse_queued(self.not_ready_error())
-            try:
-                await asyncio.wait({engine})
-            finally:
-                self._stuck = False
-            if not engine.cancelled():
-                engine.exception()  # seen: an abandoned call's outcome is of no use to anyone
-            self.log.info("abandoned_synthesis_returned")
-            return
+        """One engine call per segment, stopping between them on cancel or deadline; one timeout for all."""
+        tracer().start_span("tts.queue_wait", context=job.trace_context, start_time=job.queued_ns).end()
+        loop = asyncio.get_running_loop()
+        timeout_at = loop.time() + self.settings.synthesis_timeout_s
+        for segment in job.segments:
+            if job.future.done():  # cancelled, or the caller's handler gave up
+                return
+            if (stop := job.control.stop_error(self.name)) is not None:
+                _settle(job.future, stop)
+                return
+            attributes = {"tts.segment": segment.index, "tts.text_chars": len(segment.text)}
+            with tracer().start_as_current_span(
+                "tts.segment", context=job.trace_context, attributes=attributes
+            ) as span:
+                request = dataclasses.replace(job.request, text=segment.text)
+                engine = asyncio.ensure_future(self._run(self.adapter.synthesize, request, job.voice))
+                done, _ = await asyncio.wait({engine}, timeout=max(0.0, timeout_at - loop.time()))
+                if not done:
+                    span.set_status(Status(StatusCode.ERROR, "timeout"))
+                    await self._abandon(job, engine)
+                    return
+                try:
+                    audio = engine.result()
+                    if not isinstance(audio, Audio):
+                        raise TypeError(f"{self.name} returned {type(audio).__name__}, not Audio")
+                except Exception as exc:  # the reply names it; the actor goes on serving
+                    error = self._synthesis_error(exc)
+                    span.set_status(Status(StatusCode.ERROR, error.message))
+                    _settle(job.future, error)
+                    return
+                span.set_attribute("tts.audio_seconds", audio.duration_s)
+            if not job.future.done():
+                job.on_audio(segment, audio)
+                if segment.index == 0 and job.first_audio_out is not None and len(job.segments) > 1:
+                    await _first_of(job.first_audio_out.wait(), job.future, bound_s=5.0)
+        if not job.future.done():
+            job.future.set_result(None)
+
+    async def _abandon(self, job: SynthesisJob, engine: asyncio.Future[Any]) -> None:
+        """Past TTS_SYNTHESIS_TIMEOUT_S: answer now, and keep the backend closed until the engine returns."""
+        _settle(
+            job.future,
+            TtsError(
+                ErrorCode.SYNTHESIS_TIMEOUT,
+                f"{self.name} took over {self.settings.synthesis_timeout_s} s",
+                "Send shorter text, or raise TTS_SYNTHESIS_TIMEOUT_S.",
+                backend=self.name,
+            ),
+        )
+        # the engine call cannot be interrupted and the worker is serial: until it returns this
+        # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
+        # queued is answered now rather than left waiting behind it
+        self._stuck = True
+        self._refuse_queued(self.not_ready_error())
         try:
-            audio = engine.result()
-            if not isinstance(audio, Audio):
-                raise TypeError(f"{self.name} returned {type(audio).__name__}, not Audio")
-        except Exception as exc:  # the reply names it; the actor goes on serving
-            _settle(job.future, self._synthesis_error(exc))
-            return
-        if not audio.pcm:
-            _settle(
-                job.future,
-                TtsError(
-                    ErrorCode.INVALID_REQUEST,
-                    f"the text has nothing {self.name} can speak (no audio came out)",
-                    "Send words, not only punctuation or symbols.",
-                    backend=self.name,
-                ),
-            )
-        elif not job.future.done():
-            job.future.set_result(audio)
+            await asyncio.wait({engine})
+        finally:
+            self._stuck = False
+        if not engine.cancelled():
+            engine.exception()  # seen: an abandoned call's outcome is of no use to anyone
+        self.log.info("abandoned_synthesis_returned")
 
     def _refuse_queued(self, error: TtsError) -> None:
         """Answer every job still in the inbox with ``error``."""
@@ -716,7 +725,16 @@ class BackendActor:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
 
-def _settle(future: asyncio.Future[Audio], error: TtsError) -> None:
+async def _first_of(waiting: Any, future: asyncio.Future[Any], bound_s: float) -> None:
+    """Wait for ``waiting``, or until ``future`` settles, or ``bound_s``, whichever comes first."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        await asyncio.wait({task, future}, timeout=bound_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+
+
+def _settle(future: asyncio.Future[Any], error: TtsError) -> None:
     """Fail ``future`` unless it is settled already (a caller that gave up, a shutdown)."""
     if not future.done():
         future.set_exception(error)

@@ -169,35 +169,74 @@ def cmd_http(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
+    to_stdout = args.output == "-"
+    fmt = args.format or (None if to_stdout else AudioFormat.from_extension(args.output)) or AudioFormat.WAV
     request = SynthesisRequest(
         text=args.text,
         language=args.language,
         voice=args.voice,
         backend=args.backend,
-        format=AudioFormat(args.format),
+        format=AudioFormat(fmt),
         wait_ms=args.wait_ms,
         options=SynthesisOptions(speed=args.speed),
+        sample_rate=args.sample_rate,
+        bitrate=args.bitrate,
+        stream=args.stream,
     )
 
     output = Path(args.output)
-    if not output.parent.is_dir():
+    if not to_stdout and not output.parent.is_dir():
         print(f"error: no directory {output.parent}\nfix: create it, or pass another -o", file=sys.stderr)
         return 2
 
     async def run(client: Any) -> int:
+        if args.stream:
+            return await _say_streamed(client, request, output, to_stdout, args)
         reply = await client.synthesize(request, timeout_s=args.timeout)
         try:
-            await asyncio.to_thread(output.write_bytes, reply.audio)
+            if to_stdout:
+                sys.stdout.buffer.write(reply.audio)
+                sys.stdout.buffer.flush()
+            else:
+                await asyncio.to_thread(output.write_bytes, reply.audio)
         except OSError as exc:
             print(f"error: cannot write {output}: {exc}\nfix: pass a writable -o", file=sys.stderr)
             return 2
         print(
-            f"{args.output}: {len(reply.audio)} bytes, {reply.duration_ms} ms, backend={reply.backend}, "
-            f"voice={reply.headers.get('Tts-Voice')}, {reply.sample_rate} Hz, chunks={reply.chunks}"
+            f"{args.output}: {len(reply.audio)} bytes {request.format.value}, {reply.duration_ms} ms, "
+            f"backend={reply.backend}, voice={reply.headers.get('Tts-Voice')}, {reply.sample_rate} Hz, "
+            f"chunks={reply.chunks}, segments={len(reply.timings)}",
+            file=sys.stderr if to_stdout else sys.stdout,
         )
         return 0
 
     return asyncio.run(_with_client(settings, run))
+
+
+async def _say_streamed(client: Any, request: SynthesisRequest, output: Path, to_stdout: bool, args: Any) -> int:
+    """Write each chunk as it arrives (``-o -``: to stdout, for a player reading a pipe)."""
+    try:
+        sink = sys.stdout.buffer if to_stdout else output.open("wb")
+    except OSError as exc:
+        print(f"error: cannot write {output}: {exc}\nfix: pass a writable -o", file=sys.stderr)
+        return 2
+    written = 0
+    try:
+        async with client.stream(request, timeout_s=args.timeout) as chunks:
+            async for chunk in chunks:
+                sink.write(chunk.data)
+                sink.flush()
+                written += len(chunk.data)
+    finally:
+        if not to_stdout:
+            sink.close()
+    end = chunks.end_headers
+    print(
+        f"{args.output}: {written} bytes {request.format.value} streamed, {end.get('Tts-Duration-Ms')} ms, "
+        f"first audio after {end.get('Tts-First-Audio-Ms')} ms, segments={end.get('Tts-Segment-Count')}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -291,11 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_http)
     p = sub.add_parser("say", help="synthesize text through a running service")
     p.add_argument("text")
-    p.add_argument("-o", "--output", default="out.wav")
+    p.add_argument("-o", "--output", default="out.wav", help="file (its extension picks the format), or - for stdout")
     p.add_argument("-l", "--language", default="en")
     p.add_argument("--voice")
     p.add_argument("--backend")
-    p.add_argument("--format", default="wav", choices=[f.value for f in AudioFormat])
+    p.add_argument("--format", choices=[f.value for f in AudioFormat], help="default: from -o's extension, else wav")
+    p.add_argument("--sample-rate", type=int, help="resample to this rate (Hz)")
+    p.add_argument("--bitrate", type=int, help="bit/s for opus, mp3, aac")
+    p.add_argument("--stream", action="store_true", help="write audio as each segment arrives")
     p.add_argument(
         "--wait-ms",
         type=int,

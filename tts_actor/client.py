@@ -1,14 +1,17 @@
 """A small asyncio client for the service: what the translator (and the CLI) use.
 
-Synthesis replies may come as several chunks on one reply subject; the client
-subscribes to its own inbox, sends the request there and reassembles them.
+Synthesis replies may come as several messages on one reply subject; the client
+subscribes to its own inbox, sends the request there and reads them by kind
+(:func:`tts_actor.streaming.classify`): audio, error, end, or a status message it skips.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +24,7 @@ from statemachine import StateEvent
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.logs import get_logger
 from tts_actor.messages import Header, SynthesisRequest
+from tts_actor.streaming import ReplyKind, StreamChunk, chunk_from, classify, parse_timings
 from tts_actor.telemetry import inject_headers
 
 log = get_logger(__name__)
@@ -47,6 +51,19 @@ class SynthesisReply:
     @property
     def duration_ms(self) -> int:
         return int(self.headers[Header.DURATION_MS.value])
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get(Header.CONTENT_TYPE.value, "")
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.get(Header.REQUEST_ID.value, "")
+
+    @property
+    def timings(self) -> list[dict[str, int]]:
+        """``[{index, text_start, text_end, start_ms, end_ms}]``: where each segment is spoken."""
+        return parse_timings(self.headers)
 
 
 def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
@@ -77,28 +94,20 @@ class TtsClient:
         return ".".join((self.prefix, *parts))
 
     async def synthesize(self, request: SynthesisRequest, timeout_s: float | None = None) -> SynthesisReply:
-        """Send one request; returns the reassembled audio or raises :class:`TtsError`."""
+        """Send one request; returns the whole file (any format) or raises :class:`TtsError`."""
+        if request.stream:  # the same file, gathered from the stream
+            stream = self.stream(request, timeout_s)
+            parts = [chunk async for chunk in stream]
+            headers = {**stream.headers, **stream.end_headers}
+            return SynthesisReply(b"".join(c.data for c in parts), headers, len(parts))
         timeout = (timeout_s or self.timeout_s) + request.wait_ms / 1000
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        try:
-            payload = request.to_json()
-            try:
-                await self.nc.publish(self.subject("synthesize"), payload, reply=inbox, headers=inject_headers())
-            except MaxPayloadError:
-                raise TtsError(
-                    ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"request is {len(payload)} bytes; the NATS server carries at most {self.nc.max_payload}",
-                    "Send shorter text or reference audio, or raise max_payload in the server's config.",
-                ) from None
-            first = await self._next(sub, timeout)
-            raise_for_error(first.headers, first.data)
+        async with self._exchange(request) as (sub, _):
+            first = await self._next_audio(sub, timeout)
             headers = dict(first.headers or {})
             count = int(headers.get(Header.CHUNK_COUNT.value, "1"))
             parts = [first.data]
             for expected in range(1, count):
-                msg = await self._next(sub, timeout)
-                raise_for_error(msg.headers, msg.data)
+                msg = await self._next_audio(sub, timeout)
                 index = int((msg.headers or {}).get(Header.CHUNK_INDEX.value, "-1"))
                 if index != expected:
                     raise TtsError(
@@ -110,9 +119,58 @@ class TtsClient:
             if len(audio) != total:
                 raise TtsError(ErrorCode.INTERNAL, f"reassembled {len(audio)} bytes of {total}", "Retry the request.")
             return SynthesisReply(audio, headers, count)
+
+    def stream(self, request: SynthesisRequest, timeout_s: float | None = None) -> AudioStream:
+        """The reply as it is made: ``async for chunk in client.stream(req)`` yields :class:`StreamChunk`.
+
+        After the loop, ``.end_headers`` and ``.timings`` hold the end message's totals. To leave
+        early, use ``async with client.stream(req) as chunks:`` (or call ``aclose()``): that cancels
+        the request on ``tts.cancel``, so the backend stops at the next segment.
+        """
+        return AudioStream(self, dataclasses.replace(request, stream=True), timeout_s or self.timeout_s)
+
+    async def cancel(self, request_id: str) -> None:
+        """Stop a request now (on every instance; the one serving it acts)."""
+        await self.nc.publish(self.subject("cancel"), json.dumps({"request_id": request_id}).encode())
+        await self.nc.flush()
+
+    @contextlib.asynccontextmanager
+    async def _exchange(self, request: SynthesisRequest) -> AsyncIterator[tuple[Any, str]]:
+        """Subscribe to a fresh inbox, send the request there with an id of ours; unsubscribe after."""
+        inbox = self.nc.new_inbox()
+        request_id = uuid.uuid4().hex
+        sub = await self.nc.subscribe(inbox)
+        try:
+            payload = request.to_json()
+            try:
+                await self.nc.publish(
+                    self.subject("synthesize"),
+                    payload,
+                    reply=inbox,
+                    headers=inject_headers({Header.REQUEST_ID.value: request_id}),
+                )
+            except MaxPayloadError:
+                raise TtsError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"request is {len(payload)} bytes; the NATS server carries at most {self.nc.max_payload}",
+                    "Send shorter text or reference audio, or raise max_payload in the server's config.",
+                ) from None
+            yield sub, request_id
         finally:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
+
+    async def _next_audio(self, sub: Any, wait_s: float) -> Any:
+        """The next audio message; errors raise, status messages are skipped."""
+        while True:
+            msg = await self._next(sub, wait_s)
+            kind = classify(dict(msg.headers or {}), msg.data)
+            if kind is ReplyKind.ERROR:
+                raise_for_error(msg.headers, msg.data)
+            if kind is ReplyKind.AUDIO:
+                return msg
+            if kind is ReplyKind.END:
+                raise TtsError(ErrorCode.INTERNAL, "the reply ended before its audio", "Retry the request.")
 
     async def _next(self, sub: Any, wait_s: float) -> Any:
         try:
@@ -204,3 +262,78 @@ class TtsClient:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+class AudioStream:
+    """An async iterator over one streamed reply; see :meth:`TtsClient.stream`."""
+
+    def __init__(self, client: TtsClient, request: SynthesisRequest, timeout_s: float) -> None:
+        self._client = client
+        self._request = request
+        self._timeout_s = timeout_s
+        self._exchange: Any = None
+        self._sub: Any = None
+        self.request_id = ""
+        self.headers: dict[str, str] = {}  # the first audio message's: backend, voice, content type...
+        self.end_headers: dict[str, str] = {}  # the end message's: totals and timings
+        self.ended = False
+
+    @property
+    def timings(self) -> list[dict[str, int]]:
+        return parse_timings(self.end_headers)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get(Header.CONTENT_TYPE.value, "")
+
+    def __aiter__(self) -> AudioStream:
+        return self
+
+    async def __aenter__(self) -> AudioStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def __anext__(self) -> StreamChunk:
+        if self.ended:
+            raise StopAsyncIteration
+        if self._exchange is None:
+            self._exchange = self._client._exchange(self._request)
+            self._sub, self.request_id = await self._exchange.__aenter__()
+        wait = self._timeout_s + (self._request.wait_ms / 1000 if not self.headers else 0)
+        try:
+            while True:
+                msg = await self._client._next(self._sub, wait)
+                headers = dict(msg.headers or {})
+                kind = classify(headers, msg.data)
+                if kind is ReplyKind.STATUS:
+                    continue
+                if kind is ReplyKind.ERROR:  # the end message follows; nothing more to read
+                    self.ended = True
+                    raise_for_error(headers, msg.data)
+                if kind is ReplyKind.END:
+                    self.end_headers = headers
+                    self.ended = True
+                    await self._close()
+                    raise StopAsyncIteration
+                if not self.headers:
+                    self.headers = headers
+                return chunk_from(headers, msg.data)
+        except (TtsError, Exception) as exc:
+            if not isinstance(exc, StopAsyncIteration):
+                await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop: a stream not yet ended is cancelled on ``tts.cancel``."""
+        if self._exchange is not None and not self.ended:
+            self.ended = True
+            with contextlib.suppress(Exception):
+                await self._client.cancel(self.request_id)
+        await self._close()
+
+    async def _close(self) -> None:
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            await exchange.__aexit__(None, None, None)

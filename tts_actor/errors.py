@@ -23,6 +23,7 @@ class ErrorCode(enum.StrEnum):
     SYNTHESIS_FAILED = "synthesis_failed"
     SYNTHESIS_TIMEOUT = "synthesis_timeout"
     OUT_OF_MEMORY = "out_of_memory"
+    CANCELLED = "cancelled"
     INTERNAL = "internal"
 
 
@@ -42,6 +43,7 @@ SERVICE_STATUS: dict[ErrorCode, int] = {
     ErrorCode.SYNTHESIS_FAILED: 500,
     ErrorCode.SYNTHESIS_TIMEOUT: 504,
     ErrorCode.OUT_OF_MEMORY: 507,
+    ErrorCode.CANCELLED: 499,
     ErrorCode.INTERNAL: 500,
 }
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tts_actor import codecs
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 
@@ -26,12 +27,25 @@ _UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class AudioFormat(enum.StrEnum):
+    """Reply formats; what each takes (rates, bitrate) is in :data:`tts_actor.codecs.FORMATS`."""
+
     WAV = "wav"
-    PCM = "pcm"
+    PCM = "pcm"  # 16-bit little-endian mono; the rate is in the Content-Type
+    OPUS = "opus"  # Ogg Opus
+    MP3 = "mp3"
+    AAC = "aac"  # ADTS
+    FLAC = "flac"
 
     @property
     def content_type(self) -> str:
-        return "audio/wav" if self is AudioFormat.WAV else "audio/L16"
+        return codecs.FORMATS[self.value].content_type
+
+    @classmethod
+    def from_extension(cls, path: str) -> AudioFormat | None:
+        """``reply.opus`` -> opus; None for an extension that names no format."""
+        suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+        aliases = {"ogg": cls.OPUS, "oga": cls.OPUS, "raw": cls.PCM}
+        return aliases.get(suffix) or (cls(suffix) if suffix in cls._value2member_map_ else None)
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,10 @@ class SynthesisRequest:
     reference_audio: bytes | None = None
     reference_text: str | None = None  # what is said in reference_audio; engines that clone from a transcript use it
     reference_language: str | None = None  # the language spoken in reference_audio (ISO 639-1), when known
+    sample_rate: int | None = None  # resampled to this; the engine's (or the format's) own rate when None
+    bitrate: int | None = None  # bit/s, lossy formats only
+    stream: bool = False  # one message per segment as it is encoded, then an empty end message
+    deadline_ms: int | None = None  # the caller's remaining budget from receipt: work stops at the next segment
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"text": self.text, "language": self.language, "format": self.format.value}
@@ -75,6 +93,11 @@ class SynthesisRequest:
         for key in ("reference_text", "reference_language"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
+        for key in ("sample_rate", "bitrate", "deadline_ms"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
+        if self.stream:
+            body["stream"] = True
         return json.dumps(body).encode()
 
 
@@ -89,7 +112,12 @@ _FIELDS = {
     "reference_audio",
     "reference_text",
     "reference_language",
+    "sample_rate",
+    "bitrate",
+    "stream",
+    "deadline_ms",
 }
+MAX_DEADLINE_MS = 24 * 3600 * 1000
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "speed": (int, float),
     "exaggeration": (int, float),
@@ -198,6 +226,18 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
             f"format {_echo(fmt_raw)} is not offered",
             f"Use one of: {', '.join(f.value for f in AudioFormat)}.",
         ) from None
+    sample_rate, bitrate, deadline_ms = (
+        _optional_int(body, "sample_rate", 1, 10**6),
+        _optional_int(body, "bitrate", 1, 10**7),
+        _optional_int(body, "deadline_ms", 0, MAX_DEADLINE_MS),
+    )
+    problem = codecs.check_format(fmt.value, sample_rate, bitrate)
+    if problem:
+        offered = ", ".join(f"{name} ({'/'.join(map(str, info.rates))} Hz)" for name, info in codecs.FORMATS.items())
+        raise invalid(problem, f"Supported: {offered}; bitrate for opus, mp3 and aac only.")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise invalid(f"'stream' must be true or false, got {_echo(stream)}")
     wait_ms = body.get("wait_ms", 0)
     if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or wait_ms < 0:
         raise invalid(f"'wait_ms' must be a non-negative integer, got {_echo(wait_ms)}")
@@ -233,6 +273,10 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         reference_audio=reference_bytes,
         reference_text=reference_text,
         reference_language=reference_language.lower() if reference_language else None,
+        sample_rate=sample_rate,
+        bitrate=bitrate,
+        stream=stream,
+        deadline_ms=deadline_ms,
     )
 
 
@@ -255,6 +299,15 @@ def _reference_text(value: object, has_audio: bool) -> str | None:
     return value.strip()
 
 
+def _optional_int(body: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(f"'{key}' must be an integer from {low} to {high}, got {_echo(value)}")
+    return value
+
+
 class Header(enum.StrEnum):
     """Reply headers that carry the audio's metadata."""
 
@@ -268,6 +321,15 @@ class Header(enum.StrEnum):
     CHUNK_COUNT = "Tts-Chunk-Count"
     TOTAL_BYTES = "Tts-Total-Bytes"
     FALLBACK_FROM = "Tts-Fallback-From"
+    REQUEST_ID = "Tts-Request-Id"  # first message; on a request, the id the caller wants for tts.cancel
+    SEGMENT_INDEX = "Tts-Segment-Index"
+    SEGMENT_START_MS = "Tts-Segment-Start-Ms"
+    SEGMENT_END_MS = "Tts-Segment-End-Ms"
+    SEGMENT_COUNT = "Tts-Segment-Count"
+    TIMINGS = "Tts-Timings"  # JSON [{index, text_start, text_end, start_ms, end_ms}]
+    STREAM_END = "Tts-Stream-End"  # on the empty-body message that ends a stream
+    FIRST_AUDIO_MS = "Tts-First-Audio-Ms"
+    STATUS = "Tts-Status"  # reserved: status messages (acks, heartbeats) that carry no audio
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

@@ -13,6 +13,12 @@ SYNTHESIS_SECONDS = Histogram(
     ["backend"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+FIRST_AUDIO_SECONDS = Histogram(
+    "tts_first_audio_seconds",
+    "From a request's arrival to its first audio message (queue wait included; streams send it after one segment)",
+    ["backend"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 AUDIO_SECONDS = Counter("tts_audio_seconds_total", "Seconds of audio produced", ["backend"])
 LOAD_SECONDS = Histogram(
     "tts_load_seconds", "Time to load a backend's model", ["backend"], buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)

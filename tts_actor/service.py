@@ -1,18 +1,18 @@
 """The NATS edge: a ``nats.micro`` service named ``tts`` and its endpoints.
 
 Endpoints answer from the current state at once. A synthesis that can run is
-handed to the backend's actor in a task of its own, so the endpoint is free for
-the next request while audio is being made. Audio larger than the server's max
-payload goes back as several messages on the same reply subject.
+cut into segments (:mod:`tts_actor.segmenter`) and handed to the backend's actor in a
+task of its own, so the endpoint is free for the next request while audio is being
+made; each segment's audio is encoded and sent by :class:`tts_actor.streaming.ReplyWriter`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
+import uuid
 from typing import Any
 
 from nats.aio.client import Client
@@ -20,33 +20,28 @@ from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tts_actor import __version__, metrics
 from tts_actor.actor import BackendActor
-from tts_actor.audio import Audio
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet import fleet_status, read_fleet
+from tts_actor.jobs import JobControl, SynthesisJob
 from tts_actor.logs import get_logger
-from tts_actor.messages import AudioFormat, Header, SynthesisRequest, parse_synthesis_request
+from tts_actor.messages import NAME_RE, Header, SynthesisRequest, parse_synthesis_request
 from tts_actor.profiles import ProfileStore, parse_create_request, parse_profile_id
 from tts_actor.registry import Registry, Route
+from tts_actor.segmenter import segment_text
 from tts_actor.service_stats import endpoint_data
+from tts_actor.streaming import ReplyWriter, SegmentAudio, as_they_come, error_body, error_headers
 from tts_actor.telemetry import extract_context, tracer
 
 log = get_logger(__name__)
-HEADER_ROOM = 8 * 1024  # bytes kept free in each reply for headers
+HEADER_ROOM = 8 * 1024  # bytes kept free in an error reply for headers
 FLEET_READ_TIMEOUT_S = 2.0
-
-
-def error_headers(error: TtsError) -> dict[str, str]:
-    return {
-        Header.SERVICE_ERROR_CODE.value: str(error.service_status),
-        Header.SERVICE_ERROR.value: error.message[:512].replace("\r", " ").replace("\n", " "),
-        Header.ERROR_CODE.value: error.code.value,
-        Header.CONTENT_TYPE.value: "application/json",
-    }
+__all__ = ["HEADER_ROOM", "TtsService", "error_headers"]
 
 
 class TtsService:
@@ -61,6 +56,7 @@ class TtsService:
         self._inflight: set[asyncio.Task[None]] = set()
         self._control_tasks: set[asyncio.Task[None]] = set()
         self.profiles = ProfileStore(nc, settings)
+        self._jobs: dict[str, SynthesisJob] = {}  # by request id, for tts.cancel
 
     async def start(self) -> None:
         s = self.settings
@@ -93,6 +89,8 @@ class TtsService:
             )
         # control goes to every instance (no queue group): each one retries its own backend
         self._control_subs.append(await self.nc.subscribe(s.subject("control", "*", "*"), cb=self._on_control))
+        # cancel reaches every instance too: the one serving the request acts
+        self._control_subs.append(await self.nc.subscribe(s.subject("cancel"), cb=self._on_cancel))
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
 
@@ -208,6 +206,24 @@ class TtsService:
         if msg.reply:
             await self.nc.publish(msg.reply, json.dumps(result).encode())
 
+    async def _on_cancel(self, msg: Msg) -> None:
+        """``{"request_id": ...}``: stop that request now; its engine stops at the next segment."""
+        try:
+            request_id = json.loads(msg.data).get("request_id")
+        except (ValueError, AttributeError):
+            request_id = None
+        job = self._jobs.get(request_id) if isinstance(request_id, str) else None
+        if job is None:
+            return  # another instance's request, or already done: only the one serving it answers
+        job.control.cancelled = True
+        stop = job.control.stop_error()
+        if stop is not None and not job.future.done():
+            job.future.set_exception(stop)
+        log.info("synthesis_cancelled", request_id=request_id)
+        if msg.reply:
+            body = {"ok": True, "request_id": request_id, "instance": self.settings.instance}
+            await self.nc.publish(msg.reply, json.dumps(body).encode())
+
     async def _reply_control_error(self, msg: Msg, error: TtsError) -> None:
         if msg.reply:
             await self.nc.publish(msg.reply, json.dumps(error.to_dict()).encode(), headers=error_headers(error))
@@ -220,6 +236,7 @@ class TtsService:
             metrics.REQUESTS.labels("-", "no_reply_subject").inc()
             log.warning("synthesize_dropped", why="no reply subject", fix="send it as a request (nats req)")
             return
+        request: SynthesisRequest | None = None
         try:
             request = parse_synthesis_request(req.data, self.settings)
             route = self.registry.route(request)
@@ -242,11 +259,18 @@ class TtsService:
                 state=error.state,
                 ms=round((time.perf_counter() - started) * 1000, 3),
             )
-            await self._respond_error(req, error)
+            await self._respond_error(req, error, stream=request is not None and request.stream)
             return
         task = asyncio.create_task(self._serve(req, request, route, started))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    def _request_id(self, req: Request) -> str:
+        """The caller's ``Tts-Request-Id`` when it is a usable, unused name, else a fresh one."""
+        wanted = (req.headers or {}).get(Header.REQUEST_ID.value, "")
+        if NAME_RE.match(wanted) and wanted not in self._jobs:
+            return wanted
+        return uuid.uuid4().hex
 
     async def _serve(self, req: Request, request: SynthesisRequest, route: Route, started: float) -> None:
         metrics.INFLIGHT.inc()
@@ -256,28 +280,62 @@ class TtsService:
             "tts.voice": route.voice.id,
             "tts.language": request.language,
             "tts.text_chars": len(request.text),
+            "tts.format": request.format.value,
+            "tts.stream": request.stream,
         }
+        control = JobControl(self._request_id(req), deadline_ms=request.deadline_ms)
+        if request.deadline_ms is not None:
+            control.deadline = time.monotonic() - (time.perf_counter() - started) + request.deadline_ms / 1000
+        job: SynthesisJob | None = None
+        writer: ReplyWriter | None = None
         with tracer().start_as_current_span(
             "tts.synthesize", context=ctx, kind=SpanKind.SERVER, attributes=attributes
         ) as span:
+            span.set_attribute("tts.request_id", control.request_id)
             try:
                 if not route.actor.ready:
                     await self._wait_ready(route.actor, request.wait_ms / 1000)
                     route = self.registry.route(request)
                     if not route.actor.ready:
                         raise self.registry.no_backend_ready(request, route.actor)
+                spec = route.actor.adapter.spec
+                segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language)
+                span.set_attribute("tts.segments", len(segments))
+                writer = self._writer(req, request, route, control, len(segments), started)
+                queue: asyncio.Queue[SegmentAudio] = asyncio.Queue()
                 synth_started = time.perf_counter()
-                audio = await self._submit_within_wait(request, route, started)
+                while True:  # a job that an unload overtook in the queue waits out the rest of its wait_ms
+                    job = SynthesisJob(
+                        request,
+                        route.voice,
+                        segments,
+                        lambda segment, audio: queue.put_nowait(SegmentAudio(segment, audio)),
+                        control,
+                        asyncio.get_running_loop().create_future(),
+                        otel_context.get_current(),
+                        first_audio_out=asyncio.Event() if request.stream else None,
+                    )
+                    self._jobs[control.request_id] = job
+                    try:
+                        route.actor.submit(job)
+                        async for item in as_they_come(queue, job.future):
+                            await writer.add(item.segment, item.audio)
+                            if job.first_audio_out is not None:
+                                job.first_audio_out.set()
+                        break
+                    except TtsError as error:
+                        if not await self._may_wait_again(error, request, route, writer, started):
+                            raise
                 synth_seconds = time.perf_counter() - synth_started
-                span.set_attribute("tts.audio_seconds", audio.duration_s)
-                await self._respond_audio(req, request, route, audio)
+                await writer.finish()
+                span.set_attribute("tts.audio_seconds", writer.audio_seconds)
             except TtsError as error:
                 span.set_status(Status(StatusCode.ERROR, error.message))
                 metrics.REQUESTS.labels(error.backend or route.actor.name, error.code.value).inc()
-                await self._respond_error(req, error)
+                await self._fail(req, request.stream, writer, error)
                 return
             except asyncio.CancelledError:  # shutdown: still answer, then stop
-                await self._respond_error(req, route.actor.shutting_down_error())
+                await self._fail(req, request.stream, writer, route.actor.shutting_down_error())
                 raise
             except Exception as exc:  # never leave a caller without an answer
                 log.exception("synthesize_crashed")
@@ -285,37 +343,80 @@ class TtsService:
                 error = TtsError(
                     ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}", "Report this with the service log."
                 )
-                await self._respond_error(req, error)
+                await self._fail(req, request.stream, writer, error)
                 return
             finally:
                 metrics.INFLIGHT.dec()
+                self._jobs.pop(control.request_id, None)
+                if job is not None and not job.future.done():  # nobody waits for the rest: free the backend
+                    job.control.cancelled = True
+                    job.future.cancel()
         metrics.REQUESTS.labels(route.actor.name, "ok").inc()
         metrics.SYNTHESIS_SECONDS.labels(route.actor.name).observe(synth_seconds)
-        metrics.AUDIO_SECONDS.labels(route.actor.name).inc(audio.duration_s)
+        metrics.AUDIO_SECONDS.labels(route.actor.name).inc(writer.audio_seconds)
         log.info(
             "synthesized",
             backend=route.actor.name,
             voice=route.voice.id,
             chars=len(request.text),
-            audio_s=round(audio.duration_s, 3),
+            segments=len(segments),
+            format=request.format.value,
+            stream=request.stream,
+            audio_s=round(writer.audio_seconds, 3),
             synth_s=round(synth_seconds, 3),
+            first_audio_s=round(writer.first_audio_s or 0.0, 3),
             total_s=round(time.perf_counter() - started, 3),
             fallback_from=route.fallback_from,
         )
 
-    async def _submit_within_wait(self, request: SynthesisRequest, route: Route, started: float) -> Audio:
-        """Synthesize; a job that an unload (or a failure) overtook in the queue waits out the rest of its wait_ms."""
+    async def _may_wait_again(
+        self, error: TtsError, request: SynthesisRequest, route: Route, writer: ReplyWriter, started: float
+    ) -> bool:
+        """Overtaken by an unload before any audio left: wait (on events) for the reload within ``wait_ms``."""
         actor = route.actor
-        while True:
-            try:
-                return await actor.submit(request, route.voice)
-            except TtsError as error:
-                remaining = request.wait_ms / 1000 - (time.perf_counter() - started)
-                if error.code is not ErrorCode.BACKEND_NOT_READY or actor.stopping or remaining <= 0:
-                    raise
-                await self._wait_ready(actor, remaining)
-                if not actor.ready:
-                    raise self.registry.no_backend_ready(request, actor) from None
+        remaining = request.wait_ms / 1000 - (time.perf_counter() - started)
+        if error.code is not ErrorCode.BACKEND_NOT_READY or actor.stopping or remaining <= 0 or writer.messages:
+            return False
+        await self._wait_ready(actor, remaining)
+        if not actor.ready:
+            raise self.registry.no_backend_ready(request, actor) from None
+        return True
+
+    def _writer(
+        self, req: Request, request: SynthesisRequest, route: Route, control: JobControl, segments: int, started: float
+    ) -> ReplyWriter:
+        headers = {
+            Header.BACKEND.value: route.actor.name,
+            Header.VOICE.value: route.voice.id,
+            Header.LANGUAGE.value: request.language,
+            Header.REQUEST_ID.value: control.request_id,
+        }
+        if route.fallback_from:
+            headers[Header.FALLBACK_FROM.value] = route.fallback_from
+
+        async def publish(data: bytes, message_headers: dict[str, str]) -> None:
+            await req.respond(data, headers=message_headers)
+
+        return ReplyWriter(
+            publish,
+            request,
+            headers,
+            self.nc.max_payload,
+            self.settings.segment_silence_ms,
+            segments,
+            started,
+            route.actor.name,
+        )
+
+    async def _fail(self, req: Request, stream: bool, writer: ReplyWriter | None, error: TtsError) -> None:
+        """The error reply; a stream gets it, then its end message."""
+        if writer is None:
+            await self._respond_error(req, error, stream=stream)
+            return
+        try:
+            await writer.fail(error)
+        except Exception as exc:  # no reply subject, or the connection went away
+            log.warning("reply_failed", error=repr(exc))
 
     @staticmethod
     async def _wait_ready(actor: BackendActor, bound_s: float) -> None:
@@ -328,34 +429,13 @@ class TtsService:
                 return  # failed, or missing with nothing under way: waiting would change nothing
             await actor.wait_settled(remaining)
 
-    async def _respond_error(self, req: Request, error: TtsError) -> None:
-        body = json.dumps(error.to_dict()).encode()
-        if len(body) > self.nc.max_payload - HEADER_ROOM:  # never let an error outgrow the reply
-            error = dataclasses.replace(error, message=error.message[:500], detail=None)
-            body = json.dumps(error.to_dict()).encode()
+    async def _respond_error(self, req: Request, error: TtsError, stream: bool = False) -> None:
+        """The structured error; a stream request then gets its (empty) end message too."""
+        body, headers = error_body(error, self.nc.max_payload - HEADER_ROOM)
         try:
-            await req.respond(body, headers=error_headers(error))
+            await req.respond(body, headers=headers)
+            if stream:
+                end = {Header.STREAM_END.value: "1", Header.TOTAL_BYTES.value: "0", Header.CHUNK_COUNT.value: "0"}
+                await req.respond(b"", headers=end)
         except Exception as exc:  # no reply subject, or the connection went away
             log.warning("reply_failed", error=repr(exc))
-
-    async def _respond_audio(self, req: Request, request: SynthesisRequest, route: Route, audio: Audio) -> None:
-        body = audio.to_wav() if request.format is AudioFormat.WAV else audio.pcm
-        headers = {
-            Header.CONTENT_TYPE.value: request.format.content_type
-            + ("" if request.format is AudioFormat.WAV else f";rate={audio.sample_rate};channels=1"),
-            Header.BACKEND.value: route.actor.name,
-            Header.VOICE.value: route.voice.id,
-            Header.LANGUAGE.value: request.language,
-            Header.SAMPLE_RATE.value: str(audio.sample_rate),
-            Header.DURATION_MS.value: str(round(audio.duration_s * 1000)),
-            Header.TOTAL_BYTES.value: str(len(body)),
-        }
-        if route.fallback_from:
-            headers[Header.FALLBACK_FROM.value] = route.fallback_from
-        chunk = max(1024, self.nc.max_payload - HEADER_ROOM)
-        count = max(1, -(-len(body) // chunk))
-        headers[Header.CHUNK_COUNT.value] = str(count)
-        for index in range(count):
-            part_headers = headers if index == 0 else {Header.CHUNK_COUNT.value: str(count)}
-            part_headers = {**part_headers, Header.CHUNK_INDEX.value: str(index)}
-            await req.respond(body[index * chunk : (index + 1) * chunk], headers=part_headers)

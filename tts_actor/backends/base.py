@@ -76,6 +76,11 @@ class BackendSpec:
     supports_cloning: bool = False
     extra_fix: str = ""
     license: License | None = None
+    # the longest text one engine call takes (segmenter.text_cost: CJK and foreign scripts weigh more);
+    # longer texts are cut into sentences, then at commas, then between words
+    max_segment_chars: int = 400
+    # engines that fail on tiny inputs: shorter segments are joined to a neighbour, or padded with a pause
+    min_segment_chars: int = 0
 
     @property
     def install_fix(self) -> str:

@@ -89,6 +89,9 @@ SPEC = BackendSpec(
     supports_cloning=True,
     extra_fix="chatterbox-tts pins torch 2.6, transformers 5.2 and numpy<2: give it its own virtualenv",
     license=License("mit", "MIT License", "https://github.com/resemble-ai/chatterbox/blob/master/LICENSE"),
+    # its output stops at ~40 s (1000 speech tokens); it fails on texts under ~10 characters
+    max_segment_chars=300,
+    min_segment_chars=10,
 )
 
 

@@ -83,6 +83,8 @@ SPEC = BackendSpec(
         "https://huggingface.co/bosonai/higgs-audio-v2-generation-3B-base/blob/main/LICENSE",
         True,
     ),
+    # a few sentences per call keep generation well under its token budget
+    max_segment_chars=400,
 )
 
 

@@ -68,6 +68,8 @@ SPEC = BackendSpec(
     license=License(
         "cc-by-nc-4.0", "CC BY-NC 4.0 (non-commercial)", "https://creativecommons.org/licenses/by-nc/4.0/", True
     ),
+    # VITS like Piper: the same memory growth with input length
+    max_segment_chars=400,
 )
 
 

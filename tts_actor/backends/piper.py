@@ -42,6 +42,8 @@ SPEC = BackendSpec(
     device=Device.CPU,
     approx_memory_mb=150,
     description="Piper VITS voices on ONNX Runtime; offline, CPU, fast.",
+    # Piper's memory grows with the length of one call (~0.85 MB a character unpunctuated): flat at this size
+    max_segment_chars=200,
 )
 
 

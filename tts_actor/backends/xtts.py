@@ -75,6 +75,8 @@ SPEC = BackendSpec(
     description="Coqui XTTS v2: multilingual TTS with voice cloning.",
     supports_cloning=True,
     license=License("cpml", "Coqui Public Model License 1.0.0 (non-commercial)", "https://coqui.ai/cpml", True),
+    # XTTS v2 warns past 250 characters (English) and asserts past 400 tokens
+    max_segment_chars=240,
 )
 
 
