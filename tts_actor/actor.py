@@ -71,6 +71,7 @@ class BackendActor:
         self._inbox: asyncio.Queue[SynthesisJob] = asyncio.Queue(maxsize=settings.backend_queue_depth)
         self._executor = DaemonWorker(f"tts-{adapter.name}")
         self._waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[Callable[[], None]] = []  # told of each change that may alter ``ready``
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bringing_up = False
         self._last_used = time.monotonic()
@@ -471,7 +472,13 @@ class BackendActor:
         self._on_event(event)
         self._wake()
 
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the loop) after each change that may alter :attr:`ready`."""
+        self._listeners.append(listener)
+
     def _wake(self) -> None:
+        for listener in self._listeners:
+            listener()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -529,6 +536,7 @@ class BackendActor:
             self.log.warning("unload_refused_while_stuck", reason=reason.value)
             return False
         self._unloading = True
+        self._wake()  # not ready from now on: routing stops sending requests here
         return True
 
     async def _unload_accepted(self, reason: Reason) -> bool:
@@ -673,6 +681,7 @@ class BackendActor:
         # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
         # queued is answered now rather than left waiting behind it
         self._stuck = True
+        self._wake()
         self._refuse_queued(self.not_ready_error())
         try:
             await asyncio.wait({engine})
