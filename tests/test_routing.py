@@ -80,6 +80,7 @@ async def _no_responders(nc: Client, subject: str) -> bool:
     try:
         await nc.request(subject, b"{}", timeout=5)
     except Exception as exc:
+        assert type(exc).__name__ in ("NoRespondersError", "TimeoutError"), repr(exc)
         return type(exc).__name__ == "NoRespondersError"
     return False
 
@@ -176,3 +177,18 @@ async def test_a_forwarded_request_is_never_forwarded_again(
         )
         assert decision.actor.name == "piper"  # type: ignore[union-attr]  # a local route, not a Forward
         assert not decision.actor.ready  # type: ignore[union-attr]  # answered here with b's own state
+
+
+async def test_a_request_delivered_while_the_subject_drains_is_declined_not_lost(
+    settings: Settings, tmp_path: Path, nc: Client, client: TtsClient
+) -> None:
+    async with piper_on_a_only(settings, tmp_path) as (a, _):
+        routing = a.service.routing  # type: ignore[union-attr]
+        actor = a.registry.actors["piper"]  # type: ignore[union-attr]
+        async with routing._locks["piper"]:  # holds the drain back: piper leaves loaded, the subject stays
+            actor._fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
+            direct = await nc.request(SUBJECT, json.dumps({"text": "Too late."}).encode(), timeout=5)
+            assert direct.headers == {Header.STATUS.value: "declined"}
+            with pytest.raises(TtsError) as caught:  # whichever instance takes it: an answer, at once
+                await client.synthesize(SynthesisRequest(text="Nobody has it.", backend="piper"), timeout_s=10)
+            assert caught.value.code is ErrorCode.BACKEND_FAILED

@@ -48,6 +48,8 @@ FORWARDED_BACKEND = "Tts-Forwarded-Backend"  # the backend it was forwarded for
 RELAY_SLACK_S = 10.0  # beyond the serving instance's own bounds, before a silent hop is given up
 AFTER_ERROR_S = 2.0  # a stream's end message is expected this soon after its error
 WATCH_RETRY_S = 2.0  # the fleet watch reopens the KV after this long when it could not be read
+DECLINED = "declined"  # ``Tts-Status`` of the answer from an instance whose backend left ``loaded`` meanwhile
+FORWARD_ATTEMPTS = 2  # a declined hop is tried once more (another instance may have it); still one hop
 
 
 @dataclass(frozen=True)
@@ -195,12 +197,20 @@ class InterestRouter:
                     log.info("backend_subject_subscribed", backend=name, subject=self.subject(name))
                 elif not want and sub is not None:
                     del self._subs[name]
-                    await sub.drain()  # the server stops sending; what it sent already is still answered
+                    try:  # the server stops sending; what it sent already is still answered (or declined)
+                        await asyncio.wait_for(sub.drain(), 5.0)
+                    except Exception as exc:  # the drain's round trip failed: drop it all the same
+                        log.warning("backend_subject_drain_failed", backend=name, error=repr(exc))
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
                     log.info("backend_subject_dropped", backend=name, state=self.registry.actors[name].state.value)
             except Exception as exc:  # a broken connection: the reconnect restores subscriptions that remain
                 log.warning("backend_subject_sync_failed", backend=name, error=repr(exc))
 
     async def _on_backend_request(self, backend: str, msg: Msg) -> None:
+        if not self.registry.actors[backend].ready and msg.reply:  # delivered while the drain runs: send it back
+            await self.nc.publish(msg.reply, b"", headers={Header.STATUS.value: DECLINED})
+            return
         headers = dict(msg.headers or {})
         headers[FORWARDED_BACKEND] = backend  # the subject says which backend, whatever the headers claim
         headers.setdefault(FORWARDED_BY, "?")
@@ -281,14 +291,19 @@ class InterestRouter:
             headers[FORWARDED_BACKEND] = forward.backend
             if forward.fallback_from:
                 headers[Header.FALLBACK_FROM.value] = forward.fallback_from
-            inbox = self.nc.new_inbox()
-            sub = await self.nc.subscribe(inbox)
-            try:
-                await self.nc.publish(self.subject(forward.backend), req.data, reply=inbox, headers=headers)
-                answered = await self._relay(sub, reply, request)
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            answered: bool | None = None
+            for _ in range(FORWARD_ATTEMPTS):
+                inbox = self.nc.new_inbox()
+                sub = await self.nc.subscribe(inbox)
+                try:
+                    await self.nc.publish(self.subject(forward.backend), req.data, reply=inbox, headers=headers)
+                    answered = await self._relay(sub, reply, request)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                if answered is not None:
+                    break
+            answered = bool(answered)
             span.set_attribute("tts.forward.answered", answered)
         self.forwarded += answered
         log.info("synthesize_forwarded", backend=forward.backend, answered=answered, stream=request.stream)
@@ -300,8 +315,8 @@ class InterestRouter:
             return request.deadline_ms / 1000 + RELAY_SLACK_S
         return request.wait_ms / 1000 + self.settings.synthesis_timeout_s + RELAY_SLACK_S
 
-    async def _relay(self, sub: Subscription, reply: str, request: SynthesisRequest) -> bool:
-        """Every message to ``reply`` until the reply is complete; False on "no responders" first."""
+    async def _relay(self, sub: Subscription, reply: str, request: SynthesisRequest) -> bool | None:
+        """Every message to ``reply`` until the reply is complete; False on "no responders", None when declined."""
         bound = self._silence_bound_s(request)
         first = True
         while True:
@@ -313,6 +328,8 @@ class InterestRouter:
             headers = dict(msg.headers or {})
             if first and headers.get("Status") == "503":
                 return False
+            if first and headers.get(Header.STATUS.value) == DECLINED:
+                return None
             first = False
             await self.nc.publish(reply, msg.data, headers=headers or None)
             kind = classify(headers, msg.data)
