@@ -217,6 +217,7 @@ async def bench(url: str, cache: Path) -> list[Row]:
         rows.extend(await first_audio_rows(client))
         rows.extend(await asyncio.to_thread(codec_rows))
         rows.extend(await concurrency_rows(client, nc, not_ready))
+        rows.append(await throughput_row(client))
     finally:
         await nc.close()
         await app.stop()
@@ -332,6 +333,50 @@ async def concurrency_rows(client: TtsClient, nc: object, not_ready: bytes) -> l
             f"n=500, Piper still busy at the end: {still_running}; compare with (b)",
         ),
     ]
+
+
+THROUGHPUT_SENTENCES = [
+    "The weather today is mild, with a light breeze from the west.",
+    "Our train leaves the station at half past nine in the morning.",
+    "Please remember to bring your ticket and a valid form of identification.",
+    "The museum opens its new exhibition on modern painting next week.",
+    "Fresh bread is baked every morning in the little shop on the corner.",
+    "A translator turns every message into speech for the people listening.",
+]
+
+
+async def throughput_row(client: TtsClient) -> Row:
+    """(k) audio seconds made per wall second: 8 callers through the service against Piper in a loop, same text."""
+    voice = await asyncio.to_thread(load_direct_piper)
+    texts = THROUGHPUT_SENTENCES * (CONCURRENT_CALLERS * CALLS_EACH // len(THROUGHPUT_SENTENCES))
+
+    def direct_loop() -> float:
+        started = time.perf_counter()
+        audio = sum(direct_piper_once(voice, text)[1] for text in texts)
+        return audio / (time.perf_counter() - started)
+
+    async def served() -> float:
+        mine = [texts[i::CONCURRENT_CALLERS] for i in range(CONCURRENT_CALLERS)]
+
+        async def caller(share: list[str]) -> float:
+            return sum([(await service_once(client, text))[1] for text in share])
+
+        started = time.perf_counter()
+        audio = sum(await asyncio.gather(*(caller(share) for share in mine)))
+        return audio / (time.perf_counter() - started)
+
+    await asyncio.to_thread(direct_piper_once, voice, texts[0])  # warm-up, both sides
+    await service_once(client, texts[0])
+    direct_rates, served_rates = [], []
+    for _ in range(2):  # alternated, so that drift on a busy host hits both alike
+        direct_rates.append(await asyncio.to_thread(direct_loop))
+        served_rates.append(await served())
+    direct_rate, served_rate = statistics.mean(direct_rates), statistics.mean(served_rates)
+    return Row(
+        f"(k) throughput, {CONCURRENT_CALLERS} callers vs direct Piper loop",
+        note=f"{served_rate:.2f} vs {direct_rate:.2f} audio s per s: ratio {served_rate / direct_rate:.3f} "
+        f"(aim >= 0.95); {len(texts)} sentences a run, 2 runs each, TTS_PIPER_WORKERS=1",
+    )
 
 
 def render(rows: list[Row]) -> str:

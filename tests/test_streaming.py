@@ -233,7 +233,7 @@ async def test_cancel_ends_the_stream_at_once_and_the_engine_stops_at_the_next_s
         end = await sub.next_msg(timeout=10)
         assert end.data == b"" and end.headers["Tts-Stream-End"] == "1"
         engine.hold.set()
-        await eventually(lambda: not actor._busy)
+        await eventually(lambda: not actor.busy)
         assert len(engine.received) == 2  # no segment after the cancel reached the engine
         # the client's side: leaving a stream early cancels it the same way
         engine.received.clear()
@@ -243,7 +243,7 @@ async def test_cancel_ends_the_stream_at_once_and_the_engine_stops_at_the_next_s
             async for _ in chunks:
                 break
         engine.hold.set()  # the cancel may have come before or during the second engine call, not after
-        await eventually(lambda: not actor._busy)
+        await eventually(lambda: not actor.busy)
         assert len(engine.received) in (1, 2)
         assert (await client.synthesize(SynthesisRequest(text="Free again.", backend="gated"))).audio
 
@@ -261,7 +261,7 @@ async def test_a_deadline_stops_work_at_the_next_segment(settings: Settings, cli
         with pytest.raises(TtsError) as info:
             await reply
         assert info.value.code is ErrorCode.SYNTHESIS_TIMEOUT and "deadline_ms=200" in info.value.message
-        await eventually(lambda: not actor._busy)
+        await eventually(lambda: not actor.busy)
         assert len(engine.received) == 1
 
 

@@ -69,8 +69,11 @@ class BackendActor:
         self.lifecycle = BackendLifecycle(adapter.name, settings.instance)
         self.lifecycle.subscribe(self._handle_event)
         self._inbox: asyncio.Queue[SynthesisJob] = asyncio.Queue(maxsize=settings.backend_queue_depth)
-        self._executor = DaemonWorker(f"tts-{adapter.name}")
+        # engines that allow it run several sessions, each on its own thread, taking jobs from the one inbox
+        self.workers = settings.workers_for(adapter.name) if adapter.spec.parallel_sessions else 1
+        self._executor = DaemonWorker(f"tts-{adapter.name}", self.workers)
         self._waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[Callable[[], None]] = []  # told of each change that may alter ``ready``
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bringing_up = False
         self._last_used = time.monotonic()
@@ -78,7 +81,7 @@ class BackendActor:
         self._last_progress_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._unloading = False
-        self._busy = False  # a synthesis is running on the worker
+        self._running = 0  # syntheses running on the workers
         self._stuck = False  # the worker is still inside a synthesis that timed out
         self._retry_policy = RetryPolicy.from_settings(settings)
         self._retry_attempt = 0
@@ -137,6 +140,7 @@ class BackendActor:
             "since": lc.since,
             "seq": lc.last_event.seq,
             "queue": self._inbox.qsize(),
+            "workers": self.workers,
             "waiting": sum(not w.done() for w in self._waiters),
             "device": self.adapter.spec.device.value,
             "supports_cloning": self.adapter.spec.supports_cloning,
@@ -190,7 +194,8 @@ class BackendActor:
     async def start(self) -> None:
         """Start the inbox and bring the backend up in the background."""
         self._loop = asyncio.get_running_loop()
-        self._spawn(self._serve_inbox())
+        for _ in range(self.workers):
+            self._spawn(self._serve_inbox())
         self.bring_up()
 
     def bring_up(self) -> None:
@@ -471,7 +476,13 @@ class BackendActor:
         self._on_event(event)
         self._wake()
 
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the loop) after each change that may alter :attr:`ready`."""
+        self._listeners.append(listener)
+
     def _wake(self) -> None:
+        for listener in self._listeners:
+            listener()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -504,7 +515,7 @@ class BackendActor:
     @property
     def busy(self) -> bool:
         """A synthesis is running on the worker: an unload now happens after it."""
-        return self._busy
+        return self._running > 0
 
     def request_unload(self, reason: Reason = Reason.UNLOAD_REQUESTED) -> asyncio.Task[bool] | None:
         """Start an unload in the background; None when it is refused now (see :meth:`unload`).
@@ -529,6 +540,7 @@ class BackendActor:
             self.log.warning("unload_refused_while_stuck", reason=reason.value)
             return False
         self._unloading = True
+        self._wake()  # not ready from now on: routing stops sending requests here
         return True
 
     async def _unload_accepted(self, reason: Reason) -> bool:
@@ -565,7 +577,7 @@ class BackendActor:
         if self.state is not State.LOADED:
             return  # re-armed when it is loaded again
         idle_for = time.monotonic() - self._last_used
-        if idle_for < self.settings.idle_unload_s or self._busy or not self._inbox.empty():
+        if idle_for < self.settings.idle_unload_s or self.busy or not self._inbox.empty():
             self._arm_idle_timer()  # used since: wait out the rest (a finished job refreshes last use)
             return
         self.request_unload(Reason.IDLE_TIMEOUT)
@@ -604,7 +616,7 @@ class BackendActor:
             if not self.ready:  # unloaded or failed since it was queued
                 _settle(job.future, self.not_ready_error())
                 continue
-            self._busy = True
+            self._running += 1
             try:
                 await self._serve_job(job)
             except Exception as exc:  # a bug here must not stop the inbox: answer, log, go on
@@ -616,7 +628,7 @@ class BackendActor:
                     ),
                 )
             finally:
-                self._busy = False
+                self._running -= 1
                 self._last_used = time.monotonic()
 
     async def _serve_job(self, job: SynthesisJob) -> None:
@@ -673,6 +685,7 @@ class BackendActor:
         # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
         # queued is answered now rather than left waiting behind it
         self._stuck = True
+        self._wake()
         self._refuse_queued(self.not_ready_error())
         try:
             await asyncio.wait({engine})

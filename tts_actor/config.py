@@ -84,6 +84,8 @@ class Settings:
     language_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # per backend, from TTS_<BACKEND>_MODEL_DIR: model files already on disk, no download
     local_model_dirs: Mapping[str, Path] = field(default_factory=dict)
+    # per backend, from TTS_<BACKEND>_WORKERS: engine sessions run at once (for engines that allow it; default 1)
+    backend_workers: Mapping[str, int] = field(default_factory=dict)
     # the hub to download models from (TTS_HF_ENDPOINT, else HF_ENDPOINT); tests point it at a local fake
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
     # HF_TOKEN, for gated repositories; kept out of repr so it never reaches a log line
@@ -109,6 +111,9 @@ class Settings:
 
     def subject(self, *parts: str) -> str:
         return ".".join((self.subject_prefix, *parts))
+
+    def workers_for(self, backend: str) -> int:
+        return self.backend_workers.get(backend, 1)
 
     def priority_for(self, language: str) -> tuple[str, ...]:
         """Backends to try for ``language``, best first: the language's own list, then the rest in order."""
@@ -261,6 +266,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         for name in DEFAULT_BACKENDS
         if env.get(f"TTS_{name.upper()}_MODEL_DIR")
     }
+    backend_workers = {
+        name: int(_number(env, f"TTS_{name.upper()}_WORKERS", 1, int, 1, maximum=64))
+        for name in DEFAULT_BACKENDS
+        if env.get(f"TTS_{name.upper()}_WORKERS")
+    }
     nats_url = (env.get("NATS_URL") or "").strip() or None
     kwargs: dict[str, object] = dict(
         nats_url=check_nats_url(nats_url) if nats_url else None,
@@ -301,6 +311,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         repo_overrides=repo_overrides,
         language_overrides=language_overrides,
         local_model_dirs=local_model_dirs,
+        backend_workers=backend_workers,
         hf_endpoint=(env.get("TTS_HF_ENDPOINT") or env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
         hf_token=env.get("HF_TOKEN") or None,
         accepted_licenses=frozenset(

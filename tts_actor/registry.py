@@ -69,12 +69,16 @@ class Registry:
         try:
             return self.actors[name]
         except KeyError:
-            raise TtsError(
-                ErrorCode.UNKNOWN_BACKEND,
-                f"unknown backend {name!r}",
-                f"Use one of: {', '.join(self.actors)} (see tts.status).",
-                detail={"backends": list(self.actors)},
-            ) from None
+            raise self.get_error(name) from None
+
+    def get_error(self, name: str) -> TtsError:
+        """The reply for a backend this instance does not run."""
+        return TtsError(
+            ErrorCode.UNKNOWN_BACKEND,
+            f"unknown backend {name!r}",
+            f"Use one of: {', '.join(self.actors)} (see tts.status).",
+            detail={"backends": list(self.actors)},
+        )
 
     def status(self) -> dict[str, object]:
         return {"instance": self.settings.instance, "backends": [a.status() for a in self.actors.values()]}
@@ -117,8 +121,12 @@ class Registry:
             "states": states,
         }
 
-    def route(self, request: SynthesisRequest) -> Route:
-        """Choose a backend and voice; raises a :class:`TtsError` when none fits."""
+    def route(self, request: SynthesisRequest, elsewhere: frozenset[str] = frozenset()) -> Route:
+        """Choose a backend and voice; raises a :class:`TtsError` when none fits.
+
+        ``elsewhere``: backends loaded on other instances of the fleet; they count as loaded when
+        choosing (the request then travels there, see :mod:`tts_actor.routing`).
+        """
         if request.backend:
             actor = self.get(request.backend)
             if request.language not in actor.adapter.languages:
@@ -143,7 +151,7 @@ class Registry:
                 raise self._unknown_voice(request.voice, lang)
         if not candidates:
             raise self._unsupported_language(lang, None)
-        loaded = [a for a in candidates if a.ready]
+        loaded = [a for a in candidates if a.ready or a.name in elsewhere]
         waitable = (a for a in candidates if a.pending or a.loads_on_demand)
         chosen = loaded[0] if loaded else next(waitable, candidates[0])
         fallback_from = candidates[0].name if chosen is not candidates[0] else None

@@ -33,6 +33,7 @@ from tts_actor.logs import get_logger
 from tts_actor.messages import NAME_RE, Header, SynthesisRequest, parse_synthesis_request
 from tts_actor.profiles import ProfileStore, parse_create_request, parse_profile_id
 from tts_actor.registry import Registry, Route
+from tts_actor.routing import Forward, InterestRouter
 from tts_actor.segmenter import segment_text
 from tts_actor.service_stats import endpoint_data
 from tts_actor.streaming import ReplyWriter, SegmentAudio, as_they_come, error_body, error_headers
@@ -57,6 +58,7 @@ class TtsService:
         self._control_tasks: set[asyncio.Task[None]] = set()
         self.profiles = ProfileStore(nc, settings)
         self._jobs: dict[str, SynthesisJob] = {}  # by request id, for tts.cancel
+        self.routing = InterestRouter(nc, registry, settings, self._on_synthesize)
 
     async def start(self) -> None:
         s = self.settings
@@ -91,6 +93,7 @@ class TtsService:
         self._control_subs.append(await self.nc.subscribe(s.subject("control", "*", "*"), cb=self._on_control))
         # cancel reaches every instance too: the one serving the request acts
         self._control_subs.append(await self.nc.subscribe(s.subject("cancel"), cb=self._on_cancel))
+        await self.routing.start()  # tts.backend.<name>.synthesize while <name> is loaded here
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
 
@@ -101,6 +104,8 @@ class TtsService:
         """
         if deadline is None:
             deadline = time.monotonic() + self.settings.shutdown_grace_s
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.routing.stop(), 5.0)
         for sub in self._control_subs:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sub.unsubscribe(), 2.0)
@@ -239,7 +244,7 @@ class TtsService:
         request: SynthesisRequest | None = None
         try:
             request = parse_synthesis_request(req.data, self.settings)
-            route = self.registry.route(request)
+            route = self.routing.decide(request, req.headers)
             if len(self._inflight) >= self.settings.max_inflight:
                 raise TtsError(
                     ErrorCode.BUSY,
@@ -247,9 +252,12 @@ class TtsService:
                     "Retry after retry_after_ms, or add instances (they share the queue group).",
                     retry_after_ms=250,
                 )
+            if isinstance(route, Forward):  # loaded on another instance, or maybe: the hop decides
+                self._track(self._forward(req, request, route, started))
+                return
             route.actor.demand()  # unloaded on purpose: this request brings it back
             if not route.actor.ready and not (request.wait_ms and route.actor.pending):
-                raise self.registry.no_backend_ready(request, route.actor)
+                raise self.routing.nobody_has(request, route.actor.name, route.actor)
         except TtsError as error:
             metrics.REQUESTS.labels(error.backend or "-", error.code.value).inc()
             log.info(
@@ -261,9 +269,29 @@ class TtsService:
             )
             await self._respond_error(req, error, stream=request is not None and request.stream)
             return
-        task = asyncio.create_task(self._serve(req, request, route, started))
+        self._track(self._serve(req, request, route, started))
+
+    def _track(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    async def _forward(self, req: Request, request: SynthesisRequest, forward: Forward, started: float) -> None:
+        """Through the hop; when no instance has the backend loaded, served here if it can be, else the error."""
+        try:
+            if await self.routing.forward(req, request, forward):
+                return
+            route = self.routing.after_no_responders(request, forward)
+        except TtsError as error:
+            metrics.REQUESTS.labels(error.backend or "-", error.code.value).inc()
+            await self._respond_error(req, error, stream=request.stream)
+            return
+        except Exception as exc:  # never leave a caller without an answer
+            log.exception("forward_crashed")
+            error = TtsError(ErrorCode.INTERNAL, f"forward failed: {type(exc).__name__}", "See the service log.")
+            await self._respond_error(req, error, stream=request.stream)
+            return
+        await self._serve(req, request, route, started)
 
     def _request_id(self, req: Request) -> str:
         """The caller's ``Tts-Request-Id`` when it is a usable, unused name, else a fresh one."""

@@ -1,16 +1,18 @@
-"""A single daemon worker thread per backend, usable as an asyncio executor.
+"""Daemon worker threads per backend (one, or TTS_<BACKEND>_WORKERS), usable as an asyncio executor.
 
 Engine calls (load, synthesize, unload) can block for a long time, or forever
 when a model hangs. ``ThreadPoolExecutor`` threads are joined at interpreter
 exit, so one hung call would keep the process alive after Ctrl-C; a daemon
-thread does not. Calls run one at a time, in submission order, which is what
-the engines (rarely thread-safe) need.
+thread does not. With one thread, calls run one at a time, in submission order,
+which is what the engines (rarely thread-safe) need; engines that allow several
+sessions get as many threads, taking calls from the same queue.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -19,13 +21,17 @@ _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class DaemonWorker(Executor):
-    """One daemon thread running submitted calls in order."""
+    """``threads`` daemon threads running submitted calls from one queue, in order."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, threads: int = 1) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{n}" if threads > 1 else name, daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if self._closed:
@@ -54,11 +60,15 @@ class DaemonWorker(Executor):
                     break
                 if job is not None:
                     job[0].cancel()
-        self._jobs.put(None)
+        for _ in self._threads:
+            self._jobs.put(None)
         if wait:
-            self._thread.join()
+            for thread in self._threads:
+                thread.join()
 
     def join(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the thread to finish its last call; whether it did."""
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        """Wait up to ``timeout_s`` for the threads to finish their last calls; whether they did."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)

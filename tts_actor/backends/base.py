@@ -81,6 +81,8 @@ class BackendSpec:
     max_segment_chars: int = 400
     # engines that fail on tiny inputs: shorter segments are joined to a neighbour, or padded with a pause
     min_segment_chars: int = 0
+    # several engine sessions may run at once in one process (TTS_<BACKEND>_WORKERS); else calls are serial
+    parallel_sessions: bool = False
 
     @property
     def install_fix(self) -> str:

