@@ -173,3 +173,71 @@ def test_retry_delays_honour_retry_after_with_capped_full_jitter() -> None:
     assert not policy.retryable(TtsError(ErrorCode.BACKEND_FAILED, "failed", "fix it"))
     assert not policy.retryable(NoResponders(ErrorCode.BACKEND_NOT_READY, "nobody", "start one", retry_after_ms=1))
     assert policy.retryable(ResponderSilent(ErrorCode.BACKEND_NOT_READY, "silent", "retry", retry_after_ms=250))
+
+
+class CuttableProxy:
+    """A TCP relay between the service and nats-server whose cable the test can pull (and plug back in)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def listen(self) -> str:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        """Every connection dropped, and no new one accepted: the service is reconnecting, in vain."""
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+
+async def test_a_nats_drop_during_a_multi_chunk_reply_is_no_crash_and_the_caller_knows_in_seconds(
+    settings: Settings, nats_url: str, nc: nats.NATS, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """NATS lost while a 3 MiB reply is ready to go: a ``reply_lost`` warning (no crash); the caller's stall error."""
+    proxy = CuttableProxy(int(nats_url.rsplit(":", 1)[1]))
+    gated = GatedPiper(settings)
+    gated.synth_gate.clear()
+    text = " ".join(["The quick brown fox jumps over the lazy dog, and then it runs far away."] * 6)
+    async with serving(settings, gated, nats_url=await proxy.listen()) as (app, _actor):
+        client = TtsClient(nc, timeout_s=120, retry_policy=None)
+        call = asyncio.create_task(client.synthesize(SynthesisRequest(text=text, sample_rate=48000)))
+        await asyncio.to_thread(gated.synth_started.wait, 10)
+        await proxy.cut()
+        cut = time.monotonic()
+        gated.synth_gate.set()  # the audio is made while the service is reconnecting: > 2 MiB cannot be buffered
+        with pytest.raises(ResponderSilent) as silent:
+            await call
+        detected = time.monotonic() - cut
+        assert app.service is not None
+        await eventually(lambda: not app.service._inflight, 60)
+        await proxy.listen()  # back, so that the service stops as usual
+    log = capfd.readouterr().out
+    print(f"NATS drop mid-reply detected by the caller {detected:.2f} s after the cut (caller timeout 120 s)")
+    assert detected < DEAD_RESPONDER_BOUND_S
+    assert "went silent" in silent.value.message
+    assert "reply_lost" in log and "OutboundBufferLimitError" in log
+    assert "synthesize_crashed" not in log and "Traceback" not in log
