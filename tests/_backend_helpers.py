@@ -59,7 +59,7 @@ async def running_service(
     try:
         await app.start()
         nc = await nats.connect(url)
-        yield app, TtsClient(nc, timeout_s=60)
+        yield app, TtsClient(nc, timeout_s=60, retry_policy=None)
     finally:
         if nc is not None:
             await nc.close()

@@ -54,7 +54,7 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
 
 @pytest.fixture
 async def client(nc: Client) -> TtsClient:
-    return TtsClient(nc, timeout_s=60)
+    return TtsClient(nc, timeout_s=60, retry_policy=None)  # the service's own answers; retries: test_liveness.py
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ async def test_service_answers_while_a_download_hangs_and_waiters_wake_on_loaded
     nc, watch = observer
     hub.set_fault(REPO, Fault.HOLD, only="model.safetensors")
     app = await start_app(tmp_path, nats_url, hub, download_stall_timeout_s=60.0, download_read_timeout_s=60.0)
-    client = TtsClient(nc)
+    client = TtsClient(nc, retry_policy=None)  # the service's own answers: not-ready at once
     try:
         await watch.until(State.DOWNLOADING, 10)
 

@@ -3,14 +3,20 @@
 Synthesis replies may come as several messages on one reply subject; the client
 subscribes to its own inbox, sends the request there and reads them by kind
 (:func:`tts_actor.streaming.classify`): audio, error, end, or a status message it skips.
+It asks for an ack and heartbeats (:mod:`tts_actor.heartbeat`), so that a responder that
+dies or loses NATS costs seconds, not the whole timeout; and it sends a request again after
+``busy``, ``backend_not_ready`` or a silent responder, within the caller's deadline
+(:mod:`tts_actor.client_retry`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,13 +27,16 @@ from nats.errors import MaxPayloadError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from statemachine import StateEvent
+from tts_actor.client_retry import ClientRetryPolicy
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.heartbeat import ResponderSilent, StallTimer
 from tts_actor.logs import get_logger
 from tts_actor.messages import Header, SynthesisRequest
 from tts_actor.streaming import ReplyKind, StreamChunk, chunk_from, classify, parse_timings
 from tts_actor.telemetry import inject_headers
 
 log = get_logger(__name__)
+MIN_ATTEMPT_S = 0.1  # no retry that would leave less than this of the caller's budget
 
 
 class NoResponders(TtsError):
@@ -89,6 +98,9 @@ class TtsClient:
     prefix: str = "tts"
     timeout_s: float = 30.0
     _ctl_timeout_s: float = field(default=5.0)
+    heartbeat_ms: int | None = 1000  # None: no ack, no heartbeats, no stall timer (the caller's timeout only)
+    retry_policy: ClientRetryPolicy | None = field(default_factory=ClientRetryPolicy)  # None: never retry
+    retries: int = 0  # requests sent again since this client was made
 
     def subject(self, *parts: str) -> str:
         return ".".join((self.prefix, *parts))
@@ -100,25 +112,62 @@ class TtsClient:
             parts = [chunk async for chunk in stream]
             headers = {**stream.headers, **stream.end_headers}
             return SynthesisReply(b"".join(c.data for c in parts), headers, len(parts))
-        timeout = (timeout_s or self.timeout_s) + request.wait_ms / 1000
-        async with self._exchange(request) as (sub, _):
-            first = await self._next_audio(sub, timeout)
-            headers = dict(first.headers or {})
-            count = int(headers.get(Header.CHUNK_COUNT.value, "1"))
-            parts = [first.data]
-            for expected in range(1, count):
-                msg = await self._next_audio(sub, timeout)
-                index = int((msg.headers or {}).get(Header.CHUNK_INDEX.value, "-1"))
-                if index != expected:
-                    raise TtsError(
-                        ErrorCode.INTERNAL, f"chunk {index} arrived where {expected} was expected", "Retry the request."
-                    )
-                parts.append(msg.data)
-            audio = b"".join(parts)
-            total = int(headers.get(Header.TOTAL_BYTES.value, len(audio)))
-            if len(audio) != total:
-                raise TtsError(ErrorCode.INTERNAL, f"reassembled {len(audio)} bytes of {total}", "Retry the request.")
-            return SynthesisReply(audio, headers, count)
+        budget = (timeout_s or self.timeout_s) + request.wait_ms / 1000
+        deadline = time.monotonic() + budget
+        attempt = 0
+        while True:
+            try:
+                return await self._synthesize_once(request, deadline - time.monotonic())
+            except TtsError as error:
+                delay = self._retry_delay(error, attempt, deadline)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _retry_delay(self, error: TtsError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before sending the request again, or None to give the caller ``error``."""
+        if self.retry_policy is None or not self.retry_policy.retryable(error):
+            return None
+        delay = self.retry_policy.delay_s(error, attempt)
+        if time.monotonic() + delay + MIN_ATTEMPT_S >= deadline:
+            return None
+        self.retries += 1
+        log.debug("synthesis_retry", code=error.code.value, attempt=attempt + 1, delay_ms=round(delay * 1000))
+        return delay
+
+    async def _synthesize_once(self, request: SynthesisRequest, budget_s: float) -> SynthesisReply:
+        """One attempt; the service is told the caller's remaining budget (``deadline_ms``)."""
+        remaining_ms = max(1, int(budget_s * 1000))
+        if request.deadline_ms is None or request.deadline_ms > remaining_ms:
+            request = dataclasses.replace(request, deadline_ms=remaining_ms)
+        timer = StallTimer(budget_s, self.heartbeat_ms)
+        async with self._exchange(request) as (sub, request_id):
+            try:
+                return await self._read_whole(sub, timer, request_id)
+            except ResponderSilent:
+                with contextlib.suppress(Exception):  # a live but cut-off instance stops working on it
+                    await self.cancel(request_id)
+                raise
+
+    async def _read_whole(self, sub: Any, timer: StallTimer, request_id: str) -> SynthesisReply:
+        first = await self._next_audio(sub, timer, request_id)
+        headers = dict(first.headers or {})
+        count = int(headers.get(Header.CHUNK_COUNT.value, "1"))
+        parts = [first.data]
+        for expected in range(1, count):
+            msg = await self._next_audio(sub, timer, request_id)
+            index = int((msg.headers or {}).get(Header.CHUNK_INDEX.value, "-1"))
+            if index != expected:
+                raise TtsError(
+                    ErrorCode.INTERNAL, f"chunk {index} arrived where {expected} was expected", "Retry the request."
+                )
+            parts.append(msg.data)
+        audio = b"".join(parts)
+        total = int(headers.get(Header.TOTAL_BYTES.value, len(audio)))
+        if len(audio) != total:
+            raise TtsError(ErrorCode.INTERNAL, f"reassembled {len(audio)} bytes of {total}", "Retry the request.")
+        return SynthesisReply(audio, headers, count)
 
     def stream(self, request: SynthesisRequest, timeout_s: float | None = None) -> AudioStream:
         """The reply as it is made: ``async for chunk in client.stream(req)`` yields :class:`StreamChunk`.
@@ -140,15 +189,13 @@ class TtsClient:
         inbox = self.nc.new_inbox()
         request_id = uuid.uuid4().hex
         sub = await self.nc.subscribe(inbox)
+        headers = {Header.REQUEST_ID.value: request_id}
+        if self.heartbeat_ms:
+            headers[Header.HEARTBEAT_MS.value] = str(self.heartbeat_ms)
         try:
             payload = request.to_json()
             try:
-                await self.nc.publish(
-                    self.subject("synthesize"),
-                    payload,
-                    reply=inbox,
-                    headers=inject_headers({Header.REQUEST_ID.value: request_id}),
-                )
+                await self.nc.publish(self.subject("synthesize"), payload, reply=inbox, headers=inject_headers(headers))
             except MaxPayloadError:
                 raise TtsError(
                     ErrorCode.PAYLOAD_TOO_LARGE,
@@ -160,10 +207,10 @@ class TtsClient:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
 
-    async def _next_audio(self, sub: Any, wait_s: float) -> Any:
+    async def _next_audio(self, sub: Any, timer: StallTimer, request_id: str) -> Any:
         """The next audio message; errors raise, status messages are skipped."""
         while True:
-            msg = await self._next(sub, wait_s)
+            msg = await self._next(sub, timer, request_id)
             kind = classify(dict(msg.headers or {}), msg.data)
             if kind is ReplyKind.ERROR:
                 raise_for_error(msg.headers, msg.data)
@@ -172,15 +219,21 @@ class TtsClient:
             if kind is ReplyKind.END:
                 raise TtsError(ErrorCode.INTERNAL, "the reply ended before its audio", "Retry the request.")
 
-    async def _next(self, sub: Any, wait_s: float) -> Any:
+    async def _next(self, sub: Any, timer: StallTimer, request_id: str) -> Any:
+        """The next message on the reply subject, within the stall window and the caller's deadline."""
+        wait_s, stall = timer.next_wait()
         try:
-            return await sub.next_msg(timeout=wait_s)
+            msg = await sub.next_msg(timeout=wait_s)
         except NatsTimeoutError:
+            if stall:
+                raise timer.stall_error(request_id) from None
             raise TtsError(
                 ErrorCode.SYNTHESIS_TIMEOUT,
-                f"no reply within {wait_s:.1f} s",
+                f"no reply within {timer.budget_s:.1f} s",
                 "Check `tts-actor status`; raise the client timeout for very long texts.",
             ) from None
+        timer.heard = True
+        return msg
 
     async def _request_json(self, subject: str, payload: bytes = b"") -> dict[str, Any]:
         try:
@@ -277,6 +330,10 @@ class AudioStream:
         self.headers: dict[str, str] = {}  # the first audio message's: backend, voice, content type...
         self.end_headers: dict[str, str] = {}  # the end message's: totals and timings
         self.ended = False
+        self._attempt = 0
+        self._heard = False
+        # before its first audio a stream may be sent again (busy, not ready, silent responder), within this
+        self._retry_deadline = time.monotonic() + timeout_s + request.wait_ms / 1000
 
     @property
     def timings(self) -> list[dict[str, int]]:
@@ -298,32 +355,49 @@ class AudioStream:
     async def __anext__(self) -> StreamChunk:
         if self.ended:
             raise StopAsyncIteration
+        while True:
+            try:
+                return await self._read()
+            except StopAsyncIteration:
+                raise
+            except TtsError as error:
+                delay = None if self.headers else self._client._retry_delay(error, self._attempt, self._retry_deadline)
+                await self.aclose()
+                if delay is None:
+                    raise
+            except BaseException:
+                await self.aclose()
+                raise
+            await asyncio.sleep(delay)  # nothing reached the caller yet: send it again
+            self._attempt += 1
+            self.ended = False
+
+    async def _read(self) -> StreamChunk:
         if self._exchange is None:
             self._exchange = self._client._exchange(self._request)
             self._sub, self.request_id = await self._exchange.__aenter__()
+            self._heard = False
         wait = self._timeout_s + (self._request.wait_ms / 1000 if not self.headers else 0)
-        try:
-            while True:
-                msg = await self._client._next(self._sub, wait)
-                headers = dict(msg.headers or {})
-                kind = classify(headers, msg.data)
-                if kind is ReplyKind.STATUS:
-                    continue
-                if kind is ReplyKind.ERROR:  # the end message follows; nothing more to read
-                    self.ended = True
-                    raise_for_error(headers, msg.data)
-                if kind is ReplyKind.END:
-                    self.end_headers = headers
-                    self.ended = True
-                    await self._close()
-                    raise StopAsyncIteration
-                if not self.headers:
-                    self.headers = headers
-                return chunk_from(headers, msg.data)
-        except (TtsError, Exception) as exc:
-            if not isinstance(exc, StopAsyncIteration):
-                await self.aclose()
-            raise
+        timer = StallTimer(wait, self._client.heartbeat_ms)
+        timer.heard = self._heard
+        while True:
+            msg = await self._client._next(self._sub, timer, self.request_id)
+            self._heard = True
+            headers = dict(msg.headers or {})
+            kind = classify(headers, msg.data)
+            if kind is ReplyKind.STATUS:
+                continue
+            if kind is ReplyKind.ERROR:  # the end message follows; nothing more to read
+                self.ended = True
+                raise_for_error(headers, msg.data)
+            if kind is ReplyKind.END:
+                self.end_headers = headers
+                self.ended = True
+                await self._close()
+                raise StopAsyncIteration
+            if not self.headers:
+                self.headers = headers
+            return chunk_from(headers, msg.data)
 
     async def aclose(self) -> None:
         """Stop: a stream not yet ended is cancelled on ``tts.cancel``."""

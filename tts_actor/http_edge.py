@@ -156,7 +156,10 @@ class HttpEdge:
 
     async def start(self, nc: Client) -> None:
         """Bind now (a busy port fails here, not later), then serve in a task of its own."""
-        self.client = TtsClient(nc, self.settings.subject_prefix, timeout_s=self.settings.synthesis_timeout_s + 5)
+        # no retries here: an HTTP caller gets 429/503 with Retry-After at once and decides (admission stays honest)
+        self.client = TtsClient(
+            nc, self.settings.subject_prefix, timeout_s=self.settings.synthesis_timeout_s + 5, retry_policy=None
+        )
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:

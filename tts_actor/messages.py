@@ -329,7 +329,8 @@ class Header(enum.StrEnum):
     TIMINGS = "Tts-Timings"  # JSON [{index, text_start, text_end, start_ms, end_ms}]
     STREAM_END = "Tts-Stream-End"  # on the empty-body message that ends a stream
     FIRST_AUDIO_MS = "Tts-First-Audio-Ms"
-    STATUS = "Tts-Status"  # reserved: status messages (acks, heartbeats) that carry no audio
+    STATUS = "Tts-Status"  # status messages (acks, heartbeats) that carry no audio: accepted | working
+    HEARTBEAT_MS = "Tts-Heartbeat-Ms"  # on a request: ack it and send a heartbeat every this many ms
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

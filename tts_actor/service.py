@@ -28,6 +28,7 @@ from tts_actor.actor import BackendActor
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet import fleet_status, read_fleet
+from tts_actor.heartbeat import Heartbeat, ReplyLost, requested_interval_ms
 from tts_actor.jobs import JobControl, SynthesisJob
 from tts_actor.logs import get_logger
 from tts_actor.messages import NAME_RE, Header, SynthesisRequest, parse_synthesis_request
@@ -36,7 +37,7 @@ from tts_actor.registry import Registry, Route
 from tts_actor.routing import Forward, InterestRouter
 from tts_actor.segmenter import segment_text
 from tts_actor.service_stats import endpoint_data
-from tts_actor.streaming import ReplyWriter, SegmentAudio, as_they_come, error_body, error_headers
+from tts_actor.streaming import Publish, ReplyWriter, SegmentAudio, as_they_come, error_body, error_headers
 from tts_actor.telemetry import extract_context, tracer
 
 log = get_logger(__name__)
@@ -244,6 +245,7 @@ class TtsService:
         request: SynthesisRequest | None = None
         try:
             request = parse_synthesis_request(req.data, self.settings)
+            requested_interval_ms(req.headers)  # checked here; _serve's Heartbeat uses it
             route = self.routing.decide(request, req.headers)
             if len(self._inflight) >= self.settings.max_inflight:
                 raise TtsError(
@@ -314,6 +316,8 @@ class TtsService:
         control = JobControl(self._request_id(req), deadline_ms=request.deadline_ms)
         if request.deadline_ms is not None:
             control.deadline = time.monotonic() - (time.perf_counter() - started) + request.deadline_ms / 1000
+        beat = Heartbeat(self._publisher(req), requested_interval_ms(req.headers), control.request_id)
+        await beat.start()  # the ack, before anything else on the reply subject
         job: SynthesisJob | None = None
         writer: ReplyWriter | None = None
         with tracer().start_as_current_span(
@@ -329,7 +333,9 @@ class TtsService:
                 spec = route.actor.adapter.spec
                 segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language)
                 span.set_attribute("tts.segments", len(segments))
-                writer = self._writer(req, request, route, control, len(segments), started)
+                writer = self._writer(
+                    beat.publisher(self._publisher(req)), request, route, control, len(segments), started
+                )
                 queue: asyncio.Queue[SegmentAudio] = asyncio.Queue()
                 synth_started = time.perf_counter()
                 while True:  # a job that an unload overtook in the queue waits out the rest of its wait_ms
@@ -357,6 +363,12 @@ class TtsService:
                 synth_seconds = time.perf_counter() - synth_started
                 await writer.finish()
                 span.set_attribute("tts.audio_seconds", writer.audio_seconds)
+            except ReplyLost as lost:  # NATS went away mid-reply: the caller's stall timer tells it
+                log.warning(
+                    "reply_lost", request_id=control.request_id, error=str(lost), sent=writer and writer.messages
+                )
+                metrics.REQUESTS.labels(route.actor.name, "reply_lost").inc()
+                return
             except TtsError as error:
                 span.set_status(Status(StatusCode.ERROR, error.message))
                 metrics.REQUESTS.labels(error.backend or route.actor.name, error.code.value).inc()
@@ -374,6 +386,7 @@ class TtsService:
                 await self._fail(req, request.stream, writer, error)
                 return
             finally:
+                beat.stop()
                 metrics.INFLIGHT.dec()
                 self._jobs.pop(control.request_id, None)
                 if job is not None and not job.future.done():  # nobody waits for the rest: free the backend
@@ -410,8 +423,21 @@ class TtsService:
             raise self.registry.no_backend_ready(request, actor) from None
         return True
 
+    @staticmethod
+    def _publisher(req: Request) -> Publish:
+        async def publish(data: bytes, message_headers: dict[str, str]) -> None:
+            await req.respond(data, headers=message_headers)
+
+        return publish
+
     def _writer(
-        self, req: Request, request: SynthesisRequest, route: Route, control: JobControl, segments: int, started: float
+        self,
+        publish: Publish,
+        request: SynthesisRequest,
+        route: Route,
+        control: JobControl,
+        segments: int,
+        started: float,
     ) -> ReplyWriter:
         headers = {
             Header.BACKEND.value: route.actor.name,
@@ -421,10 +447,6 @@ class TtsService:
         }
         if route.fallback_from:
             headers[Header.FALLBACK_FROM.value] = route.fallback_from
-
-        async def publish(data: bytes, message_headers: dict[str, str]) -> None:
-            await req.respond(data, headers=message_headers)
-
         return ReplyWriter(
             publish,
             request,
