@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -52,6 +53,7 @@ TEN_SENTENCES = " ".join(
     for n in range(1, 11)
 )
 FIRST_AUDIO_RUNS = 5
+CACHE_HIT_RUNS = 200
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def direct_piper_once(voice: object, text: str) -> tuple[float, float]:
 async def service_once(client: TtsClient, text: str) -> tuple[float, float]:
     """(round-trip seconds, audio seconds) of one synthesis through the service."""
     started = time.perf_counter()
-    reply = await client.synthesize(SynthesisRequest(text=text))
+    reply = await client.synthesize(SynthesisRequest(text=text, cache=False))
     return time.perf_counter() - started, reply.duration_ms / 1000
 
 
@@ -204,7 +206,7 @@ async def bench(url: str, cache: Path) -> list[Row]:
         )
 
         started = time.perf_counter()
-        reply = await client.synthesize(SynthesisRequest(text=LONG_TEXT), timeout_s=80)
+        reply = await client.synthesize(SynthesisRequest(text=LONG_TEXT, cache=False), timeout_s=80)
         elapsed = time.perf_counter() - started
         rows.append(
             Row(
@@ -218,6 +220,7 @@ async def bench(url: str, cache: Path) -> list[Row]:
         rows.extend(await asyncio.to_thread(codec_rows))
         rows.extend(await concurrency_rows(client, nc, not_ready))
         rows.append(await throughput_row(client))
+        rows.extend(await cache_hit_rows(app, client, nc))
     finally:
         await nc.close()
         await app.stop()
@@ -233,12 +236,12 @@ async def first_audio_rows(client: TtsClient) -> list[Row]:
     for _ in range(FIRST_AUDIO_RUNS):  # alternated, so that drift hits all three alike
         direct.append((await asyncio.to_thread(direct_piper_once, voice, first_segment))[0])
         started = time.perf_counter()
-        async with client.stream(SynthesisRequest(text=TEN_SENTENCES, format=AudioFormat.OPUS)) as chunks:
+        async with client.stream(SynthesisRequest(text=TEN_SENTENCES, format=AudioFormat.OPUS, cache=False)) as chunks:
             async for _ in chunks:
                 streamed.append(time.perf_counter() - started)
                 break
         started = time.perf_counter()
-        await client.synthesize(SynthesisRequest(text=TEN_SENTENCES, format=AudioFormat.OPUS))
+        await client.synthesize(SynthesisRequest(text=TEN_SENTENCES, format=AudioFormat.OPUS, cache=False))
         whole.append(time.perf_counter() - started)
     d, st, wh = (statistics.median(x) * 1000 for x in (direct, streamed, whole))
     return [
@@ -291,7 +294,7 @@ async def concurrency_rows(client: TtsClient, nc: object, not_ready: bytes) -> l
     started = time.perf_counter()
     for _ in range(CONCURRENT_CALLERS * CALLS_EACH):
         began = time.perf_counter()
-        await client.synthesize(SynthesisRequest(text=text))
+        await client.synthesize(SynthesisRequest(text=text, cache=False))
         serial.append((time.perf_counter() - began) * 1000)
     serial_rate = len(serial) / (time.perf_counter() - started)
 
@@ -299,7 +302,7 @@ async def concurrency_rows(client: TtsClient, nc: object, not_ready: bytes) -> l
         latencies = []
         for _ in range(CALLS_EACH):
             began = time.perf_counter()
-            await client.synthesize(SynthesisRequest(text=text))
+            await client.synthesize(SynthesisRequest(text=text, cache=False))
             latencies.append((time.perf_counter() - began) * 1000)
         return latencies
 
@@ -308,7 +311,7 @@ async def concurrency_rows(client: TtsClient, nc: object, not_ready: bytes) -> l
     concurrent_rate = CONCURRENT_CALLERS * CALLS_EACH / (time.perf_counter() - started)
     concurrent = [ms for latencies in results for ms in latencies]
 
-    long_job = asyncio.create_task(client.synthesize(SynthesisRequest(text=LONG_TEXT), timeout_s=80))
+    long_job = asyncio.create_task(client.synthesize(SynthesisRequest(text=LONG_TEXT, cache=False), timeout_s=80))
     await asyncio.sleep(0.5)  # let the long synthesis get going on Piper's worker
 
     async def ask_failed_backend() -> None:
@@ -379,6 +382,42 @@ async def throughput_row(client: TtsClient) -> Row:
     )
 
 
+async def cache_hit_rows(app: TtsApp, client: TtsClient, nc: Any) -> list[Row]:
+    """(l) a cache hit against a bare request-reply carrying a reply of the same size, interleaved."""
+    request = SynthesisRequest(text=SENTENCE)
+    first = await client.synthesize(request)  # a miss; the store runs in the background
+    assert app.service is not None
+    await app.service.cached.drain(10)
+    body = b"x" * len(first.audio)
+
+    async def sized(msg: Msg) -> None:
+        await msg.respond(body)
+
+    sub = await nc.subscribe("bench.sized", cb=sized)
+    hits: list[float] = []
+    bare: list[float] = []
+    try:
+        for round_ in range(WARMUP // 10 + CACHE_HIT_RUNS):
+            began = time.perf_counter()
+            reply = await client.synthesize(request)
+            hit_ms = (time.perf_counter() - began) * 1000
+            if reply.headers.get(Header.CACHE.value) != "hit":
+                raise RuntimeError(f"expected a cache hit, got {reply.headers.get(Header.CACHE.value)}")
+            began = time.perf_counter()
+            await nc.request("bench.sized", b"", timeout=2)
+            bare_ms = (time.perf_counter() - began) * 1000
+            if round_ >= WARMUP // 10:
+                hits.append(hit_ms)
+                bare.append(bare_ms)
+    finally:
+        await sub.unsubscribe()
+    size = f"{len(body) / 1024:.0f} KiB"
+    return [
+        latency_row(f"(k) bare NATS request-reply, {size} reply", bare),
+        latency_row(f"(k) synthesize, audio cache hit ({size} WAV)", hits, bare),
+    ]
+
+
 def render(rows: list[Row]) -> str:
     def ms(value: float | None) -> str:
         return "" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
@@ -390,6 +429,7 @@ def render(rows: list[Row]) -> str:
         "(d)-(f), (i), (j): single value in the p50 column (median of runs for (e), (i), (j)); RTF = compute/audio s"
     )
     lines.append("(g): latency per request as the caller sees it, queue wait included")
+    lines.append("(k): interleaved, one pair per round; the hit goes through TtsClient (a fresh inbox per request)")
     return "\n".join(lines)
 
 

@@ -10,7 +10,9 @@ timer that re-checks.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +91,8 @@ class BackendActor:
         self._stopping = False
         self.engine_call_abandoned = False  # set when stop() left an engine call running on its thread
         self._span: Span | None = None  # the download or load span that state events are recorded on
+        self.model_revision: str | None = None  # the loaded snapshots (hub commits), for audio cache keys
+        self.engine_calls = 0  # synthesize calls handed to the engine since start
         self.log = log.bind(backend=adapter.name)
         on_event(self.lifecycle.last_event)
 
@@ -352,6 +356,7 @@ class BackendActor:
             self._span = span
             try:
                 failure = await self._load_adapter(model_dirs)
+                self.model_revision = snapshot_revision(model_dirs) if failure is None else None
                 seconds = time.perf_counter() - started
                 span.set_attribute("tts.duration_s", round(seconds, 3))
                 if failure is not None:
@@ -647,6 +652,7 @@ class BackendActor:
                 "tts.segment", context=job.trace_context, attributes=attributes
             ) as span:
                 request = dataclasses.replace(job.request, text=segment.text)
+                self.engine_calls += 1
                 engine = asyncio.ensure_future(self._run(self.adapter.synthesize, request, job.voice))
                 done, _ = await asyncio.wait({engine}, timeout=max(0.0, timeout_at - loop.time()))
                 if not done:
@@ -734,8 +740,16 @@ class BackendActor:
             self.log.warning("model_release_failed", why=why, error=repr(exc))
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking ``fn`` on this backend's own worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run blocking ``fn`` on this backend's own worker thread, in the caller's context (its span)."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def snapshot_revision(model_dirs: dict[str, Path]) -> str | None:
+    """``key=<snapshot dir>`` per model: the model manager's snapshot directories are named by hub commit."""
+    if not model_dirs:
+        return None
+    return ",".join(f"{key}={path.name}" for key, path in sorted(model_dirs.items()))
 
 
 async def _first_of(waiting: Any, future: asyncio.Future[Any], bound_s: float) -> None:

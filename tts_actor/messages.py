@@ -77,6 +77,14 @@ class SynthesisRequest:
     bitrate: int | None = None  # bit/s, lossy formats only
     stream: bool = False  # one message per segment as it is encoded, then an empty end message
     deadline_ms: int | None = None  # the caller's remaining budget from receipt: work stops at the next segment
+    voice_profile: str | None = None  # an id from tts.voices.create: its clip is the reference (the service loads it)
+    cache: bool = True  # False: neither read nor write the fleet's audio cache
+    reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
+
+    @property
+    def clones(self) -> bool:
+        """A reference voice was asked for, as a clip or as a stored profile."""
+        return self.reference_audio is not None or self.voice_profile is not None
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"text": self.text, "language": self.language, "format": self.format.value}
@@ -88,16 +96,20 @@ class SynthesisRequest:
         options = {k: v for k, v in self.options.__dict__.items() if v is not None}
         if options:
             body["options"] = options
-        if self.reference_audio is not None:
+        if self.voice_profile is not None:
+            body["voice_profile"] = self.voice_profile
+        elif self.reference_audio is not None:
             body["reference_audio"] = base64.b64encode(self.reference_audio).decode()
         for key in ("reference_text", "reference_language"):
-            if getattr(self, key) is not None:
+            if getattr(self, key) is not None and self.voice_profile is None:
                 body[key] = getattr(self, key)
         for key in ("sample_rate", "bitrate", "deadline_ms"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
         if self.stream:
             body["stream"] = True
+        if not self.cache:
+            body["cache"] = False
         return json.dumps(body).encode()
 
 
@@ -116,6 +128,8 @@ _FIELDS = {
     "bitrate",
     "stream",
     "deadline_ms",
+    "voice_profile",
+    "cache",
 }
 MAX_DEADLINE_MS = 24 * 3600 * 1000
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
@@ -256,6 +270,10 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
                 f"reference audio is {len(reference_bytes)} bytes; the limit is {MAX_REFERENCE_AUDIO_BYTES}",
                 "Send 5-20 s of mono 16-bit WAV.",
             )
+    voice_profile = _voice_profile(body.get("voice_profile"), reference_bytes is not None)
+    cache = body.get("cache", True)
+    if not isinstance(cache, bool):
+        raise invalid(f"'cache' must be true or false, got {_echo(cache)}")
     reference_text = _reference_text(body.get("reference_text"), reference_bytes is not None)
     reference_language = body.get("reference_language")
     if reference_language is not None and (
@@ -277,7 +295,23 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         bitrate=bitrate,
         stream=stream,
         deadline_ms=deadline_ms,
+        voice_profile=voice_profile,
+        cache=cache,
     )
+
+
+def _voice_profile(value: object, has_audio: bool) -> str | None:
+    """A profile id: a short string, and never with a clip of its own (which voice would it be?)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 128:
+        raise invalid("'voice_profile' must be the id tts.voices.create answered (a string)")
+    if has_audio:
+        raise invalid(
+            "'voice_profile' and 'reference_audio' were both sent",
+            "Send one: the profile id (its clip is stored) or the clip itself.",
+        )
+    return value
 
 
 def _reference_text(value: object, has_audio: bool) -> str | None:
@@ -331,6 +365,7 @@ class Header(enum.StrEnum):
     FIRST_AUDIO_MS = "Tts-First-Audio-Ms"
     STATUS = "Tts-Status"  # status messages (acks, heartbeats) that carry no audio: accepted | working
     HEARTBEAT_MS = "Tts-Heartbeat-Ms"  # on a request: ack it and send a heartbeat every this many ms
+    CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss or bypass
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

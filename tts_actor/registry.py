@@ -131,7 +131,7 @@ class Registry:
             actor = self.get(request.backend)
             if request.language not in actor.adapter.languages:
                 raise self._unsupported_language(request.language, actor.name)
-            if request.reference_audio is not None and not actor.adapter.spec.supports_cloning:
+            if request.clones and not actor.adapter.spec.supports_cloning:
                 raise self._no_cloning(request.language, actor.name)
             return Route(actor, self._voice(actor, request))
         lang = request.language
@@ -140,7 +140,7 @@ class Registry:
             for name in self.settings.priority_for(lang)
             if name in self.actors and lang in self.actors[name].adapter.languages
         ]
-        if request.reference_audio is not None and candidates:
+        if request.clones and candidates:
             # only a backend that clones may take a reference voice; the others would ignore it
             candidates = [a for a in candidates if a.adapter.spec.supports_cloning]
             if not candidates:
@@ -203,9 +203,9 @@ class Registry:
         where = f"backend {backend} does not" if backend else f"no enabled backend for {language!r} can"
         return TtsError(
             ErrorCode.INVALID_REQUEST,
-            f"reference_audio was sent but {where} clone a voice",
-            f"Leave out reference_audio, or use a backend that clones: {', '.join(cloners) or '(none enabled)'} "
-            "(TTS_BACKENDS, TTS_LANGUAGE_PRIORITY).",
+            f"reference_audio or voice_profile was sent but {where} clone a voice",
+            "Leave out reference_audio and voice_profile, or use a backend that clones: "
+            f"{', '.join(cloners) or '(none enabled)'} (TTS_BACKENDS, TTS_LANGUAGE_PRIORITY).",
             backend=backend,
         )
 

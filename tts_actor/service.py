@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tts_actor import __version__, metrics
 from tts_actor.actor import BackendActor
+from tts_actor.cached_synthesis import CachedSynthesis
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet import fleet_status, read_fleet
@@ -58,6 +59,7 @@ class TtsService:
         self._inflight: set[asyncio.Task[None]] = set()
         self._control_tasks: set[asyncio.Task[None]] = set()
         self.profiles = ProfileStore(nc, settings)
+        self.cached = CachedSynthesis(nc, settings, self.profiles)  # profiles in, the audio cache around
         self._jobs: dict[str, SynthesisJob] = {}  # by request id, for tts.cancel
         self.routing = InterestRouter(nc, registry, settings, self._on_synthesize)
 
@@ -123,6 +125,7 @@ class TtsService:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self.cached.drain()  # audio already answered, still being stored: a bounded wait
 
     # --- small endpoints ---------------------------------------------------
     async def _reply_json(self, req: Request, body: dict[str, Any]) -> None:
@@ -330,12 +333,23 @@ class TtsService:
                     route = self.registry.route(request)
                     if not route.actor.ready:
                         raise self.registry.no_backend_ready(request, route.actor)
+                request = await self.cached.with_profile(request)
+                cache_key = self.cached.key(request, route)
+                cached = await self.cached.lookup(request, cache_key, span)
+                if cached is not None:  # answered without a backend
+                    await self.cached.answer(
+                        beat.publisher(self._publisher(req)), cached, request, route, control.request_id, started
+                    )
+                    metrics.REQUESTS.labels(route.actor.name, "ok").inc()
+                    log.info("synthesized", backend=route.actor.name, cache="hit", bytes=len(cached.data))
+                    return
                 spec = route.actor.adapter.spec
                 segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language)
                 span.set_attribute("tts.segments", len(segments))
                 writer = self._writer(
                     beat.publisher(self._publisher(req)), request, route, control, len(segments), started
                 )
+                recorder = self.cached.record(writer, request, cache_key)
                 queue: asyncio.Queue[SegmentAudio] = asyncio.Queue()
                 synth_started = time.perf_counter()
                 while True:  # a job that an unload overtook in the queue waits out the rest of its wait_ms
@@ -362,6 +376,7 @@ class TtsService:
                             raise
                 synth_seconds = time.perf_counter() - synth_started
                 await writer.finish()
+                self.cached.store_later(recorder)  # in the background: the reply is out already
                 span.set_attribute("tts.audio_seconds", writer.audio_seconds)
             except ReplyLost as lost:  # NATS went away mid-reply: the caller's stall timer tells it
                 log.warning(

@@ -22,12 +22,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
 from statemachine import Reason
 from tts_actor.audio import Audio, float_to_pcm16
 from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, License, ModelRef, Voice
 from tts_actor.backends.reference_audio import reference_wav_file
 from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
 from tts_actor.backends.upstream import Kind, Upstream, swapped_global
+from tts_actor.conditioning_cache import ConditioningCache
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.messages import SynthesisRequest
 
@@ -59,6 +62,9 @@ UPSTREAM = (
     Upstream("chatterbox-tts", "chatterbox.tts", "ChatterboxTTS.from_local", kwargs=("ckpt_dir", "device")),
     Upstream("chatterbox-tts", "chatterbox.tts", "ChatterboxTTS.generate", kwargs=("text", *_GENERATE_OPTIONS)),
     Upstream("chatterbox-tts", "chatterbox.tts", "ChatterboxTTS.conds", Kind.ATTRIBUTE),
+    Upstream(
+        "chatterbox-tts", "chatterbox.tts", "ChatterboxTTS.prepare_conditionals", kwargs=("wav_fpath", "exaggeration")
+    ),
     Upstream("chatterbox-tts", "chatterbox.tts", "ChatterboxTTS.sr", Kind.ATTRIBUTE),
     Upstream("chatterbox-tts", "chatterbox.tts", "Conditionals", Kind.CLASS),
     Upstream(
@@ -71,6 +77,12 @@ UPSTREAM = (
         kwargs=("text", "language_id", *_GENERATE_OPTIONS),
     ),
     Upstream("chatterbox-tts", "chatterbox.mtl_tts", "ChatterboxMultilingualTTS.conds", Kind.ATTRIBUTE),
+    Upstream(
+        "chatterbox-tts",
+        "chatterbox.mtl_tts",
+        "ChatterboxMultilingualTTS.prepare_conditionals",
+        kwargs=("wav_fpath", "exaggeration"),
+    ),
     Upstream("chatterbox-tts", "chatterbox.mtl_tts", "ChatterboxMultilingualTTS.sr", Kind.ATTRIBUTE),
     # the hub call that the load redirects to the fetched files
     Upstream("chatterbox-tts", TOKENIZER_MODULE, "hf_hub_download", Kind.GLOBAL),
@@ -104,6 +116,8 @@ class ChatterboxBackend(BackendAdapter):
         self._english: Any = None
         self._multilingual: Any = None
         self._builtin: dict[int, Any] = {}  # id(model) -> its conds.pt conditionals (None without the file)
+        # (backend, model, profile digest) -> the conditionals prepare_conditionals made from the profile's clip
+        self._profiles: ConditioningCache[Any] = ConditioningCache()
         self._lock = threading.Lock()
 
     @property
@@ -156,7 +170,6 @@ class ChatterboxBackend(BackendAdapter):
             self._english, self._multilingual, self._builtin = english, multilingual, builtin
 
     def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
-        import torch
 
         with self._lock:
             english, multilingual, builtin = self._english, self._multilingual, self._builtin
@@ -182,17 +195,41 @@ class ChatterboxBackend(BackendAdapter):
                 "Send reference_audio to clone a voice, or fetch the model again (`tts-actor fetch chatterbox`).",
                 backend=self.name,
             )
-        with reference_wav_file(request.reference_audio) as reference:
-            if reference is not None:
-                kwargs["audio_prompt_path"] = str(reference)
-            try:
-                # a copy: generate() swaps the exaggeration into the conditionals it is given
-                model.conds = copy.copy(own_voice)
-                with torch.inference_mode(), seeded(options.seed):
-                    wav = model.generate(request.text, **kwargs)
-            finally:
-                model.conds = copy.copy(own_voice)  # the cloned voice goes with this call
+        try:
+            if request.reference_digest is not None and request.reference_audio is not None:
+                # a stored profile: its conditionals are computed once per model and reused (the next language)
+                key = (self.name, "english" if model is english else "multilingual", request.reference_digest)
+                conds, hit = self._profiles.get_or_compute(
+                    key, lambda: self._prepare(model, request.reference_audio, kwargs["exaggeration"])
+                )
+                trace.get_current_span().set_attribute("tts.conditioning_cache", "hit" if hit else "miss")
+                wav = self._generate(model, copy.copy(conds), request, kwargs)
+            else:
+                with reference_wav_file(request.reference_audio) as reference:
+                    if reference is not None:
+                        kwargs["audio_prompt_path"] = str(reference)
+                    # a copy: generate() swaps the exaggeration into the conditionals it is given
+                    wav = self._generate(model, copy.copy(own_voice), request, kwargs)
+        finally:
+            model.conds = copy.copy(own_voice)  # the cloned voice goes with this call
         return Audio(float_to_pcm16(to_numpy(wav)), int(model.sr))
+
+    @staticmethod
+    def _generate(model: Any, conds: Any, request: SynthesisRequest, kwargs: dict[str, Any]) -> Any:
+        import torch
+
+        model.conds = conds
+        with torch.inference_mode(), seeded(request.options.seed):
+            return model.generate(request.text, **kwargs)
+
+    @staticmethod
+    def _prepare(model: Any, clip: bytes, exaggeration: float) -> Any:
+        """Upstream's analysis of a clip (speaker embedding, prompt tokens, decoder reference): the costly part."""
+        import torch
+
+        with reference_wav_file(clip) as reference, torch.inference_mode():
+            model.prepare_conditionals(str(reference), exaggeration=exaggeration)
+        return model.conds
 
     @staticmethod
     def _cfg_weight(requested: float | None, speaker_language: str, voice: Voice) -> float:
@@ -205,6 +242,7 @@ class ChatterboxBackend(BackendAdapter):
         with self._lock:
             self._english = self._multilingual = None
             self._builtin = {}
+        self._profiles.clear()  # conditionals belong to the model that made them
         release_memory()
 
 

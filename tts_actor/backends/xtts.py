@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
 from statemachine import Reason
 from tts_actor.audio import Audio, float_to_pcm16
 from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, License, ModelRef, Voice
 from tts_actor.backends.reference_audio import reference_wav_file
 from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
 from tts_actor.backends.upstream import Kind, Upstream, swapped_global
+from tts_actor.conditioning_cache import ConditioningCache
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.logs import get_logger
 from tts_actor.messages import SynthesisRequest
@@ -109,6 +112,7 @@ class XttsBackend(BackendAdapter):
         self._languages = self.configured_languages()
         self._model: Any = None
         self._default: dict[str, Conditioning] = {}
+        self._profiles: ConditioningCache[Conditioning] = ConditioningCache()  # (backend, profile digest) -> latents
         self._lock = threading.Lock()
 
     @property
@@ -182,20 +186,31 @@ class XttsBackend(BackendAdapter):
             raise self.not_loaded()
         options = request.options
         self._check_length(model, request.text, voice.language)
-        with reference_wav_file(request.reference_audio) as reference:
-            if reference is not None:
-                latent, embedding = model.get_conditioning_latents(audio_path=[str(reference)])
-                conditioning = Conditioning(latent, embedding)
-            with torch.inference_mode(), seeded(options.seed):
-                out = model.inference(
-                    request.text,
-                    XTTS_LANGUAGE[voice.language],
-                    conditioning.gpt_cond_latent,
-                    conditioning.speaker_embedding,
-                    temperature=DEFAULT_TEMPERATURE if options.temperature is None else options.temperature,
-                    speed=options.speed or 1.0,
-                )
+        if request.reference_audio is not None and request.reference_digest is not None:
+            # a stored profile: the latents are the same for every language, computed once
+            conditioning, hit = self._profiles.get_or_compute(
+                (self.name, request.reference_digest), lambda: self._latents(model, request.reference_audio)
+            )
+            trace.get_current_span().set_attribute("tts.conditioning_cache", "hit" if hit else "miss")
+        elif request.reference_audio is not None:
+            conditioning = self._latents(model, request.reference_audio)
+        with torch.inference_mode(), seeded(options.seed):
+            out = model.inference(
+                request.text,
+                XTTS_LANGUAGE[voice.language],
+                conditioning.gpt_cond_latent,
+                conditioning.speaker_embedding,
+                temperature=DEFAULT_TEMPERATURE if options.temperature is None else options.temperature,
+                speed=options.speed or 1.0,
+            )
         return Audio(float_to_pcm16(to_numpy(out["wav"])), SAMPLE_RATE)
+
+    @staticmethod
+    def _latents(model: Any, clip: bytes | None) -> Conditioning:
+        """Upstream's analysis of a clip: GPT conditioning latents and the speaker embedding."""
+        with reference_wav_file(clip) as reference:
+            latent, embedding = model.get_conditioning_latents(audio_path=[str(reference)])
+        return Conditioning(latent, embedding)
 
     def _check_length(self, model: Any, text: str, language: str) -> None:
         """Refuse, with a fix, what the GPT would assert on (its text-token limit)."""
@@ -213,6 +228,7 @@ class XttsBackend(BackendAdapter):
     def unload(self) -> None:
         with self._lock:
             self._model, self._default = None, {}
+        self._profiles.clear()  # latents belong to the model that made them
         release_memory()
 
 
