@@ -189,14 +189,10 @@ def _options(raw: Any) -> SynthesisOptions:
     return SynthesisOptions(**values)
 
 
-def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest:
-    """Validate raw request bytes against the configured limits."""
-    if len(data) > settings.max_request_bytes:
-        raise TtsError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"request is {len(data)} bytes; the limit is {settings.max_request_bytes}",
-            "Send shorter text or a smaller reference audio, or raise TTS_MAX_REQUEST_BYTES.",
-        )
+def parse_json_object(data: bytes, max_bytes: int, size_fix: str) -> dict[str, Any]:
+    """A request body: at most ``max_bytes``, valid JSON, an object; anything else a structured error."""
+    if len(data) > max_bytes:
+        raise TtsError(ErrorCode.PAYLOAD_TOO_LARGE, f"request is {len(data)} bytes; the limit is {max_bytes}", size_fix)
     try:
         body = json.loads(data)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a huge integer literal, deep nesting
@@ -205,6 +201,33 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         raise invalid(f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise invalid(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def decode_reference_audio(value: object) -> bytes:
+    """``reference_audio``: base64 of at most MAX_REFERENCE_AUDIO_BYTES (the WAV itself is checked by the adapter)."""
+    if not isinstance(value, str):
+        raise invalid("'reference_audio' must be base64-encoded WAV bytes")
+    try:
+        audio = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"'reference_audio' is not valid base64: {exc}") from None
+    if len(audio) > MAX_REFERENCE_AUDIO_BYTES:
+        raise TtsError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"reference audio is {len(audio)} bytes; the limit is {MAX_REFERENCE_AUDIO_BYTES}",
+            "Send 5-20 s of mono 16-bit WAV.",
+        )
+    return audio
+
+
+def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest:
+    """Validate raw request bytes against the configured limits."""
+    body = parse_json_object(
+        data,
+        settings.max_request_bytes,
+        "Send shorter text or a smaller reference audio, or raise TTS_MAX_REQUEST_BYTES.",
+    )
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise invalid(f"unknown fields {_echo_names(unknown)}; known: {sorted(_FIELDS)}")
@@ -256,20 +279,7 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
     if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or wait_ms < 0:
         raise invalid(f"'wait_ms' must be a non-negative integer, got {_echo(wait_ms)}")
     reference = body.get("reference_audio")
-    reference_bytes: bytes | None = None
-    if reference is not None:
-        if not isinstance(reference, str):
-            raise invalid("'reference_audio' must be base64-encoded WAV bytes")
-        try:
-            reference_bytes = base64.b64decode(reference, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise invalid(f"'reference_audio' is not valid base64: {exc}") from exc
-        if len(reference_bytes) > MAX_REFERENCE_AUDIO_BYTES:
-            raise TtsError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"reference audio is {len(reference_bytes)} bytes; the limit is {MAX_REFERENCE_AUDIO_BYTES}",
-                "Send 5-20 s of mono 16-bit WAV.",
-            )
+    reference_bytes = None if reference is None else decode_reference_audio(reference)
     voice_profile = _voice_profile(body.get("voice_profile"), reference_bytes is not None)
     cache = body.get("cache", True)
     if not isinstance(cache, bool):

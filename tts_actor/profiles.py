@@ -9,8 +9,6 @@ does not exist, so nobody can find or enumerate another caller's profiles.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -28,7 +26,7 @@ from tts_actor.backends.reference_audio import validate_reference
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.logs import get_logger
-from tts_actor.messages import LANGUAGE_RE, MAX_REFERENCE_AUDIO_BYTES
+from tts_actor.messages import LANGUAGE_RE, decode_reference_audio, parse_json_object
 
 log = get_logger(__name__)
 ID_BYTES = 24  # secrets.token_urlsafe(24): 32 characters, 192 bits
@@ -86,34 +84,13 @@ def unavailable(exc: BaseException) -> TtsError:
 
 def parse_create_request(data: bytes, settings: Settings) -> NewProfile:
     """``{"reference_audio": base64 WAV, "reference_text"?: str, "language"?: "en"}``, every field bounded."""
-    if len(data) > settings.max_request_bytes:
-        raise TtsError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"request is {len(data)} bytes; the limit is {settings.max_request_bytes}",
-            "Send 5-20 s of mono 16-bit WAV.",
-        )
-    try:
-        body = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise invalid(f"request body is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(body, dict):
-        raise invalid(f"request body must be a JSON object, got {type(body).__name__}")
+    body = parse_json_object(data, settings.max_request_bytes, "Send 5-20 s of mono 16-bit WAV.")
     unknown = sorted(set(body) - {"reference_audio", "reference_text", "language"})
     if unknown:
         raise invalid(f"unknown fields {unknown[:5]!r}; known: ['language', 'reference_audio', 'reference_text']")
-    raw = body.get("reference_audio")
-    if not isinstance(raw, str):
+    if body.get("reference_audio") is None:
         raise invalid("'reference_audio' (base64-encoded WAV) is required")
-    try:
-        audio = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise invalid(f"'reference_audio' is not valid base64: {exc}") from None
-    if len(audio) > MAX_REFERENCE_AUDIO_BYTES:
-        raise TtsError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"reference audio is {len(audio)} bytes; the limit is {MAX_REFERENCE_AUDIO_BYTES}",
-            "Send 5-20 s of mono 16-bit WAV.",
-        )
+    audio = decode_reference_audio(body["reference_audio"])
     text = body.get("reference_text")
     if text is not None:
         if not isinstance(text, str) or not text.strip():
