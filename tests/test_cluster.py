@@ -55,8 +55,14 @@ async def test_synthesis_and_replicated_stores_survive_a_node(tmp_path: Path, se
         profile_id = (await client.create_voice(tone_wav(2.0)))["voice_profile"]
         info = await nc.jetstream().stream_info(f"OBJ_{settings.profiles_bucket}")
         assert info.config.num_replicas == 3
-        status = await client.status()
-        assert {i["instance"] for i in status["fleet"]["instances"]} == {"east", "west"}
+        listed: set[str] = set()
+        for _ in range(100):  # each put reaches the R3 bucket on its own time (replicas may serve reads)
+            status = await client.status()
+            listed = {i["instance"] for i in status["fleet"]["instances"]}
+            if listed == {"east", "west"}:
+                break
+            await asyncio.sleep(0.1)
+        assert listed == {"east", "west"}
         kv_info = await nc.jetstream().stream_info(f"KV_{settings.kv_bucket}")
         assert kv_info.config.num_replicas == 3
 
