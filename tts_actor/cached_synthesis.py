@@ -27,7 +27,7 @@ from tts_actor.logs import get_logger
 from tts_actor.messages import Header, SynthesisRequest
 from tts_actor.profiles import ProfileStore
 from tts_actor.registry import Route
-from tts_actor.streaming import HEADER_SLACK, Publish, ReplyWriter, headers_size, parse_timings
+from tts_actor.streaming import HEADER_SLACK, Publish, ReplyWriter, headers_size, parse_timings, publish_whole
 
 log = get_logger(__name__)
 # what a cached file keeps of its reply's headers: what describes the audio, nothing about the request
@@ -175,23 +175,7 @@ class CachedSynthesis:
             first[Header.FALLBACK_FROM.value] = route.fallback_from
         if request.stream:
             return await _stream_file(publish, cached.data, first, self.nc.max_payload, request_id, started)
-        return await _whole_file(publish, cached.data, first, self.nc.max_payload)
-
-
-async def _whole_file(publish: Publish, data: bytes, headers: dict[str, str], max_payload: int) -> int:
-    """As :meth:`ReplyWriter._publish_whole`: every header on the first message, chunks only past max_payload."""
-    headers = headers | {Header.TOTAL_BYTES.value: str(len(data))}
-    first_room = max(1024, max_payload - headers_size(headers) - 64 - HEADER_SLACK)
-    room = max(1024, max_payload - 128 - HEADER_SLACK)
-    count = 1 + max(0, -(-(len(data) - first_room) // room))
-    headers[Header.CHUNK_COUNT.value] = str(count)
-    offset = 0
-    for index in range(count):
-        part_headers = headers if index == 0 else {Header.CHUNK_COUNT.value: str(count)}
-        size = first_room if index == 0 else room
-        await publish(data[offset : offset + size], {**part_headers, Header.CHUNK_INDEX.value: str(index)})
-        offset += size
-    return count
+        return await publish_whole(publish, cached.data, first, self.nc.max_payload)
 
 
 async def _stream_file(

@@ -347,9 +347,7 @@ class HttpEdge:
             await chunks.aclose()  # type: ignore[attr-defined]
         if request_id and self.client is not None:
             with contextlib.suppress(Exception):
-                await self.client.nc.publish(
-                    self.client.subject("cancel"), json.dumps({"request_id": request_id}).encode()
-                )
+                await self.client.cancel(request_id)
 
     async def models(self, request: Request) -> Response:
         try:

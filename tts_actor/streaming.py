@@ -218,20 +218,12 @@ class ReplyWriter:
 
     async def _publish_whole(self, data: bytes) -> None:
         """Today's reply: the first message holds every header; chunks only past max_payload."""
-        headers = self._first_headers() | self._totals()
-        headers[Header.TOTAL_BYTES.value] = str(len(data))
-        first_room = max(1024, self.max_payload - headers_size(headers) - 64 - HEADER_SLACK)
-        room = max(1024, self.max_payload - 128 - HEADER_SLACK)
-        count = 1 + max(0, -(-(len(data) - first_room) // room))
-        headers[Header.CHUNK_COUNT.value] = str(count)
-        offset = 0
-        for index in range(count):
-            part_headers = headers if index == 0 else {Header.CHUNK_COUNT.value: str(count)}
-            part_headers = {**part_headers, Header.CHUNK_INDEX.value: str(index)}
-            size = first_room if index == 0 else room
-            await self.publish(data[offset : offset + size], part_headers)
-            self._mark_sent(len(data[offset : offset + size]))
-            offset += size
+
+        async def publish(part: bytes, headers: dict[str, str]) -> None:
+            await self.publish(part, headers)
+            self._mark_sent(len(part))
+
+        await publish_whole(publish, data, self._first_headers() | self._totals(), self.max_payload)
 
     async def end(self) -> None:
         """The stream's end message: empty body, totals and timings in the headers."""
@@ -256,6 +248,22 @@ class ReplyWriter:
 class SegmentAudio:
     segment: Segment
     audio: Audio
+
+
+async def publish_whole(publish: Publish, data: bytes, headers: dict[str, str], max_payload: int) -> int:
+    """A whole file as the reply: every header on the first message, chunks only past max_payload; the count."""
+    headers = headers | {Header.TOTAL_BYTES.value: str(len(data))}
+    first_room = max(1024, max_payload - headers_size(headers) - 64 - HEADER_SLACK)
+    room = max(1024, max_payload - 128 - HEADER_SLACK)
+    count = 1 + max(0, -(-(len(data) - first_room) // room))
+    headers[Header.CHUNK_COUNT.value] = str(count)
+    offset = 0
+    for index in range(count):
+        part_headers = headers if index == 0 else {Header.CHUNK_COUNT.value: str(count)}
+        size = first_room if index == 0 else room
+        await publish(data[offset : offset + size], {**part_headers, Header.CHUNK_INDEX.value: str(index)})
+        offset += size
+    return count
 
 
 async def as_they_come(queue: asyncio.Queue[SegmentAudio], done: asyncio.Future[None]) -> AsyncIterator[SegmentAudio]:
