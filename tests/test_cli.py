@@ -36,14 +36,14 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:
-    """The quick start: embedded NATS, Piper loaded, hello.wav spoken through the service."""
-    port = free_port()
-    out = tmp_path / "not-yet" / "hello.wav"  # serve makes the folder
-    env = cli_env(TTS_EMBEDDED_NATS_PORT=str(port), TTS_CACHE_DIR=str(tmp_path / "cache"), TTS_LOG_FORMAT="json")
+def serve_until_sample(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> tuple[subprocess.Popen[str], list[dict]]:
+    """``tts-actor serve ARGS`` as a process; its JSON log events up to the sample's outcome (the last one)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tts_actor", "serve", "--sample-out", str(out)],
+        [sys.executable, "-m", "tts_actor", "serve", *args],
         env=env,
+        cwd=cwd,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -56,6 +56,19 @@ def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> N
                 events.append(json.loads(line))
                 if events[-1]["event"] in ("sample_written", "sample_skipped"):
                     break
+    except BaseException:  # never leave the service behind a failed read
+        proc.kill()
+        raise
+    return proc, events
+
+
+def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    """The quick start: embedded NATS, Piper loaded, hello.wav spoken through the service."""
+    port = free_port()
+    out = tmp_path / "not-yet" / "hello.wav"  # serve makes the folder
+    env = cli_env(TTS_EMBEDDED_NATS_PORT=str(port), TTS_CACHE_DIR=str(tmp_path / "cache"), TTS_LOG_FORMAT="json")
+    proc, events = serve_until_sample("--sample-out", str(out), env=env)
+    try:
         written = events[-1]
         assert written["event"] == "sample_written", events[-3:]
         assert written["path"] == str(out) and "tts-actor say" in written["more"]

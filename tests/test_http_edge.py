@@ -355,30 +355,16 @@ def test_exposure_listen_and_settings_from_the_environment(settings: Settings) -
 def test_cli_serve_with_http_answers_openai_requests(tmp_path: Path) -> None:
     """``serve --http``: one process, embedded NATS, the service and the edge; stops cleanly on SIGINT."""
     import signal
-    import subprocess
-    import sys
 
-    from .test_cli import cli_env, free_port
+    from .test_cli import cli_env, free_port, serve_until_sample
 
     nats_port, http_port = free_port(), free_port()
     env = cli_env(TTS_EMBEDDED_NATS_PORT=str(nats_port), TTS_CACHE_DIR=str(tmp_path / "cache"), TTS_LOG_FORMAT="json")
     env["TTS_BACKENDS"] = "piper"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tts_actor", "serve", "--http", f"127.0.0.1:{http_port}", "--sample-out", "s.wav"],
-        env=env,
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
+    proc, events = serve_until_sample(
+        "--http", f"127.0.0.1:{http_port}", "--sample-out", "s.wav", env=env, cwd=tmp_path
     )
-    events: list[dict] = []
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("{"):
-                events.append(json.loads(line))
-                if events[-1]["event"] in ("sample_written", "sample_skipped"):
-                    break
         assert events[-1]["event"] == "sample_written", events[-3:]
         assert any(e["event"] == "http_edge_serving" and e["auth"] == "off (loopback)" for e in events)
         client = openai.OpenAI(api_key="unused", base_url=f"http://127.0.0.1:{http_port}/v1", max_retries=0)
