@@ -42,10 +42,12 @@ run: $(VENV)/.installed
 
 test: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/ruff check statemachine tts_actor tests
+	$(TEST_VENV)/bin/lint-imports --no-cache
 	$(TPY) -m pytest -q
 
 lint: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/ruff check statemachine tts_actor tests
+	$(TEST_VENV)/bin/lint-imports --no-cache
 	$(TEST_VENV)/bin/ruff format --check statemachine tts_actor tests
 
 bench: $(TEST_VENV)/.installed

@@ -20,15 +20,16 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from statemachine import State, StateEvent
-from tts_actor.app import TtsApp, connect
+from tts_actor.app import TtsApp
+from tts_actor.audio.codecs import open_encoder
+from tts_actor.audio.segmenter import segment_text
 from tts_actor.backends.piper import discover_voices
-from tts_actor.client import TtsClient
-from tts_actor.codecs import open_encoder
+from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import load_settings
-from tts_actor.logs import setup_logging
-from tts_actor.messages import AudioFormat, Header, SynthesisRequest
-from tts_actor.nats_server import EmbeddedNatsServer
-from tts_actor.segmenter import segment_text
+from tts_actor.nats_edge.connection import connect
+from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
+from tts_actor.observability.logs import setup_logging
+from tts_actor.wire.messages import AudioFormat, Header, SynthesisRequest
 
 ROUND_TRIPS = 2000
 WARMUP = 100

@@ -15,10 +15,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tts_actor.app import TtsApp
-from tts_actor.client import TtsClient
+from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings, load_settings
-from tts_actor.nats_server import EmbeddedNatsServer
-from tts_actor.telemetry import setup_tracing
+from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
+from tts_actor.observability.tracing import setup_tracing
 
 # Tests never reach a real hub, whatever the developer's environment says.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

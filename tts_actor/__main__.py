@@ -1,3 +1,3 @@
-from tts_actor.cli import main
+from tts_actor.cli.main import main
 
 raise SystemExit(main())

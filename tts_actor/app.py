@@ -6,116 +6,38 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import urlparse
 
-import nats
-import nats.errors
 from nats.aio.client import Client
 from opentelemetry import trace
 
 from statemachine import State, StateEvent
 from tts_actor.backends import BackendAdapter
-from tts_actor.client import TtsClient
+from tts_actor.backends.model_manager import ModelManager
+from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
-from tts_actor.http_probes import ProbeServer
-from tts_actor.logs import get_logger
-from tts_actor.messages import SynthesisRequest
-from tts_actor.models import ModelManager
-from tts_actor.nats_auth import connect_options
-from tts_actor.nats_server import EmbeddedNatsServer
-from tts_actor.publisher import StatePublisher
-from tts_actor.registry import Registry
-from tts_actor.service import TtsService
+from tts_actor.fleet.publisher import StatePublisher
+from tts_actor.http_edge.probes import ProbeServer
+from tts_actor.lifecycle.registry import Registry
+from tts_actor.nats_edge.auth import connect_options
+from tts_actor.nats_edge.connection import connect
+from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
+from tts_actor.nats_edge.service import TtsService
+from tts_actor.observability.logs import get_logger
+from tts_actor.wire.messages import SynthesisRequest
 
 if TYPE_CHECKING:
-    from tts_actor.http_edge import HttpEdge
+    from tts_actor.http_edge.app import HttpEdge
 
 log = get_logger(__name__)
 STEP_BOUND_S = 5.0  # each shutdown step beyond the grace: a dead connection cannot hold the exit longer
 EMBEDDED_MAX_PAYLOAD = 8 * 1024 * 1024
 SAMPLE_SENTENCE = "Hello! This is the T T S actor speaking, with the Piper voice, over NATS."
-
-
-class NatsUnreachable(ConnectionError):
-    """The first connection to NATS did not succeed within its bound."""
-
-
-async def connect(
-    url: str,
-    name: str,
-    reconnect: bool = True,
-    deadline_s: float = 10.0,
-    on_reconnected: Callable[[], Awaitable[None]] | None = None,
-    auth: Mapping[str, object] | None = None,
-) -> Client:
-    """Connect within ``deadline_s``; once connected, a long-lived connection reconnects forever.
-
-    nats-py retries the first connection ``max_reconnect_attempts`` times (about 120 s by
-    default) before giving up: the very hang this service exists to remove, so the first
-    connection gets its own deadline. A host name that does not resolve fails at once.
-    ``auth`` holds credentials and TLS (:func:`tts_actor.nats_auth.connect_options`).
-    """
-    await _check_resolvable(url, deadline_s)
-
-    async def on_error(exc: Exception) -> None:
-        log.debug("nats_error", error=repr(exc))
-
-    async def on_disconnected() -> None:
-        if not (nc.is_closed or nc.is_draining):  # our own shutdown is no news
-            log.warning("nats_disconnected")
-
-    async def reconnected() -> None:
-        log.info("nats_reconnected")
-        if on_reconnected is not None:
-            await on_reconnected()
-
-    nc = Client()
-    options: dict[str, object] = dict(
-        servers=[u.strip() for u in url.split(",")],
-        name=name,
-        connect_timeout=min(5.0, deadline_s),
-        error_cb=on_error,
-        reconnect_time_wait=0.5,
-        **(auth or {}),
-    )
-    if reconnect:
-        options.update(max_reconnect_attempts=-1, disconnected_cb=on_disconnected, reconnected_cb=reconnected)
-    else:
-        options.update(allow_reconnect=False, max_reconnect_attempts=1)
-    try:
-        await asyncio.wait_for(nc.connect(**options), deadline_s)  # type: ignore[arg-type]
-    except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
-        await nc.close()
-        raise NatsUnreachable(f"NATS at {url} did not accept a connection within {deadline_s} s ({exc!r})") from None
-    except nats.errors.Error as exc:  # refused credentials, TLS required: no point in retrying
-        await nc.close()
-        raise NatsUnreachable(f"NATS at {url} refused the connection: {exc}") from None
-    return nc
-
-
-async def _check_resolvable(url: str, deadline_s: float) -> None:
-    """Fail at once when no server's host name resolves (``NATS_URL=garbage``), instead of at the deadline."""
-    loop = asyncio.get_running_loop()
-    problems = []
-    for server in (u.strip() for u in url.split(",")):
-        parsed = urlparse(server if "://" in server else f"nats://{server}")
-        try:
-            await asyncio.wait_for(
-                loop.getaddrinfo(parsed.hostname, parsed.port or 4222, type=socket.SOCK_STREAM), min(deadline_s, 5.0)
-            )
-            return  # one server resolves: the connect decides
-        except TimeoutError:
-            return  # slow DNS is not a verdict; the connect's deadline bounds it
-        except (OSError, ValueError) as exc:
-            problems.append(f"{parsed.hostname!r}: {getattr(exc, 'strerror', None) or exc}")
-    raise NatsUnreachable(f"NATS_URL={url}: the host name does not resolve ({'; '.join(problems)})")
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from statemachine import Reason
 
 if TYPE_CHECKING:
-    from tts_actor.audio import Audio
+    from tts_actor.audio.pcm import Audio
     from tts_actor.config import Settings
-    from tts_actor.messages import SynthesisRequest
+    from tts_actor.wire.messages import SynthesisRequest
 
 
 class Device(enum.StrEnum):

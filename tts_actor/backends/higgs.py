@@ -19,13 +19,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tts_actor.audio import Audio, float_to_pcm16
+from tts_actor.audio.pcm import Audio, float_to_pcm16
 from tts_actor.backends.base import BackendAdapter, BackendSpec, Device, License, ModelRef, Voice
 from tts_actor.backends.reference_audio import reference_wav_file
 from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
 from tts_actor.backends.upstream import Kind, Upstream, swapped_global
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.messages import SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest
 
 DEFAULT_MODEL_REPO = "bosonai/higgs-audio-v2-generation-3B-base"
 DEFAULT_TOKENIZER_REPO = "bosonai/higgs-audio-v2-tokenizer"

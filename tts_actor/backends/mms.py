@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from statemachine import Reason
-from tts_actor.audio import Audio, float_to_pcm16
+from tts_actor.audio.pcm import Audio, float_to_pcm16
 from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, License, ModelRef, Voice
 from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
 from tts_actor.backends.upstream import Kind, Upstream
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.messages import SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest
 
 DEFAULT_REPO_TEMPLATE = "facebook/mms-tts-{iso3}"
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es")

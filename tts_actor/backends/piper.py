@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from statemachine import Reason
-from tts_actor.audio import Audio
+from tts_actor.audio.pcm import Audio
 from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, Voice
 from tts_actor.backends.upstream import Kind, Upstream
-from tts_actor.messages import SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest
 
 VOICE_PACKAGE_SUFFIX = "_piper_voice"
 

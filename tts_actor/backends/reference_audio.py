@@ -14,7 +14,7 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
-from tts_actor.audio import Audio, read_wav
+from tts_actor.audio.pcm import Audio, read_wav
 from tts_actor.errors import ErrorCode, TtsError
 
 MIN_REFERENCE_S = 1.0

@@ -1,7 +1,7 @@
 """What each adapter relies on in its engine's package, as data, so a rename upstream fails a test, not a request.
 
 Every adapter module lists the classes, functions, keyword arguments, attributes
-and module globals it touches in ``UPSTREAM``. ``tests/test_upstream_contracts.py``
+and module globals it touches in ``UPSTREAM``. ``tests/unit/test_upstream_contracts.py``
 downloads the tested wheels (``TESTED_VERSIONS``) without their dependencies,
 parses their source with ``ast`` and checks each entry; engines installed here
 (transformers, piper, uroman) are checked against the installed source.

@@ -25,15 +25,15 @@ from typing import Any
 from opentelemetry import trace
 
 from statemachine import Reason
-from tts_actor.audio import Audio, float_to_pcm16
+from tts_actor.audio.pcm import Audio, float_to_pcm16
 from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, License, ModelRef, Voice
+from tts_actor.backends.conditioning_cache import ConditioningCache
 from tts_actor.backends.reference_audio import reference_wav_file
 from tts_actor.backends.torch_support import pick_device, release_memory, seeded, to_numpy
 from tts_actor.backends.upstream import Kind, Upstream, swapped_global
-from tts_actor.conditioning_cache import ConditioningCache
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.logs import get_logger
-from tts_actor.messages import SynthesisRequest
+from tts_actor.observability.logs import get_logger
+from tts_actor.wire.messages import SynthesisRequest
 
 DEFAULT_REPO = "coqui/XTTS-v2"
 SAMPLE_RATE = 24000

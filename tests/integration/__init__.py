@@ -1,0 +1,1 @@
+"""Tests on a real nats-server started in process."""

@@ -1,0 +1,105 @@
+"""The audio cache against a real nats-server: hit, miss, TTL expiry, a lost bucket, no server at all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+
+from tests.support.backends import tone_wav
+from tts_actor.config import Settings
+from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
+from tts_actor.synthesis.audio_cache import AudioCache, audio_cache_key, normalize_text
+
+KEY_ARGS = dict(text="Hello there.", language="en", backend="piper", voice="en_US-joe-medium", audio_format="wav")
+
+
+def test_the_key_changes_with_everything_that_changes_the_audio() -> None:
+    base = audio_cache_key(**KEY_ARGS)
+    assert base == audio_cache_key(**{**KEY_ARGS, "text": "  Hello\n there. "})  # same speech
+    assert base == audio_cache_key(**KEY_ARGS, options={"speed": None})  # an unset option is no option
+    changed = [
+        audio_cache_key(**{**KEY_ARGS, "text": "Hello there!"}),
+        audio_cache_key(**{**KEY_ARGS, "language": "de"}),
+        audio_cache_key(**{**KEY_ARGS, "backend": "mms"}),
+        audio_cache_key(**{**KEY_ARGS, "voice": "sha256-of-a-reference"}),
+        audio_cache_key(**{**KEY_ARGS, "audio_format": "opus"}),
+        audio_cache_key(**KEY_ARGS, options={"speed": 1.2}),
+        audio_cache_key(**KEY_ARGS, sample_rate=16000),
+        audio_cache_key(**KEY_ARGS, bitrate=32000),
+        audio_cache_key(**KEY_ARGS, model_revision="abc123"),
+    ]
+    assert len({base, *changed}) == len(changed) + 1
+    assert normalize_text("e\u0301  x") == "\u00e9 x"  # NFC: one way to write é
+
+
+async def test_hit_and_miss(settings: Settings, nc: Client) -> None:
+    cache = AudioCache(nc, settings)
+    key = audio_cache_key(**KEY_ARGS)
+    assert await cache.get(key) is None  # no bucket yet: a miss
+    audio = tone_wav(3.0)  # bigger than one object-store chunk
+    assert await cache.put(key, audio, {"Content-Type": "audio/wav", "Tts-Duration-Ms": "3000"})
+    # another instance (its own connection) finds it
+    other = await nats.connect(settings.nats_url or "", connect_timeout=2)
+    try:
+        hit = await AudioCache(other, settings).get(key)
+    finally:
+        await other.close()
+    assert hit is not None
+    assert hit.data == audio
+    assert hit.headers == {"Content-Type": "audio/wav", "Tts-Duration-Ms": "3000"}
+    assert await cache.get(audio_cache_key(**{**KEY_ARGS, "text": "Something else."})) is None
+
+
+async def test_entries_expire_after_the_ttl(settings: Settings, nc: Client) -> None:
+    cache = AudioCache(nc, settings.with_(audio_cache_bucket="tts_audio_short", audio_cache_ttl_s=1.0))
+    key = audio_cache_key(**KEY_ARGS)
+    assert await cache.put(key, b"RIFF-not-really-but-bytes")
+    assert (await cache.get(key)) is not None
+    info = await nc.jetstream().stream_info("OBJ_tts_audio_short")
+    assert info.config.max_age == 1.0
+    await asyncio.sleep(1.5)  # past the TTL: the server drops the entry
+    assert await cache.get(key) is None
+
+
+async def test_a_full_cache_refuses_puts_without_raising(settings: Settings, nc: Client) -> None:
+    cache = AudioCache(nc, settings.with_(audio_cache_bucket="tts_audio_small", audio_cache_max_bytes=1024 * 1024))
+    first, second = audio_cache_key(**KEY_ARGS), audio_cache_key(**{**KEY_ARGS, "text": "Two."})
+    assert await cache.put(first, b"x" * 700_000)
+    assert await cache.put(second, b"y" * 700_000) is False  # over the cap: refused, logged
+    assert (await cache.get(first)) is not None  # what is there stays whole
+    assert await cache.get(second) is None
+
+
+async def test_a_lost_bucket_degrades_then_is_made_again(settings: Settings, nc: Client) -> None:
+    cache = AudioCache(nc, settings)
+    key = audio_cache_key(**KEY_ARGS)
+    assert await cache.put(key, b"first")
+    await nc.jetstream().delete_object_store(settings.audio_cache_bucket)
+    assert await cache.get(key) is None  # a miss, not an error
+    assert await cache.put(key, b"second")  # the bucket is made again
+    hit = await cache.get(key)
+    assert hit is not None and hit.data == b"second"
+
+
+async def test_no_server_is_a_miss_and_a_dropped_put(tmp_path: Path, settings: Settings) -> None:
+    server = EmbeddedNatsServer(tmp_path / "gone", port=-1)
+    url = await asyncio.to_thread(server.start)
+
+    async def quiet(exc: Exception) -> None:  # the reconnect attempts to the stopped server are expected
+        pass
+
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=quiet)
+    try:
+        cache = AudioCache(nc, settings, timeout_s=0.5)
+        key = audio_cache_key(**KEY_ARGS)
+        assert await cache.put(key, b"cached")
+        await asyncio.to_thread(server.stop)
+        assert await cache.get(key) is None
+        assert await cache.put(key, b"again") is False
+    finally:
+        with contextlib.suppress(ConnectionError):  # nats-py's close over a lost transport
+            await nc.close()

@@ -1,0 +1,1 @@
+"""Tests that run the service or the CLI as a process."""

@@ -1,0 +1,152 @@
+"""The command line, run as a user would: real processes, the embedded NATS server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.helpers import wav_info
+from tts_actor.app import TtsApp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TTS_", "NATS_", "OTEL_"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tts_actor", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def serve_until_sample(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> tuple[subprocess.Popen[str], list[dict]]:
+    """``tts-actor serve ARGS`` as a process; its JSON log events up to the sample's outcome (the last one)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tts_actor", "serve", *args],
+        env=env,
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    events: list[dict] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("{"):
+                events.append(json.loads(line))
+                if events[-1]["event"] in ("sample_written", "sample_skipped"):
+                    break
+    except BaseException:  # never leave the service behind a failed read
+        proc.kill()
+        raise
+    return proc, events
+
+
+def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    """The quick start: embedded NATS, Piper loaded, hello.wav spoken through the service."""
+    port = free_port()
+    out = tmp_path / "not-yet" / "hello.wav"  # serve makes the folder
+    env = cli_env(TTS_EMBEDDED_NATS_PORT=str(port), TTS_CACHE_DIR=str(tmp_path / "cache"), TTS_LOG_FORMAT="json")
+    proc, events = serve_until_sample("--sample-out", str(out), env=env)
+    try:
+        written = events[-1]
+        assert written["event"] == "sample_written", events[-3:]
+        assert written["path"] == str(out) and "tts-actor say" in written["more"]
+        info = wav_info(out.read_bytes())
+        assert info.channels == 1 and info.duration_s > 2
+        # a client command against the running service
+        status = run_cli("status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        states = {b["name"]: b["state"] for b in json.loads(status.stdout)["backends"]}
+        assert states["piper"] == "loaded" and states["mms"] == "failed"
+        said = run_cli("say", "Command line.", "-o", str(tmp_path / "cli.wav"), env=env)
+        assert said.returncode == 0, said.stderr
+        assert "backend=piper" in said.stdout and wav_info((tmp_path / "cli.wav").read_bytes()).frames > 0
+        nowhere = run_cli("say", "Lost.", "-o", str(tmp_path / "missing" / "x.wav"), env=env)
+        assert nowhere.returncode == 2 and "no directory" in nowhere.stderr and "Traceback" not in nowhere.stderr
+        refused = run_cli("say", "Nope.", "--backend", "xtts", "-o", str(tmp_path / "x.wav"), env=env)
+        assert refused.returncode == 2
+        assert "backend_failed" in refused.stderr and "pip install -e '.[xtts]'" in refused.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    # the embedded server went with it: the port is free again
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_client_commands_without_a_server_fail_fast_with_a_fix(tmp_path: Path) -> None:
+    env = cli_env(NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    started = time.perf_counter()
+    result = run_cli("status", env=env)
+    assert result.returncode == 3
+    assert "fix:" in result.stderr
+    assert time.perf_counter() - started < 15
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("TTS_BACKENDS", "piper,espeak", "espeak"),
+        ("TTS_LANGUAGE_PRIORITY", "en=pipr", "pipr"),
+        ("TTS_LOG_LEVEL", "bogus", "bogus"),
+        ("TTS_PIPER_VOICES_DIR", "/nonexistent/voices", "/nonexistent/voices"),
+        ("TTS_MAX_TEXT_CHARS", "many", "many"),
+    ],
+)
+def test_bad_configuration_is_reported(variable: str, value: str, named: str) -> None:
+    result = run_cli("status", env=cli_env(**{variable: value}))
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_voices_and_unload_commands(piper_loaded: TtsApp, nats_url: str) -> None:
+    import asyncio
+
+    env = cli_env(NATS_URL=nats_url)
+    voices = await asyncio.to_thread(run_cli, "voices", env=env)
+    assert json.loads(voices.stdout)["backends"]["piper"]["languages"]["en"][0]["id"] == "en_US-joe-medium"
+    unloaded = await asyncio.to_thread(run_cli, "unload", "piper", env=env)
+    assert json.loads(unloaded.stdout)["state"] == "missing"
+
+
+async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
+    piper_loaded: TtsApp, nats_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from tests.support.audio_checks import decode
+
+    env = cli_env(NATS_URL=nats_url)
+    out = tmp_path / "reply.opus"
+    said = await asyncio.to_thread(run_cli, "say", "Format from the name.", "-o", str(out), env=env)
+    assert said.returncode == 0, said.stderr
+    assert out.read_bytes().startswith(b"OggS") and decode(out.read_bytes()).duration_ms > 500
+    streamed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tts_actor", "say", "One. Two. Three.", "--stream", "--format", "mp3", "-o", "-"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert streamed.returncode == 0, streamed.stderr
+    assert decode(streamed.stdout).duration_ms > 1000  # the bytes on stdout are one MP3 file
+    assert b"streamed" in streamed.stderr and b"first audio after" in streamed.stderr

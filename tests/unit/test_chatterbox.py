@@ -1,0 +1,336 @@
+"""Chatterbox: the adapter's calls against a stand-in ``chatterbox`` package that behaves like 0.1.7.
+
+``chatterbox-tts`` pins its own torch and needs GBs of weights, so it is never
+installed here. The stand-in replaces only that package and follows its real
+signatures and state (tests/unit/test_upstream_contracts.py checks the names against
+the wheel): ``from_local`` reads ``conds.pt`` as the built-in voice,
+``generate(audio_prompt_path=...)`` replaces ``model.conds`` for good (upstream's
+``prepare_conditionals``) and swaps the exaggeration into the conditionals it holds,
+and the multilingual tokenizer asks ``hf_hub_download`` for ``Cangjie5_TC.json``.
+Its "voice" is a pitch: the built-in one from ``conds.pt``, a cloned one measured
+from the reference clip; it speaks a sine at that pitch, which the tests measure.
+"""
+
+from __future__ import annotations
+
+import sys
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from statemachine import Reason
+from tests.support.backends import install_stand_in, isolated_settings, tone_wav
+from tts_actor.audio.pcm import Audio
+from tts_actor.backends.base import BackendFailure
+from tts_actor.backends.chatterbox import ChatterboxBackend
+from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.wire.messages import SynthesisOptions, SynthesisRequest
+
+BUILTIN_HZ = 150.0
+
+
+@dataclass
+class Conditionals:
+    """chatterbox.tts.Conditionals: ``t3`` holds the speaker and the emotion, ``gen`` the decoder's reference."""
+
+    t3: dict[str, float]
+    gen: dict[str, Any]
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum[1:])) + 1])
+
+
+def listen(audio: Audio) -> float:
+    """The pitch of what the adapter returned, from its PCM."""
+    return dominant_hz(np.frombuffer(audio.pcm, dtype="<i2"), audio.sample_rate)
+
+
+class StandInModel:
+    """What ChatterboxTTS and ChatterboxMultilingualTTS share: state and conditionals as upstream keeps them."""
+
+    sr = 24000
+    loaded: ClassVar[list[tuple[str, Path, str]]] = []
+
+    def __init__(self, ckpt_dir: Path, conds: Conditionals | None) -> None:
+        self.ckpt_dir = ckpt_dir
+        self.conds = conds
+        self.calls: list[dict[str, Any]] = []
+        self.prompts: list[Path] = []
+
+    @classmethod
+    def from_local(cls, ckpt_dir: Path, device: str) -> StandInModel:
+        ckpt_dir = Path(ckpt_dir)
+        StandInModel.loaded.append((cls.__name__, ckpt_dir, device))
+        conds = None
+        if (ckpt_dir / "conds.pt").exists():
+            conds = Conditionals({"hz": float((ckpt_dir / "conds.pt").read_text()), "emotion": 0.5}, {})
+        return cls(ckpt_dir, conds)
+
+    @classmethod
+    def from_pretrained(cls, device: str) -> StandInModel:
+        raise AssertionError("from_pretrained retries the hub for ~23 s; the adapter must use from_local")
+
+    def prepare_conditionals(self, wav_fpath: str, exaggeration: float = 0.5) -> None:
+        self.prompts.append(Path(wav_fpath))
+        with wave.open(wav_fpath, "rb") as wav:
+            rate, frames = wav.getframerate(), wav.readframes(wav.getnframes())
+        hz = dominant_hz(np.frombuffer(frames, dtype="<i2"), rate)
+        self.conds = Conditionals({"hz": hz, "emotion": exaggeration}, {"prompt_seconds": len(frames) / 2 / rate})
+
+    def _generate(self, text: str, audio_prompt_path: str | None, exaggeration: float, **record: Any) -> Any:
+        import torch
+
+        if audio_prompt_path:
+            self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
+        else:
+            assert self.conds is not None, "Please `prepare_conditionals` first or specify `audio_prompt_path`"
+        if exaggeration != self.conds.t3["emotion"]:  # upstream rebinds conds.t3 on the object it holds
+            self.conds.t3 = {**self.conds.t3, "emotion": exaggeration}
+        self.calls.append({"text": text, "exaggeration": exaggeration, "voice_hz": self.conds.t3["hz"], **record})
+        seconds = 0.05 * len(text)
+        t = torch.arange(int(self.sr * seconds)) / self.sr
+        return (0.5 * torch.sin(2 * torch.pi * self.conds.t3["hz"] * t)).unsqueeze(0)
+
+
+class ChatterboxTTS(StandInModel):
+    def generate(
+        self,
+        text: str,
+        repetition_penalty: float = 1.2,
+        min_p: float = 0.05,
+        top_p: float = 1.0,
+        audio_prompt_path: str | None = None,
+        exaggeration: float = 0.5,
+        cfg_weight: float = 0.5,
+        temperature: float = 0.8,
+    ) -> Any:
+        return self._generate(text, audio_prompt_path, exaggeration, cfg_weight=cfg_weight, temperature=temperature)
+
+
+class ChatterboxMultilingualTTS(StandInModel):
+    def __init__(self, ckpt_dir: Path, conds: Conditionals | None) -> None:
+        super().__init__(ckpt_dir, conds)
+        self.cangjie = MTLTokenizer(ckpt_dir)
+
+    def generate(
+        self,
+        text: str,
+        language_id: str,
+        audio_prompt_path: str | None = None,
+        exaggeration: float = 0.5,
+        cfg_weight: float = 0.5,
+        temperature: float = 0.8,
+        repetition_penalty: float = 2.0,
+        min_p: float = 0.05,
+        top_p: float = 1.0,
+    ) -> Any:
+        return self._generate(
+            text,
+            audio_prompt_path,
+            exaggeration,
+            language_id=language_id,
+            cfg_weight=cfg_weight,
+            temperature=temperature,
+        )
+
+
+class MTLTokenizer:
+    """chatterbox.models.tokenizers.tokenizer: the Cangjie table comes from ``hf_hub_download`` (errors only logged)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.table: str | None = None
+        module = sys.modules["chatterbox.models.tokenizers.tokenizer"]
+        try:
+            path = module.hf_hub_download(
+                repo_id="ResembleAI/chatterbox", filename="Cangjie5_TC.json", cache_dir=model_dir
+            )
+            self.table = Path(path).read_text()
+        except Exception:  # upstream logs a warning and goes on without the table
+            self.table = None
+
+
+HUB_CALLS: list[dict[str, Any]] = []
+
+
+def hub_download(**kwargs: Any) -> str:
+    HUB_CALLS.append(kwargs)
+    raise OSError("stand-in hub: no network in this test")
+
+
+@pytest.fixture
+def stand_in_chatterbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    StandInModel.loaded = []
+    HUB_CALLS.clear()
+    for name in ("chatterbox", "chatterbox.models", "chatterbox.models.tokenizers"):
+        install_stand_in(monkeypatch, name)
+    install_stand_in(monkeypatch, "chatterbox.models.tokenizers.tokenizer", hf_hub_download=hub_download)
+    install_stand_in(monkeypatch, "chatterbox.tts", ChatterboxTTS=ChatterboxTTS, Conditionals=Conditionals)
+    install_stand_in(monkeypatch, "chatterbox.mtl_tts", ChatterboxMultilingualTTS=ChatterboxMultilingualTTS)
+
+
+def checkpoint(directory: Path, multilingual: bool = False, builtin_hz: float | None = BUILTIN_HZ) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    if builtin_hz is not None:
+        (directory / "conds.pt").write_text(str(builtin_hz))
+    if multilingual:
+        (directory / "Cangjie5_TC.json").write_text('["日\\ta"]')
+    return directory
+
+
+def test_models_are_fetched_never_from_pretrained(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path, language_overrides={"chatterbox": ("en", "fr")}))
+    refs = {ref.key: ref for ref in backend.models()}
+    assert set(refs) == {"english", "multilingual"}
+    assert refs["english"].repo_id == refs["multilingual"].repo_id == "ResembleAI/chatterbox"
+    assert "t3_cfg.safetensors" in (refs["english"].allow_patterns or ())
+    assert {"t3_mtl23ls_v2.safetensors", "Cangjie5_TC.json"} <= set(refs["multilingual"].allow_patterns or ())
+    assert ChatterboxBackend(isolated_settings(tmp_path)).languages == ("en",)
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_a_cloned_voice_never_reaches_the_next_caller(tmp_path: Path) -> None:
+    """Request 1 clones a 440 Hz voice; request 2 sends no reference and must speak the built-in 150 Hz one."""
+    backend = ChatterboxBackend(isolated_settings(tmp_path))
+    backend.load({"english": checkpoint(tmp_path / "en")})
+    voice = backend.default_voice("en")
+    assert voice is not None
+    before = listen(backend.synthesize(SynthesisRequest(text="Before anyone cloned."), voice))
+
+    cloned = backend.synthesize(
+        SynthesisRequest(text="This is my voice.", reference_audio=tone_wav(3.0, hz=440.0)), voice
+    )
+    after = backend.synthesize(SynthesisRequest(text="Someone else speaking.", options=SynthesisOptions()), voice)
+
+    assert before == pytest.approx(BUILTIN_HZ, abs=5)
+    assert listen(cloned) == pytest.approx(440, abs=5)
+    assert listen(after) == pytest.approx(BUILTIN_HZ, abs=5), "request 2 spoke with request 1's cloned voice"
+    assert backend._english.conds.t3["hz"] == BUILTIN_HZ, "the cloned voice stayed in the model after the call"
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_an_exaggeration_does_not_stick_to_the_built_in_voice(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path))
+    backend.load({"english": checkpoint(tmp_path / "en")})
+    voice = backend.default_voice("en")
+    assert voice is not None
+    backend.synthesize(SynthesisRequest(text="Wild!", options=SynthesisOptions(exaggeration=1.5)), voice)
+    assert backend._builtin[id(backend._english)].t3["emotion"] == 0.5
+    backend.synthesize(SynthesisRequest(text="Calm."), voice)
+    assert [call["exaggeration"] for call in backend._english.calls] == [1.5, 0.5]
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_english_passes_options_and_a_temp_reference_that_is_deleted(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path))
+    backend.load({"english": checkpoint(tmp_path / "ckpt")})
+    assert StandInModel.loaded == [("ChatterboxTTS", tmp_path / "ckpt", "cpu")]
+
+    request = SynthesisRequest(
+        text="Clone me.",
+        options=SynthesisOptions(exaggeration=0.9, cfg_weight=0.3, temperature=0.6, seed=5),
+        reference_audio=tone_wav(3.0),
+    )
+    audio = backend.synthesize(request, backend.default_voice("en"))  # type: ignore[arg-type]
+
+    (call,) = backend._english.calls
+    assert call == {"text": "Clone me.", "exaggeration": 0.9, "voice_hz": 220.0, "cfg_weight": 0.3, "temperature": 0.6}
+    (prompt,) = backend._english.prompts
+    assert prompt.name.startswith("tts-reference-") and not prompt.exists(), "the reference outlived the call"
+    assert audio.sample_rate == 24000
+    assert audio.duration_s == pytest.approx(0.05 * len("Clone me."), abs=0.01)
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_other_languages_use_the_multilingual_model_and_its_local_cangjie_table(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path, language_overrides={"chatterbox": ("en", "de", "zh")}))
+    backend.load({"english": checkpoint(tmp_path / "en"), "multilingual": checkpoint(tmp_path / "mtl", True)})
+    assert [name for name, _, _ in StandInModel.loaded] == ["ChatterboxTTS", "ChatterboxMultilingualTTS"]
+    assert HUB_CALLS == [], "loading reached for the hub"
+    assert backend._multilingual.cangjie.table == '["日\\ta"]'
+    import chatterbox.models.tokenizers.tokenizer as tokenizer  # the stand-in, restored after the load
+
+    assert tokenizer.hf_hub_download is hub_download
+
+    backend.synthesize(SynthesisRequest(text="Guten Tag.", language="de"), backend.default_voice("de"))  # type: ignore[arg-type]
+    (call,) = backend._multilingual.calls
+    assert call["language_id"] == "de"
+    # the built-in voice is an English speaker: no accent transfer onto German
+    assert (call["exaggeration"], call["cfg_weight"], call["temperature"]) == (0.5, 0.0, 0.8)
+    assert backend._english.calls == []
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_cfg_weight_is_zero_only_when_the_reference_speaks_another_language(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path, language_overrides={"chatterbox": ("fr",)}))
+    backend.load({"multilingual": checkpoint(tmp_path / "mtl", True)})
+    voice = backend.default_voice("fr")
+    assert voice is not None
+    for reference_language in ("fr", None, "en"):
+        backend.synthesize(
+            SynthesisRequest(
+                text="Bonjour.", language="fr", reference_audio=tone_wav(2.0), reference_language=reference_language
+            ),
+            voice,
+        )
+    backend.synthesize(
+        SynthesisRequest(
+            text="Bonjour.",
+            language="fr",
+            reference_audio=tone_wav(2.0),
+            reference_language="en",
+            options=SynthesisOptions(cfg_weight=0.4),
+        ),
+        voice,
+    )
+    assert [call["cfg_weight"] for call in backend._multilingual.calls] == [0.5, 0.5, 0.0, 0.4]
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_a_multilingual_checkpoint_without_the_cangjie_table_is_corrupt(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path, language_overrides={"chatterbox": ("zh",)}))
+    with pytest.raises(BackendFailure) as failure:
+        backend.load({"multilingual": checkpoint(tmp_path / "mtl")})
+    assert failure.value.reason is Reason.CORRUPT_MODEL and "Cangjie5_TC.json" in failure.value.message
+    assert HUB_CALLS == []
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_without_a_built_in_voice_a_reference_is_required(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path))
+    backend.load({"english": checkpoint(tmp_path / "en", builtin_hz=None)})
+    voice = backend.default_voice("en")
+    assert voice is not None
+    with pytest.raises(TtsError) as error:
+        backend.synthesize(SynthesisRequest(text="Hello."), voice)
+    assert error.value.code is ErrorCode.INVALID_REQUEST and "reference_audio" in error.value.fix
+    cloned = backend.synthesize(SynthesisRequest(text="Hello.", reference_audio=tone_wav(2.0, hz=300.0)), voice)
+    assert listen(cloned) == pytest.approx(300, abs=5)
+    assert backend._english.conds is None
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_bad_reference_audio_never_reaches_the_engine(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path))
+    backend.load({"english": checkpoint(tmp_path)})
+    with pytest.raises(TtsError) as error:
+        backend.synthesize(
+            SynthesisRequest(text="x", reference_audio=tone_wav(40.0, rate=8000)),
+            backend.default_voice("en"),  # type: ignore[arg-type]
+        )
+    assert error.value.code is ErrorCode.INVALID_REQUEST
+    assert backend._english.calls == []
+
+
+@pytest.mark.usefixtures("stand_in_chatterbox")
+def test_unload_drops_both_models(tmp_path: Path) -> None:
+    backend = ChatterboxBackend(isolated_settings(tmp_path, language_overrides={"chatterbox": ("en", "es")}))
+    backend.load({"english": checkpoint(tmp_path / "en"), "multilingual": checkpoint(tmp_path / "mtl", True)})
+    backend.unload()
+    assert backend._english is None and backend._multilingual is None and backend._builtin == {}

@@ -1,0 +1,67 @@
+"""The bounded LRU that keeps computed voice conditioning per profile."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tts_actor.backends.conditioning_cache import ConditioningCache
+
+
+def test_least_recently_used_goes_first() -> None:
+    cache: ConditioningCache[str] = ConditioningCache(max_entries=2)
+    cache.put("a", "A")
+    cache.put("b", "B")
+    assert cache.get("a") == "A"  # a is now the most recent
+    cache.put("c", "C")
+    assert "b" not in cache and "a" in cache and "c" in cache
+    assert len(cache) == 2
+
+
+def test_second_use_reuses_the_computed_value() -> None:
+    cache: ConditioningCache[list[float]] = ConditioningCache(max_entries=4)
+    calls: list[str] = []
+
+    def analyse() -> list[float]:
+        calls.append("analysed")
+        return [0.1, 0.2]
+
+    first, hit_first = cache.get_or_compute(("chatterbox", "digest-1"), analyse)
+    second, hit_second = cache.get_or_compute(("chatterbox", "digest-1"), analyse)
+    assert (hit_first, hit_second) == (False, True)
+    assert second is first and calls == ["analysed"]
+    assert (cache.hits, cache.misses) == (1, 1)
+    _, hit_other = cache.get_or_compute(("xtts", "digest-1"), analyse)  # another engine, another entry
+    assert hit_other is False and calls == ["analysed", "analysed"]
+
+
+def test_clear_and_discard() -> None:
+    cache: ConditioningCache[int] = ConditioningCache(max_entries=3)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.discard("a")
+    assert cache.get("a") is None and cache.get("b") == 2
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_bound_holds_under_threads() -> None:
+    cache: ConditioningCache[int] = ConditioningCache(max_entries=8)
+
+    def writer(offset: int) -> None:
+        for i in range(500):
+            cache.put(offset + i, i)
+            cache.get(offset + i // 2)
+
+    threads = [threading.Thread(target=writer, args=(n * 1000,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache) == 8
+
+
+def test_a_zero_bound_is_refused() -> None:
+    with pytest.raises(ValueError):
+        ConditioningCache(max_entries=0)

@@ -1,0 +1,1 @@
+"""Audio as data: PCM, the text segmenter and the codecs. No NATS, no engines."""

@@ -1,0 +1,1 @@
+"""The ``tts-actor`` command: serve, client commands, doctor, fetch."""

@@ -1,0 +1,365 @@
+"""Routing by interest: a backend's own subject is served only where it is loaded, and requests hop there.
+
+Each instance subscribes ``<prefix>.backend.<name>.synthesize`` (queue group ``<group>-<name>``)
+only while that backend is ready on it, reacting to the actor's changes (never a timer). A request
+this instance cannot serve from its own ready backends is forwarded, once (``Tts-Forwarded-By``
+marks it, and a forwarded request is never sent on), to that subject with a private inbox as its
+reply subject; every message that comes back is relayed to the caller's reply subject until the
+reply is complete, so streams pass through the hop. The relay is bounded: an instance that falls
+silent ends it with a structured error. "No responders" there means no instance has the backend
+loaded: the caller is answered at once, with the fleet's view of that backend.
+
+Fallback routing (a request without ``backend``) takes the fleet's loaded backends into account
+through :class:`FleetWatch`, a live copy of the state KV's per-instance entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.kv import KV_DEL, KV_PURGE
+from nats.micro.request import Request
+from opentelemetry.trace import SpanKind
+
+from statemachine import State, StateEvent
+from tts_actor.config import Settings
+from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.lifecycle.actor import BackendActor
+from tts_actor.lifecycle.registry import Registry, Route
+from tts_actor.observability.logs import get_logger
+from tts_actor.observability.tracing import extract_context, inject_headers, tracer
+from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.replies import ReplyKind, classify, error_body
+
+log = get_logger(__name__)
+
+FORWARDED_BY = "Tts-Forwarded-By"  # on a forwarded request: the instance that sent it on (it is never sent on again)
+FORWARDED_BACKEND = "Tts-Forwarded-Backend"  # the backend it was forwarded for
+RELAY_SLACK_S = 10.0  # beyond the serving instance's own bounds, before a silent hop is given up
+AFTER_ERROR_S = 2.0  # a stream's end message is expected this soon after its error
+WATCH_RETRY_S = 2.0  # the fleet watch reopens the KV after this long when it could not be read
+DECLINED = "declined"  # ``Tts-Status`` of the answer from an instance whose backend left ``loaded`` meanwhile
+FORWARD_ATTEMPTS = 2  # a declined hop is tried once more (another instance may have it); still one hop
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send the request to the instances that have ``backend`` loaded; ``local``: this instance's own actor."""
+
+    backend: str
+    local: BackendActor | None
+    fallback_from: str | None = None
+
+
+class FleetWatch:
+    """Who else has what: a live copy of the other instances' entries in the state KV."""
+
+    def __init__(self, nc: Client, settings: Settings) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.events: dict[tuple[str, str], StateEvent] = {}  # (backend, instance) -> latest event
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def loaded_elsewhere(self) -> frozenset[str]:
+        return frozenset(b for (b, _), e in self.events.items() if e.to_state is State.LOADED)
+
+    def view(self, backend: str) -> dict[str, Any]:
+        """The other instances' states for ``backend``: loaded on whom, failed where and why, the rest."""
+        view: dict[str, Any] = {"loaded": [], "failed": [], "other": []}
+        for (name, instance), event in sorted(self.events.items()):
+            if name != backend:
+                continue
+            if event.to_state is State.LOADED:
+                view["loaded"].append(instance)
+            elif event.to_state is State.FAILED:
+                view["failed"].append({"instance": instance, "reason": event.reason.value, "fix": event.fix})
+            else:
+                view["other"].append({"instance": instance, "state": event.to_state.value})
+        return view
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                kv = await self.nc.jetstream(timeout=WATCH_RETRY_S).key_value(self.settings.kv_bucket)
+                watcher = await kv.watchall()
+                try:
+                    while True:
+                        entry = await watcher.updates(timeout=None)  # type: ignore[arg-type]
+                        if entry is not None:
+                            self._apply(entry.key, entry.operation, entry.value)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(watcher.stop())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no bucket yet, or the connection is away: the hop still decides
+                log.debug("fleet_watch_retry", error=repr(exc))
+                await asyncio.sleep(WATCH_RETRY_S)
+
+    def _apply(self, key: str, operation: str | None, value: bytes | None) -> None:
+        if "." not in key:  # ``<backend>``: the latest of any instance, a copy
+            return
+        backend, _, instance = key.partition(".")
+        if instance == self.settings.instance:  # our own actors are fresher than the KV
+            return
+        if operation in (KV_DEL, KV_PURGE) or not value:
+            self.events.pop((backend, instance), None)
+            return
+        try:
+            event = StateEvent.from_dict(json.loads(value))
+        except (ValueError, KeyError, TypeError):
+            return
+        self.events[(event.backend, event.instance)] = event
+
+
+class InterestRouter:
+    """Per-backend subscriptions that follow the actors, the routing decision, and the forwarding hop."""
+
+    def __init__(
+        self, nc: Client, registry: Registry, settings: Settings, handler: Callable[[Request], Awaitable[None]]
+    ) -> None:
+        self.nc = nc
+        self.registry = registry
+        self.settings = settings
+        self.fleet = FleetWatch(nc, settings)
+        self._handler = handler
+        self._subs: dict[str, Subscription] = {}
+        self._locks = {name: asyncio.Lock() for name in registry.actors}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+        self.forwarded = 0  # requests this instance sent on and relayed an answer for
+
+    def subject(self, backend: str) -> str:
+        return self.settings.subject("backend", backend, "synthesize")
+
+    @property
+    def subscribed(self) -> frozenset[str]:
+        return frozenset(self._subs)
+
+    # --- interest ------------------------------------------------------------
+    async def start(self) -> None:
+        self.fleet.start()
+        for name, actor in self.registry.actors.items():
+            actor.on_change(lambda name=name: self._changed(name))
+            await self._sync(name)
+
+    async def stop(self) -> None:
+        """Drop every per-backend subscription (what was delivered is still served) and the fleet watch."""
+        self._stopped = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name in list(self._subs):
+            await self._sync(name)
+        await self.fleet.stop()
+
+    def _changed(self, name: str) -> None:
+        """Called by the actor on each change that may alter ``ready``: follow it, now."""
+        if (self.registry.actors[name].ready and not self._stopped) == (name in self._subs):
+            return
+        task = asyncio.ensure_future(self._sync(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sync(self, name: str) -> None:
+        """Subscribe while the backend is ready here, drain the subscription when it is not."""
+        async with self._locks[name]:
+            want = self.registry.actors[name].ready and not self._stopped
+            sub = self._subs.get(name)
+            try:
+                if want and sub is None:
+
+                    async def on_request(msg: Msg) -> None:
+                        await self._on_backend_request(name, msg)
+
+                    self._subs[name] = await self.nc.subscribe(
+                        self.subject(name), queue=f"{self.settings.queue_group}-{name}", cb=on_request
+                    )
+                    await self.nc.flush(timeout=5)
+                    log.info("backend_subject_subscribed", backend=name, subject=self.subject(name))
+                elif not want and sub is not None:
+                    del self._subs[name]
+                    try:  # the server stops sending; what it sent already is still answered (or declined)
+                        await asyncio.wait_for(sub.drain(), 5.0)
+                    except Exception as exc:  # the drain's round trip failed: drop it all the same
+                        log.warning("backend_subject_drain_failed", backend=name, error=repr(exc))
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
+                    log.info("backend_subject_dropped", backend=name, state=self.registry.actors[name].state.value)
+            except Exception as exc:  # a broken connection: the reconnect restores subscriptions that remain
+                log.warning("backend_subject_sync_failed", backend=name, error=repr(exc))
+
+    async def _on_backend_request(self, backend: str, msg: Msg) -> None:
+        if not self.registry.actors[backend].ready and msg.reply:  # delivered while the drain runs: send it back
+            await self.nc.publish(msg.reply, b"", headers={Header.STATUS.value: DECLINED})
+            return
+        headers = dict(msg.headers or {})
+        headers[FORWARDED_BACKEND] = backend  # the subject says which backend, whatever the headers claim
+        headers.setdefault(FORWARDED_BY, "?")
+        msg.headers = headers
+        await self._handler(Request(msg))
+
+    # --- deciding ------------------------------------------------------------
+    def decide(self, request: SynthesisRequest, headers: dict[str, str] | None) -> Route | Forward:
+        """Served here when a ready backend of this instance fits; otherwise where the fleet has one loaded."""
+        headers = headers or {}
+        if headers.get(FORWARDED_BY):  # came over the hop: served here or refused, never sent on again
+            pinned = headers.get(FORWARDED_BACKEND) or request.backend
+            route = self.registry.route(dataclasses.replace(request, backend=pinned))
+            return dataclasses.replace(route, fallback_from=headers.get(Header.FALLBACK_FROM.value))
+        if request.backend:
+            local = self.registry.actors.get(request.backend)
+            if local is None:  # not configured here: another instance may run it
+                return Forward(request.backend, None)
+            route = self.registry.route(request)  # language, voice and cloning are checked here already
+            return route if route.actor.ready else Forward(request.backend, route.actor)
+        elsewhere = self.fleet.loaded_elsewhere()
+        route = self.registry.route(request, elsewhere)
+        if route.actor.ready or route.actor.name not in elsewhere:
+            return route  # loaded here, or nowhere: today's answer (wait_ms, or the error)
+        return Forward(route.actor.name, route.actor, route.fallback_from)
+
+    def after_no_responders(self, request: SynthesisRequest, forward: Forward) -> Route:
+        """No instance has it loaded: this one serves it if it can now (or within ``wait_ms``), else the error."""
+        if forward.local is None:
+            raise self.nobody_has(request, forward.backend, None)
+        route = self.registry.route(request)  # the local choice, as without a fleet
+        route.actor.demand()
+        if not route.actor.ready and not (request.wait_ms and route.actor.pending):
+            raise self.nobody_has(request, route.actor.name, route.actor)
+        return route
+
+    def nobody_has(self, request: SynthesisRequest, backend: str, actor: BackendActor | None) -> TtsError:
+        """Today's ``backend_not_ready``/``backend_failed``, with the fleet's view of the backend in ``detail``."""
+        view = self.fleet.view(backend)
+        if actor is not None:
+            error = self.registry.no_backend_ready(request, actor)
+            view["here"] = {"instance": self.settings.instance, "state": actor.state.value}
+        elif view["failed"]:
+            failed = view["failed"][0]
+            error = TtsError(
+                ErrorCode.BACKEND_FAILED,
+                f"backend {backend} is loaded nowhere; failed on {failed['instance']} ({failed['reason']})",
+                failed["fix"] or f"tts-actor retry {backend}",
+                backend=backend,
+                state=State.FAILED.value,
+                reason=failed["reason"],
+            )
+        elif view["other"]:
+            error = TtsError(
+                ErrorCode.BACKEND_NOT_READY,
+                f"backend {backend} is loaded on no instance yet",
+                "Retry after retry_after_ms, or pick another backend.",
+                backend=backend,
+                state=view["other"][0]["state"],
+                retry_after_ms=1000,
+            )
+        else:
+            error = self.registry.get_error(backend)
+        error.detail = {**(error.detail or {}), "fleet": view}
+        return error
+
+    # --- the hop ---------------------------------------------------------------
+    async def forward(self, req: Request, request: SynthesisRequest, forward: Forward) -> bool:
+        """Send it on and relay the reply; False when no instance has the backend loaded (nothing was sent back)."""
+        reply = req._msg.reply
+        headers = dict(req.headers or {})
+        attributes = {"tts.backend": forward.backend, "tts.stream": request.stream}
+        with tracer().start_as_current_span(
+            "tts.forward", context=extract_context(headers), kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            headers = inject_headers(headers)
+            headers[FORWARDED_BY] = self.settings.instance
+            headers[FORWARDED_BACKEND] = forward.backend
+            if forward.fallback_from:
+                headers[Header.FALLBACK_FROM.value] = forward.fallback_from
+            answered: bool | None = None
+            for _ in range(FORWARD_ATTEMPTS):
+                inbox = self.nc.new_inbox()
+                sub = await self.nc.subscribe(inbox)
+                try:
+                    await self.nc.publish(self.subject(forward.backend), req.data, reply=inbox, headers=headers)
+                    answered = await self._relay(sub, reply, request)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                if answered is not None:
+                    break
+            answered = bool(answered)
+            span.set_attribute("tts.forward.answered", answered)
+        self.forwarded += answered
+        log.info("synthesize_forwarded", backend=forward.backend, answered=answered, stream=request.stream)
+        return answered
+
+    def _silence_bound_s(self, request: SynthesisRequest) -> float:
+        """How long the hop may be silent: the serving instance's own bounds, and some slack."""
+        if request.deadline_ms is not None:
+            return request.deadline_ms / 1000 + RELAY_SLACK_S
+        return request.wait_ms / 1000 + self.settings.synthesis_timeout_s + RELAY_SLACK_S
+
+    async def _relay(self, sub: Subscription, reply: str, request: SynthesisRequest) -> bool | None:
+        """Every message to ``reply`` until the reply is complete; False on "no responders", None when declined."""
+        bound = self._silence_bound_s(request)
+        first = True
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=bound)
+            except nats.errors.TimeoutError:
+                await self._relay_gave_up(reply, request, errored=bound == AFTER_ERROR_S)
+                return True
+            headers = dict(msg.headers or {})
+            if first and headers.get("Status") == "503":
+                return False
+            if first and headers.get(Header.STATUS.value) == DECLINED:
+                return None
+            first = False
+            await self.nc.publish(reply, msg.data, headers=headers or None)
+            kind = classify(headers, msg.data)
+            if kind is ReplyKind.END:
+                return True
+            if kind is ReplyKind.ERROR:
+                if not request.stream:
+                    return True
+                bound = AFTER_ERROR_S  # its end message follows at once
+            elif kind is ReplyKind.AUDIO and not request.stream and _last_chunk(headers):
+                return True
+
+    async def _relay_gave_up(self, reply: str, request: SynthesisRequest, errored: bool) -> None:
+        """The serving instance fell silent: the caller hears so (and a stream its end), rather than nothing."""
+        if not errored:
+            error = TtsError(
+                ErrorCode.INTERNAL,
+                "the instance serving this request fell silent",
+                "Send it again; see tts.status for the fleet.",
+            )
+            body, headers = error_body(error, self.nc.max_payload - 8 * 1024)
+            await self.nc.publish(reply, body, headers=headers)
+        if request.stream:
+            end = {Header.STREAM_END.value: "1", Header.TOTAL_BYTES.value: "0", Header.CHUNK_COUNT.value: "0"}
+            await self.nc.publish(reply, b"", headers=end)
+
+
+def _last_chunk(headers: dict[str, str]) -> bool:
+    """A whole reply's last message (a reply in one message has index 0 of 1)."""
+    try:
+        return int(headers.get(Header.CHUNK_INDEX.value, "0")) >= int(headers.get(Header.CHUNK_COUNT.value, "1")) - 1
+    except ValueError:
+        return True

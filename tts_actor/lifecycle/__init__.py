@@ -1,0 +1,1 @@
+"""Each backend's life: the actor front over bring-up, retry supervision, idle unload and the job runner."""

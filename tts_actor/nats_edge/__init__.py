@@ -1,0 +1,1 @@
+"""The NATS edge: connection, embedded server, the micro service and its endpoints."""

@@ -1,0 +1,39 @@
+"""Prometheus metrics. Served over HTTP by :mod:`tts_actor.http_edge.probes` when TTS_METRICS_PORT is set."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from statemachine import State, StateEvent
+
+REQUESTS = Counter("tts_requests_total", "Synthesis requests by outcome", ["backend", "outcome"])
+SYNTHESIS_SECONDS = Histogram(
+    "tts_synthesis_seconds",
+    "Time to synthesize one request (queue wait excluded)",
+    ["backend"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+FIRST_AUDIO_SECONDS = Histogram(
+    "tts_first_audio_seconds",
+    "From a request's arrival to its first audio message (queue wait included; streams send it after one segment)",
+    ["backend"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+AUDIO_SECONDS = Counter("tts_audio_seconds_total", "Seconds of audio produced", ["backend"])
+LOAD_SECONDS = Histogram(
+    "tts_load_seconds", "Time to load a backend's model", ["backend"], buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
+)
+BACKEND_STATE = Gauge("tts_backend_state", "1 for the state a backend is in, 0 for the others", ["backend", "state"])
+TRANSITIONS = Counter("tts_state_transitions_total", "State transitions", ["backend", "to", "reason"])
+DOWNLOAD_BYTES = Gauge("tts_download_bytes", "Bytes downloaded so far for the current download", ["backend"])
+AUDIO_CACHE = Counter("tts_audio_cache_total", "Audio cache lookups by outcome (hit, miss, bypass)", ["outcome"])
+INFLIGHT = Gauge("tts_inflight_requests", "Synthesis requests being served")
+
+
+def record_state(event: StateEvent) -> None:
+    for state in State:
+        BACKEND_STATE.labels(event.backend, state.value).set(1 if state is event.to_state else 0)
+    if event.progress is not None:
+        DOWNLOAD_BYTES.labels(event.backend).set(event.progress.done)
+    if event.from_state is not None and event.reason.value != "download_progress":
+        TRANSITIONS.labels(event.backend, event.to_state.value, event.reason.value).inc()

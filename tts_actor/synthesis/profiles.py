@@ -1,0 +1,209 @@
+"""Voice profiles: a validated reference clip, stored once in a JetStream Object Store bucket.
+
+``tts.voices.create`` stores the clip (with an optional transcript and language) and answers
+an opaque random id; any instance of the fleet reads it from there. The id is the only handle:
+192 random bits, no listing endpoint, and an id that is malformed reads exactly like one that
+does not exist, so nobody can find or enumerate another caller's profiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js.api import ObjectMeta, StorageType
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from tts_actor.backends.reference_audio import validate_reference
+from tts_actor.config import Settings
+from tts_actor.errors import ErrorCode, TtsError, invalid
+from tts_actor.observability.logs import get_logger
+from tts_actor.wire.messages import LANGUAGE_RE, decode_reference_audio, parse_json_object
+
+log = get_logger(__name__)
+ID_BYTES = 24  # secrets.token_urlsafe(24): 32 characters, 192 bits
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+MAX_REFERENCE_TEXT_CHARS = 1000
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class VoiceProfile:
+    id: str
+    audio: bytes  # the validated clip, re-encoded as mono 16-bit WAV
+    digest: str  # sha256 of ``audio``: what caches key on (never the id)
+    duration_ms: int
+    reference_text: str | None = None
+    language: str | None = None
+    created_at: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """What the creator is told: the id and what was stored, not the digest."""
+        return {
+            "voice_profile": self.id,
+            "duration_ms": self.duration_ms,
+            "language": self.language,
+            "reference_text": self.reference_text,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class NewProfile:
+    """A parsed ``tts.voices.create`` request."""
+
+    audio: bytes
+    reference_text: str | None = None
+    language: str | None = None
+
+
+def unknown_profile() -> TtsError:
+    return TtsError(
+        ErrorCode.UNKNOWN_VOICE,
+        "no such voice profile",
+        "Create one with tts.voices.create and use the id it answers; deleted profiles are gone.",
+    )
+
+
+def unavailable(exc: BaseException) -> TtsError:
+    return TtsError(
+        ErrorCode.INTERNAL,
+        f"voice profiles are unavailable: {type(exc).__name__}",
+        "Voice profiles need JetStream on the NATS server (nats-server -js); retry when it is back.",
+        retry_after_ms=1000,
+    )
+
+
+def parse_create_request(data: bytes, settings: Settings) -> NewProfile:
+    """``{"reference_audio": base64 WAV, "reference_text"?: str, "language"?: "en"}``, every field bounded."""
+    body = parse_json_object(data, settings.max_request_bytes, "Send 5-20 s of mono 16-bit WAV.")
+    unknown = sorted(set(body) - {"reference_audio", "reference_text", "language"})
+    if unknown:
+        raise invalid(f"unknown fields {unknown[:5]!r}; known: ['language', 'reference_audio', 'reference_text']")
+    if body.get("reference_audio") is None:
+        raise invalid("'reference_audio' (base64-encoded WAV) is required")
+    audio = decode_reference_audio(body["reference_audio"])
+    text = body.get("reference_text")
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            raise invalid("'reference_text' must be a non-empty string: the clip's transcript")
+        if len(text) > MAX_REFERENCE_TEXT_CHARS:
+            raise invalid(f"'reference_text' is {len(text)} characters; the limit is {MAX_REFERENCE_TEXT_CHARS}")
+        if _CONTROL.search(text):
+            raise invalid("'reference_text' holds a control character or a lone surrogate")
+        text = text.strip()
+    language = body.get("language")
+    if language is not None:
+        if not isinstance(language, str) or not LANGUAGE_RE.match(language.lower()):
+            raise invalid("'language' must be an ISO 639-1 code such as 'en'")
+        language = language.lower()
+    return NewProfile(audio, text, language)
+
+
+def parse_profile_id(data: bytes) -> str:
+    """``{"voice_profile": "<id>"}`` -> the id; a malformed id is 'no such profile', like a missing one."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise invalid('request body must be JSON: {"voice_profile": "<id>"}') from None
+    profile_id = body.get("voice_profile") if isinstance(body, dict) else None
+    if not isinstance(profile_id, str):
+        raise invalid("'voice_profile' (the id tts.voices.create answered) is required")
+    return profile_id
+
+
+class ProfileStore:
+    """Create, get and delete profiles in the ``TTS_PROFILES_BUCKET`` object store (no listing)."""
+
+    def __init__(self, nc: Client, settings: Settings, timeout_s: float = 5.0) -> None:
+        self.nc = nc
+        self.bucket = settings.profiles_bucket
+        self.replicas = settings.js_replicas
+        self.timeout_s = timeout_s
+        self._store: ObjectStore | None = None
+
+    async def _open(self) -> ObjectStore:
+        if self._store is None:
+            js = self.nc.jetstream(timeout=self.timeout_s)
+            try:
+                self._store = await js.object_store(self.bucket)
+            except BucketNotFoundError:
+                self._store = await js.create_object_store(
+                    self.bucket,
+                    description="tts-actor voice profiles",
+                    replicas=self.replicas,
+                    storage=StorageType.FILE,
+                )
+        return self._store
+
+    async def create(self, new: NewProfile) -> VoiceProfile:
+        """Validate the clip (as for ``reference_audio``) and store it under a fresh random id."""
+        clip = validate_reference(new.audio)
+        audio = clip.to_wav()
+        profile = VoiceProfile(
+            id=secrets.token_urlsafe(ID_BYTES),
+            audio=audio,
+            digest=hashlib.sha256(audio).hexdigest(),
+            duration_ms=round(clip.duration_s * 1000),
+            reference_text=new.reference_text,
+            language=new.language,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        meta = {k: getattr(profile, k) for k in ("digest", "duration_ms", "reference_text", "language", "created_at")}
+        try:
+            store = await self._open()
+            await asyncio.wait_for(
+                store.put(profile.id, audio, meta=ObjectMeta(name=profile.id, description=json.dumps(meta))),
+                self.timeout_s,
+            )
+        except Exception as exc:
+            self._store = None
+            log.warning("profile_store_failed", error=repr(exc))
+            raise unavailable(exc) from None
+        log.info("voice_profile_created", duration_ms=profile.duration_ms, language=profile.language)
+        return profile
+
+    async def get(self, profile_id: str) -> VoiceProfile:
+        if not _ID_RE.match(profile_id):
+            raise unknown_profile()
+        try:
+            store = await self._open()
+            result = await asyncio.wait_for(store.get(profile_id), self.timeout_s)
+        except (ObjectNotFoundError, NotFoundError):
+            raise unknown_profile() from None
+        except Exception as exc:
+            self._store = None
+            raise unavailable(exc) from None
+        meta = json.loads(result.info.description or "{}")
+        return VoiceProfile(
+            id=profile_id,
+            audio=result.data,
+            digest=meta.get("digest") or hashlib.sha256(result.data).hexdigest(),
+            duration_ms=int(meta.get("duration_ms") or 0),
+            reference_text=meta.get("reference_text"),
+            language=meta.get("language"),
+            created_at=meta.get("created_at") or "",
+        )
+
+    async def delete(self, profile_id: str) -> bool:
+        """True when there was such a profile; it is gone for every instance."""
+        if not _ID_RE.match(profile_id):
+            return False
+        try:
+            store = await self._open()
+            await asyncio.wait_for(store.delete(profile_id), self.timeout_s)
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+        except Exception as exc:
+            self._store = None
+            raise unavailable(exc) from None
+        log.info("voice_profile_deleted")
+        return True

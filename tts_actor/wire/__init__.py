@@ -1,0 +1,1 @@
+"""What travels on NATS: request messages, headers, reply framing, reply liveness."""
