@@ -41,6 +41,7 @@ from tts_actor.observability.tracing import tracer
 
 log = get_logger(__name__)
 
+SINK_BOUND_S = 5.0  # a sink that does not take a segment in this long is not waited for (the caller gave up)
 ProgressCallback = Callable[[int, "int | None"], None]
 
 
@@ -670,9 +671,7 @@ class BackendActor:
                     return
                 span.set_attribute("tts.audio_seconds", audio.duration_s)
             if not job.future.done():
-                job.on_audio(segment, audio)
-                if segment.index == 0 and job.first_audio_out is not None and len(job.segments) > 1:
-                    await _first_of(job.first_audio_out.wait(), job.future, bound_s=5.0)
+                await _first_of(job.sink.accept(segment, audio), job.future, bound_s=SINK_BOUND_S)
         if not job.future.done():
             job.future.set_result(None)
 

@@ -2,16 +2,16 @@
 
 The actor makes one engine call per segment and checks :class:`JobControl` between
 them, so a caller who cancels or whose deadline passes frees the backend at the next
-segment boundary. What happens to the audio (encoding, publishing) is the caller's
-business, through ``on_audio``.
+segment boundary. The audio goes down into the job's :class:`SegmentSink`; what the sink
+does with it (encoding, caching, publishing) is not the actor's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from opentelemetry import context as otel_context
 
@@ -50,7 +50,11 @@ class JobControl:
         return None
 
 
-AudioCallback = Callable[[Segment, Audio], None]
+class SegmentSink(Protocol):
+    """Where a job's audio goes, segment by segment, handed down by the actor's job runner."""
+
+    async def accept(self, segment: Segment, audio: Audio) -> None:
+        """Take one segment's audio; the runner awaits this before the next engine call (the sink paces it)."""
 
 
 @dataclass
@@ -60,11 +64,8 @@ class SynthesisJob:
     request: SynthesisRequest
     voice: Voice
     segments: list[Segment]
-    on_audio: AudioCallback  # called on the event loop after each segment's engine call
+    sink: SegmentSink  # awaited on the event loop after each segment's engine call
     control: JobControl
     future: asyncio.Future[None]  # settled once every segment is done, or with the error that stopped it
     trace_context: otel_context.Context | None = None
     queued_ns: int = field(default_factory=time.time_ns)
-    # streams: set once the first segment's audio is out, so that its encoding does not share the CPU
-    # with the second segment's synthesis (first audio is what a streaming caller waits for)
-    first_audio_out: asyncio.Event | None = None

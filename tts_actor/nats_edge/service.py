@@ -24,7 +24,8 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tts_actor import __version__
-from tts_actor.audio.segmenter import segment_text
+from tts_actor.audio.pcm import Audio
+from tts_actor.audio.segmenter import Segment, segment_text
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet.routing import Forward, InterestRouter
@@ -46,6 +47,25 @@ log = get_logger(__name__)
 HEADER_ROOM = 8 * 1024  # bytes kept free in an error reply for headers
 FLEET_READ_TIMEOUT_S = 2.0
 __all__ = ["HEADER_ROOM", "TtsService", "error_headers"]
+
+
+class QueuedSink:
+    """The job's sink: each segment's audio queued for the reply writer.
+
+    With ``first_waits`` (a stream of several segments) the first segment is taken only once it is sent, so that its
+    encoding does not share the CPU with the second segment's synthesis: first audio is what a streaming caller waits
+    for. The audio is queued before any wait, so a runner that stops waiting loses nothing.
+    """
+
+    def __init__(self, first_waits: bool) -> None:
+        self.queue: asyncio.Queue[SegmentAudio] = asyncio.Queue()
+        self.first_out = asyncio.Event()
+        self._first_waits = first_waits
+
+    async def accept(self, segment: Segment, audio: Audio) -> None:
+        self.queue.put_nowait(SegmentAudio(segment, audio))
+        if segment.index == 0 and self._first_waits:
+            await self.first_out.wait()
 
 
 class TtsService:
@@ -351,26 +371,24 @@ class TtsService:
                     beat.publisher(self._publisher(req)), request, route, control, len(segments), started
                 )
                 recorder = self.cached.record(writer, request, cache_key)
-                queue: asyncio.Queue[SegmentAudio] = asyncio.Queue()
+                sink = QueuedSink(first_waits=request.stream and len(segments) > 1)
                 synth_started = time.perf_counter()
                 while True:  # a job that an unload overtook in the queue waits out the rest of its wait_ms
                     job = SynthesisJob(
                         request,
                         route.voice,
                         segments,
-                        lambda segment, audio: queue.put_nowait(SegmentAudio(segment, audio)),
+                        sink,
                         control,
                         asyncio.get_running_loop().create_future(),
                         otel_context.get_current(),
-                        first_audio_out=asyncio.Event() if request.stream else None,
                     )
                     self._jobs[control.request_id] = job
                     try:
                         route.actor.submit(job)
-                        async for item in as_they_come(queue, job.future):
+                        async for item in as_they_come(sink.queue, job.future):
                             await writer.add(item.segment, item.audio)
-                            if job.first_audio_out is not None:
-                                job.first_audio_out.set()
+                            sink.first_out.set()
                         break
                     except TtsError as error:
                         if not await self._may_wait_again(error, request, route, writer, started):
