@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from statemachine import Reason, State
-from tests.support.backends import isolated_settings, next_state, running_service
+from tests.support.backends import isolated_settings, next_state, running_service, tone_wav
 from tests.support.tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits
 from tts_actor.audio.pcm import Audio
 from tts_actor.backends import BackendAdapter, BackendSpec, Device, Voice
+from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.backends.mms import MmsBackend
 from tts_actor.backends.piper import PiperBackend
 from tts_actor.errors import ErrorCode, TtsError
@@ -169,6 +170,19 @@ async def test_reference_audio_only_goes_to_a_backend_that_clones(tmp_path: Path
     settings = isolated_settings(tmp_path, backends=("piper",))
     async with running_service(tmp_path, settings, {"piper": PiperBackend(settings)}) as (_app, client):
         with pytest.raises(TtsError) as error:
-            await client.synthesize(SynthesisRequest(text="Clone this.", reference_audio=b"RIFF...."))
+            await client.synthesize(SynthesisRequest(text="Clone this.", reference_audio=tone_wav(2.0)))
         assert error.value.code is ErrorCode.INVALID_REQUEST
         assert "clone" in error.value.message
+
+
+async def test_bad_reference_audio_is_the_callers_error_even_when_the_cloning_backend_is_failed(tmp_path: Path) -> None:
+    """Chatterbox failed here (its package is not installed): bad audio is still ``invalid_request``, not its failure."""
+    settings = isolated_settings(tmp_path, backends=("piper", "chatterbox"))
+    adapters = {"piper": PiperBackend(settings), "chatterbox": ChatterboxBackend(settings)}
+    async with running_service(tmp_path, settings, adapters) as (app, client):
+        assert app.registry is not None
+        assert await app.registry.actors["chatterbox"].wait_settled(10) is State.FAILED
+        with pytest.raises(TtsError) as error:
+            await client.synthesize(SynthesisRequest(text="Clone this.", reference_audio=b"RIFF...."))
+        assert error.value.code is ErrorCode.INVALID_REQUEST
+        assert "WAV" in error.value.message and "WAV" in error.value.fix

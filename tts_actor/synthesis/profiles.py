@@ -22,7 +22,7 @@ from nats.js.api import ObjectMeta, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from tts_actor.backends.reference_audio import validate_reference
+from tts_actor.audio.reference import validate_reference
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.observability.logs import get_logger

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tts_actor.audio import codecs
+from tts_actor.audio.reference import validate_reference
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 
@@ -205,7 +206,7 @@ def parse_json_object(data: bytes, max_bytes: int, size_fix: str) -> dict[str, A
 
 
 def decode_reference_audio(value: object) -> bytes:
-    """``reference_audio``: base64 of at most MAX_REFERENCE_AUDIO_BYTES (the WAV itself is checked by the adapter)."""
+    """``reference_audio``: base64 of at most MAX_REFERENCE_AUDIO_BYTES (the WAV: ``validate_reference``)."""
     if not isinstance(value, str):
         raise invalid("'reference_audio' must be base64-encoded WAV bytes")
     try:
@@ -280,6 +281,8 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         raise invalid(f"'wait_ms' must be a non-negative integer, got {_echo(wait_ms)}")
     reference = body.get("reference_audio")
     reference_bytes = None if reference is None else decode_reference_audio(reference)
+    if reference_bytes is not None:
+        validate_reference(reference_bytes)  # the caller's bad audio, whichever backend (if any) would clone it
     voice_profile = _voice_profile(body.get("voice_profile"), reference_bytes is not None)
     cache = body.get("cache", True)
     if not isinstance(cache, bool):
