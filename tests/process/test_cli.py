@@ -122,8 +122,12 @@ async def test_voices_and_unload_commands(piper_loaded: TtsApp, nats_url: str) -
     import asyncio
 
     env = cli_env(NATS_URL=nats_url)
-    voices = await asyncio.to_thread(run_cli, "voices", env=env)
+    voices = await asyncio.to_thread(run_cli, "voices", "--json", env=env)
     assert json.loads(voices.stdout)["backends"]["piper"]["languages"]["en"][0]["id"] == "en_US-joe-medium"
+    table = await asyncio.to_thread(run_cli, "voices", env=env)
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:4] == ["BACKEND", "STATE", "LANGUAGE", "VOICE"], table.stdout
+    assert ["piper", "loaded", "en", "en_US-joe-medium"] in [row.split()[:4] for row in rows], table.stdout
     unloaded = await asyncio.to_thread(run_cli, "unload", "piper", env=env)
     assert json.loads(unloaded.stdout)["state"] == "missing"
 
