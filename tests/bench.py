@@ -103,6 +103,18 @@ async def bare_nats_baseline(url: str) -> list[float]:
         await nc.close()
 
 
+async def status_vs_health_rows(nc: Any, baseline: list[float]) -> list[Row]:
+    """(c) tts.status (the fleet from the live KV copy) against tts.health (local only), in the same run."""
+    health = await timed_requests(lambda: nc.request("tts.health", b"", timeout=2))
+    status = await timed_requests(lambda: nc.request("tts.status", b"", timeout=2))
+    ratio = percentile(status, 0.5) / percentile(health, 0.5)
+    row = latency_row("(c) tts.status", status, baseline)
+    return [
+        latency_row("(c) tts.health", health, baseline),
+        Row(row.measure, row.p50_ms, row.p99_ms, f"{row.note}, {ratio:.1f}x tts.health p50 (target <= 2x)"),
+    ]
+
+
 async def start_service(url: str, cache: Path) -> tuple[TtsApp, dict[str, float]]:
     """Start the app; returns it and seconds from start() to each backend's settling event on NATS."""
     watcher = await connect(url, "bench-watch", reconnect=False)
@@ -184,8 +196,7 @@ async def bench(url: str, cache: Path) -> list[Row]:
 
         not_ready_ms = await timed_requests(ask_failed_backend)
         rows.append(latency_row("(b) synthesize -> not-ready reply", not_ready_ms, baseline))
-        status = await timed_requests(lambda: nc.request("tts.status", b"", timeout=2))
-        rows.append(latency_row("(c) tts.status", status, baseline))
+        rows.extend(await status_vs_health_rows(nc, baseline))
 
         for name, seconds in sorted(startup.items(), key=lambda item: item[1]):
             note = "" if name.startswith("start()") else "from start() to its settling event on tts.state.*"

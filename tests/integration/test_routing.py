@@ -66,13 +66,10 @@ async def piper_on_a_only(settings: Settings, tmp_path: Path) -> AsyncIterator[t
 
 
 async def _fleet_sees(app: TtsApp, instance: str) -> None:
-    """Wait (bounded) until ``app``'s fleet watch has read ``instance``'s Piper entry."""
+    """Wait (bounded, on the watch's changes) until ``app``'s fleet watch has read ``instance``'s Piper entry."""
     fleet = app.service.routing.fleet  # type: ignore[union-attr]
-    for _ in range(200):
-        if ("piper", instance) in fleet.events:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{instance} never appeared in the fleet watch: {fleet.events}")
+    seen = await fleet.wait_until(lambda: ("piper", instance) in fleet.events, 10)
+    assert seen, f"{instance} never appeared in the fleet watch: {fleet.events}"
 
 
 async def _no_responders(nc: Client, subject: str) -> bool:

@@ -122,8 +122,12 @@ async def test_voices_and_unload_commands(piper_loaded: TtsApp, nats_url: str) -
     import asyncio
 
     env = cli_env(NATS_URL=nats_url)
-    voices = await asyncio.to_thread(run_cli, "voices", env=env)
+    voices = await asyncio.to_thread(run_cli, "voices", "--json", env=env)
     assert json.loads(voices.stdout)["backends"]["piper"]["languages"]["en"][0]["id"] == "en_US-joe-medium"
+    table = await asyncio.to_thread(run_cli, "voices", env=env)
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:4] == ["BACKEND", "STATE", "LANGUAGE", "VOICE"], table.stdout
+    assert ["piper", "loaded", "en", "en_US-joe-medium"] in [row.split()[:4] for row in rows], table.stdout
     unloaded = await asyncio.to_thread(run_cli, "unload", "piper", env=env)
     assert json.loads(unloaded.stdout)["state"] == "missing"
 
@@ -150,3 +154,21 @@ async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
     assert streamed.returncode == 0, streamed.stderr
     assert decode(streamed.stdout).duration_ms > 1000  # the bytes on stdout are one MP3 file
     assert b"streamed" in streamed.stderr and b"first audio after" in streamed.stderr
+
+
+def test_status_says_in_words_when_a_backend_is_loaded_on_no_instance(capsys: pytest.CaptureFixture[str]) -> None:
+    from tts_actor.cli.main import _print_status
+
+    failed = {"instance": "b", "reason": "package_missing", "fix": "pip install torch"}
+    fleet = {
+        "instances": [{"instance": "a", "backends": []}, {"instance": "b", "backends": []}],
+        "backends": {
+            "mms": {"loaded": [], "failed": [failed], "other": []},
+            "piper": {"loaded": ["a", "b"], "failed": [], "other": []},
+        },
+    }
+    _print_status({"instance": "a", "backends": [], "fleet": fleet})
+    out = capsys.readouterr().out
+    assert "mms         not loaded on any instance" in out and "nowhere" not in out
+    assert "piper       loaded on a, b" in out
+    assert "failed on b: package_missing; fix: pip install torch" in out

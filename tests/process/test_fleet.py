@@ -37,6 +37,9 @@ async def fleet_of_two(settings: Settings) -> AsyncIterator[list[TtsApp]]:
             for actor in app.registry.actors.values():
                 await actor.wait_settled(30)
             await app.publisher.flush()
+        for app in apps:  # tts.status answers from each instance's live copy: both have read both
+            watch = app.service.routing.fleet  # type: ignore[union-attr]
+            assert await watch.wait_until(lambda watch=watch: set(watch.fleet()) == {"a", "b"}, 10), watch.entries
         yield apps
     finally:
         for app in apps:
@@ -64,6 +67,7 @@ async def test_cli_status_prints_the_fleet(settings: Settings) -> None:
         assert "fleet: 2 instance(s)" in text.stdout
         assert "piper       loaded on a, b" in text.stdout
         assert "failed on b: package_missing" in text.stdout
+        assert "chatterbox  not loaded on any instance" in text.stdout and "nowhere" not in text.stdout
         as_json = json.loads((await asyncio.to_thread(run_cli, "status", "--json", env=env)).stdout)
         assert as_json["fleet"]["backends"]["piper"]["loaded"] == ["a", "b"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,16 +95,20 @@ class BackendSpec:
         return f"{fix} ({self.extra_fix})" if self.extra_fix else fix
 
 
-def extra_requirements(extra: str) -> list[str]:
-    """The requirements of tts-actor's ``extra`` from the installed distribution's metadata (wheel or checkout)."""
+@functools.cache
+def extra_requirements(extra: str) -> tuple[str, ...]:
+    """The requirements of tts-actor's ``extra`` from the installed distribution's metadata (wheel or checkout).
+
+    Read once per process: parsing the metadata costs ~5 ms, and every ``tts.status`` names the install fix.
+    """
     from importlib import metadata
 
     try:
         requires = metadata.requires("tts-actor") or []
     except metadata.PackageNotFoundError:
-        return []
+        return ()
     marker = f'extra == "{extra}"'
-    return [r.split(";")[0].strip() for r in requires if marker in r.replace("'", '"')]
+    return tuple(r.split(";")[0].strip() for r in requires if marker in r.replace("'", '"'))
 
 
 def license_refusal(spec: BackendSpec, accepted: frozenset[str]) -> BackendFailure | None:

@@ -78,8 +78,8 @@ def _print_status(status: dict[str, Any]) -> None:
         return
     print(f"fleet: {len(fleet['instances'])} instance(s)" + (f"  ({fleet['error']})" if fleet.get("error") else ""))
     for name, summary in fleet["backends"].items():
-        loaded = ", ".join(summary["loaded"]) or "nowhere"
-        print(f"  {name:<11} loaded on {loaded}")
+        where = f"loaded on {', '.join(summary['loaded'])}" if summary["loaded"] else "not loaded on any instance"
+        print(f"  {name:<11} {where}")
         for failed in summary["failed"]:
             print(
                 f"  {'':<11} failed on {failed['instance']}: {failed['reason']}"
@@ -249,9 +249,23 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_with_client(settings, run))
 
 
+def _print_voices(voices: dict[str, Any]) -> None:
+    """One row per voice: backend, its state, language, voice id (what ``say --voice`` takes), description."""
+    rows = [("BACKEND", "STATE", "LANGUAGE", "VOICE", "DESCRIPTION")]
+    for backend, entry in voices["backends"].items():
+        listed = [(lang, v) for lang, offered in entry["languages"].items() for v in offered]
+        rows += [(backend, entry["state"], lang, v["id"], v.get("description") or "") for lang, v in listed]
+        if not listed:
+            rows.append((backend, entry["state"], "-", "-", "no voices offered"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+
+
 def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
     async def run(client: Any) -> int:
-        print(json.dumps(await client.voices(), indent=2))
+        voices = await client.voices()
+        print(json.dumps(voices, indent=2)) if args.json else _print_voices(voices)
         return 0
 
     return asyncio.run(_with_client(settings, run))
@@ -354,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="each backend's state, reason and fix")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("voices", help="voices per backend and language")
+    p = sub.add_parser("voices", help="voices per backend and language, as a table")
+    p.add_argument("--json", action="store_true", help="the tts.voices reply as JSON, for scripts")
     p.set_defaults(func=cmd_voices)
     p = sub.add_parser("watch", help="print state events live, starting from the current states")
     p.add_argument("--json", action="store_true")

@@ -29,6 +29,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from statemachine import StateEvent
 from tts_actor.client.retry import ClientRetryPolicy
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.fleet.state_kv import decode_event, parse_key
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import inject_headers
 from tts_actor.wire.heartbeat import ResponderSilent, StallTimer
@@ -294,8 +295,9 @@ class TtsClient:
                 async for entry in watcher:
                     if entry is None:
                         break
-                    if entry.value:  # the same event sits under <backend> and <backend>.<instance>
-                        event = StateEvent.from_dict(json.loads(entry.value))
+                    # the same event sits under <backend> and <backend>.<instance>: the seq check drops the copy
+                    event = decode_event(entry.value) if parse_key(entry.key) is not None else None
+                    if event is not None:
                         if last.get((event.backend, event.instance), -1) >= event.seq:
                             continue
                         last[(event.backend, event.instance)] = event.seq

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
@@ -26,16 +24,11 @@ from nats.js.kv import KeyValue
 
 from statemachine import StateEvent
 from tts_actor.config import Settings
+from tts_actor.fleet.state_kv import decode_event, encode_event, instance_entry_of, instance_key, shared_key
 from tts_actor.observability.logs import get_logger
 
 log = get_logger(__name__)
-_KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
 KV_WRITE_TIMEOUT_S = 2.0
-
-
-def instance_key(backend: str, instance: str) -> str:
-    """``<backend>.<instance>``: one instance's own entry, beside ``<backend>`` (the latest of any)."""
-    return f"{backend}.{_KEY_UNSAFE.sub('_', instance)}"
 
 
 async def open_state_bucket(nc: Client, bucket: str, ttl_s: float | None = None, replicas: int = 1) -> KeyValue | None:
@@ -134,7 +127,7 @@ class StatePublisher:
     async def _run(self) -> None:
         assert self._nc is not None
         while (event := await self._queue.get()) is not None:
-            payload = json.dumps(event.to_dict()).encode()
+            payload = encode_event(event)
             self._latest[event.backend] = event
             try:
                 # KV first, then the subject: a watcher that subscribes, then reads the KV, misses nothing
@@ -152,7 +145,7 @@ class StatePublisher:
         assert self._kv is not None
         try:
             async with self._kv_lock:
-                await asyncio.wait_for(self._kv.put(event.backend, payload), KV_WRITE_TIMEOUT_S)
+                await asyncio.wait_for(self._kv.put(shared_key(event.backend), payload), KV_WRITE_TIMEOUT_S)
                 await asyncio.wait_for(self._kv.put(self.instance_key(event.backend), payload), KV_WRITE_TIMEOUT_S)
         except Exception as exc:
             self._kv_ok = False
@@ -183,7 +176,7 @@ class StatePublisher:
             return
         async with self._kv_lock:
             for backend, event in list(self._latest.items()):
-                payload = json.dumps(event.to_dict()).encode()
+                payload = encode_event(event)
                 await asyncio.wait_for(self._kv.put(self.instance_key(backend), payload), KV_WRITE_TIMEOUT_S)
                 await self._refresh_shared(backend, payload)
         self._kv_ok = True
@@ -194,14 +187,21 @@ class StatePublisher:
         """``<backend>`` stays the latest of any instance: refreshed only while it holds ours, or made if gone."""
         assert self._kv is not None
         try:
-            entry = await asyncio.wait_for(self._kv.get(backend), KV_WRITE_TIMEOUT_S)
+            entry = await asyncio.wait_for(self._kv.get(shared_key(backend)), KV_WRITE_TIMEOUT_S)
         except KeyNotFoundError:  # aged out with a dead instance, deleted, or a new bucket
             with contextlib.suppress(Exception):  # another instance made it first
-                await asyncio.wait_for(self._kv.create(backend, payload), KV_WRITE_TIMEOUT_S)
+                await asyncio.wait_for(self._kv.create(shared_key(backend), payload), KV_WRITE_TIMEOUT_S)
             return
-        if entry.value and json.loads(entry.value).get("instance") == self.settings.instance:
+        if self._ours(entry.value):
             with contextlib.suppress(Exception):  # another instance wrote since: theirs is newer
-                await asyncio.wait_for(self._kv.update(backend, payload, last=entry.revision), KV_WRITE_TIMEOUT_S)
+                await asyncio.wait_for(
+                    self._kv.update(shared_key(backend), payload, last=entry.revision), KV_WRITE_TIMEOUT_S
+                )
+
+    def _ours(self, value: bytes | None) -> bool:
+        """The entry holds an event of this instance."""
+        event = decode_event(value)
+        return event is not None and event.instance == self.settings.instance
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Return once every event queued so far is published (and in the KV, when it is there)."""
@@ -239,28 +239,27 @@ class StatePublisher:
         for backend in self.settings.backends:
             try:
                 await asyncio.wait_for(self._kv.delete(self.instance_key(backend)), KV_WRITE_TIMEOUT_S)
-                latest = await asyncio.wait_for(self._kv.get(backend), KV_WRITE_TIMEOUT_S)
-                if not latest.value or json.loads(latest.value).get("instance") != self.settings.instance:
+                latest = await asyncio.wait_for(self._kv.get(shared_key(backend)), KV_WRITE_TIMEOUT_S)
+                if not self._ours(latest.value):
                     continue
                 survivor = await self._newest_instance_entry(backend)
-                if survivor is None:
-                    await self._kv.delete(backend, last=latest.revision)  # unless another instance wrote since
+                if survivor is None:  # unless another instance wrote since
+                    await self._kv.delete(shared_key(backend), last=latest.revision)
                 else:
-                    await self._kv.update(backend, survivor, last=latest.revision)
+                    await self._kv.update(shared_key(backend), survivor, last=latest.revision)
             except Exception as exc:  # gone already, or raced by another instance: nothing to undo
                 log.debug("kv_forget_skipped", backend=backend, error=repr(exc))
 
     async def _newest_instance_entry(self, backend: str) -> bytes | None:
         assert self._kv is not None
         try:
-            keys = [k for k in await self._kv.keys() if k.startswith(f"{backend}.")]
+            keys = [k for k in await self._kv.keys() if instance_entry_of(k, backend)]
         except NoKeysError:
             return None
         newest: tuple[str, bytes] | None = None
         for key in keys:
             value = (await self._kv.get(key)).value
-            if value:
-                at = json.loads(value).get("at", "")
-                if newest is None or at > newest[0]:
-                    newest = (at, value)
+            event = decode_event(value)
+            if value and event is not None and (newest is None or event.at > newest[0]):
+                newest = (event.at, value)
         return newest[1] if newest else None

@@ -10,7 +10,9 @@ silent ends it with a structured error. "No responders" there means no instance 
 loaded: the caller is answered at once, with the fleet's view of that backend.
 
 Fallback routing (a request without ``backend``) takes the fleet's loaded backends into account
-through :class:`FleetWatch`, a live copy of the state KV's per-instance entries.
+through :class:`~tts_actor.fleet.watch.FleetWatch`, a live copy of the state KV's per-instance entries:
+a backend loaded on another instance beats one of ours that is not loaded, and when none of ours is
+loaded anywhere, a backend this instance does not run but another has loaded (for the language) takes it.
 """
 
 from __future__ import annotations
@@ -18,22 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.kv import KV_DEL, KV_PURGE
 from nats.micro.request import Request
 from opentelemetry.trace import SpanKind
 
-from statemachine import State, StateEvent
-from tts_actor.config import Settings
+from statemachine import State
+from tts_actor.config import DEFAULT_BACKENDS, Settings
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.fleet.publisher import KV_WRITE_TIMEOUT_S
+from tts_actor.fleet.watch import FleetWatch
 from tts_actor.lifecycle.actor import BackendActor
 from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability.logs import get_logger
@@ -47,87 +48,29 @@ FORWARDED_BY = "Tts-Forwarded-By"  # on a forwarded request: the instance that s
 FORWARDED_BACKEND = "Tts-Forwarded-Backend"  # the backend it was forwarded for
 RELAY_SLACK_S = 10.0  # beyond the serving instance's own bounds, before a silent hop is given up
 AFTER_ERROR_S = 2.0  # a stream's end message is expected this soon after its error
-WATCH_RETRY_S = 2.0  # the fleet watch reopens the KV after this long when it could not be read
 DECLINED = "declined"  # ``Tts-Status`` of the answer from an instance whose backend left ``loaded`` meanwhile
 FORWARD_ATTEMPTS = 2  # a declined hop is tried once more (another instance may have it); still one hop
 
 
 @dataclass(frozen=True)
 class Forward:
-    """Send the request to the instances that have ``backend`` loaded; ``local``: this instance's own actor."""
+    """Send the request to the instances that have ``backend`` loaded.
+
+    ``local`` is this instance's own route for the request, decided with the forward (None: it does not run
+    the backend): what it serves, or whose error it answers, when no instance answers the hop.
+    """
 
     backend: str
-    local: BackendActor | None
+    local: Route | None
     fallback_from: str | None = None
 
+    @property
+    def actor(self) -> BackendActor | None:
+        """This instance's own actor for the request, if it has one."""
+        return self.local.actor if self.local is not None else None
 
-class FleetWatch:
-    """Who else has what: a live copy of the other instances' entries in the state KV."""
 
-    def __init__(self, nc: Client, settings: Settings) -> None:
-        self.nc = nc
-        self.settings = settings
-        self.events: dict[tuple[str, str], StateEvent] = {}  # (backend, instance) -> latest event
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._follow())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    def loaded_elsewhere(self) -> frozenset[str]:
-        return frozenset(b for (b, _), e in self.events.items() if e.to_state is State.LOADED)
-
-    def view(self, backend: str) -> dict[str, Any]:
-        """The other instances' states for ``backend``: loaded on whom, failed where and why, the rest."""
-        view: dict[str, Any] = {"loaded": [], "failed": [], "other": []}
-        for (name, instance), event in sorted(self.events.items()):
-            if name != backend:
-                continue
-            if event.to_state is State.LOADED:
-                view["loaded"].append(instance)
-            elif event.to_state is State.FAILED:
-                view["failed"].append({"instance": instance, "reason": event.reason.value, "fix": event.fix})
-            else:
-                view["other"].append({"instance": instance, "state": event.to_state.value})
-        return view
-
-    async def _follow(self) -> None:
-        while True:
-            try:
-                kv = await self.nc.jetstream(timeout=WATCH_RETRY_S).key_value(self.settings.kv_bucket)
-                watcher = await kv.watchall()
-                try:
-                    while True:
-                        entry = await watcher.updates(timeout=None)  # type: ignore[arg-type]
-                        if entry is not None:
-                            self._apply(entry.key, entry.operation, entry.value)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(watcher.stop())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # no bucket yet, or the connection is away: the hop still decides
-                log.debug("fleet_watch_retry", error=repr(exc))
-                await asyncio.sleep(WATCH_RETRY_S)
-
-    def _apply(self, key: str, operation: str | None, value: bytes | None) -> None:
-        if "." not in key:  # ``<backend>``: the latest of any instance, a copy
-            return
-        backend, _, instance = key.partition(".")
-        if instance == self.settings.instance:  # our own actors are fresher than the KV
-            return
-        if operation in (KV_DEL, KV_PURGE) or not value:
-            self.events.pop((backend, instance), None)
-            return
-        try:
-            event = StateEvent.from_dict(json.loads(value))
-        except (ValueError, KeyError, TypeError):
-            return
-        self.events[(event.backend, event.instance)] = event
+Decision = Route | Forward  # what :meth:`InterestRouter.decide` returns: decided once per request
 
 
 class InterestRouter:
@@ -139,7 +82,9 @@ class InterestRouter:
         self.nc = nc
         self.registry = registry
         self.settings = settings
-        self.fleet = FleetWatch(nc, settings)
+        # our own keep-alive re-puts our entries every fleet_ttl_s / 3: a watch silent longer than that is broken
+        silence_s = settings.fleet_ttl_s + 2 * KV_WRITE_TIMEOUT_S
+        self.fleet = FleetWatch(nc, settings.kv_bucket, own=settings.instance, silence_s=silence_s)
         self._handler = handler
         self._subs: dict[str, Subscription] = {}
         self._locks = {name: asyncio.Lock() for name in registry.actors}
@@ -218,30 +163,47 @@ class InterestRouter:
         await self._handler(Request(msg))
 
     # --- deciding ------------------------------------------------------------
-    def decide(self, request: SynthesisRequest, headers: dict[str, str] | None) -> Route | Forward:
-        """Served here when a ready backend of this instance fits; otherwise where the fleet has one loaded."""
+    def decide(self, request: SynthesisRequest, headers: dict[str, str] | None) -> Decision:
+        """Served here when a ready backend of this instance fits; otherwise where the fleet has one loaded.
+
+        One ``Registry.route`` call: a :class:`Forward` carries this instance's own route with it.
+        """
         headers = headers or {}
         if headers.get(FORWARDED_BY):  # came over the hop: served here or refused, never sent on again
             pinned = headers.get(FORWARDED_BACKEND) or request.backend
             route = self.registry.route(dataclasses.replace(request, backend=pinned))
             return dataclasses.replace(route, fallback_from=headers.get(Header.FALLBACK_FROM.value))
         if request.backend:
-            local = self.registry.actors.get(request.backend)
-            if local is None:  # not configured here: another instance may run it
+            if request.backend not in self.registry.actors:  # not configured here: another instance may run it
                 return Forward(request.backend, None)
             route = self.registry.route(request)  # language, voice and cloning are checked here already
-            return route if route.actor.ready else Forward(request.backend, route.actor)
-        elsewhere = self.fleet.loaded_elsewhere()
-        route = self.registry.route(request, elsewhere)
-        if route.actor.ready or route.actor.name not in elsewhere:
-            return route  # loaded here, or nowhere: today's answer (wait_ms, or the error)
-        return Forward(route.actor.name, route.actor, route.fallback_from)
+            return route if route.actor.ready else Forward(request.backend, route)
+        route = self.registry.route(request, self.fleet.loaded_elsewhere())
+        if route.local is not None:  # a backend this instance runs is loaded on another one
+            return Forward(route.actor.name, route.local, route.fallback_from)
+        if route.actor.ready:
+            return route
+        other = self._loaded_only_elsewhere(request)
+        if other is not None:  # nothing of ours is loaded anywhere: a backend we do not run is, elsewhere
+            return Forward(other, route, route.fallback_from or route.actor.name)
+        return route  # loaded nowhere: today's answer (wait_ms, or the error)
+
+    def _loaded_only_elsewhere(self, request: SynthesisRequest) -> str | None:
+        """A backend this instance does not run, loaded on another that speaks the language; by priority.
+
+        A request naming a voice or cloning one stays here: only this instance's backends are known to offer it.
+        """
+        if request.voice or request.clones:
+            return None
+        loaded = self.fleet.loaded_elsewhere_for(request.language) - set(self.registry.actors)
+        order = (*self.settings.language_priority.get(request.language, ()), *DEFAULT_BACKENDS)
+        return next((name for name in order if name in loaded), min(loaded, default=None))
 
     def after_no_responders(self, request: SynthesisRequest, forward: Forward) -> Route:
         """No instance has it loaded: this one serves it if it can now (or within ``wait_ms``), else the error."""
-        if forward.local is None:
+        route = forward.local
+        if route is None:
             raise self.nobody_has(request, forward.backend, None)
-        route = self.registry.route(request)  # the local choice, as without a fleet
         route.actor.demand()
         if not route.actor.ready and not (request.wait_ms and route.actor.pending):
             raise self.nobody_has(request, route.actor.name, route.actor)

@@ -3,45 +3,41 @@
 Each instance keeps ``<backend>.<instance>`` in the ``tts_state`` bucket and re-puts it
 well within the bucket's TTL (:mod:`tts_actor.fleet.publisher`), so what is read here is the set
 of live instances: one killed without cleanup ages out, one stopped cleanly deleted its
-entries. The KV is the only source; no instance is asked anything.
+entries. The KV is the only source; no instance is asked anything. A running service answers
+``tts.status`` from its :class:`~tts_actor.fleet.watch.FleetWatch` (a live copy); :func:`read_fleet`
+is the one-off read for tools and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.kv import KV_DEL, KV_PURGE
 
 from statemachine import State, StateEvent
-from tts_actor.observability.logs import get_logger
+from tts_actor.fleet.watch import FleetWatch
 
-log = get_logger(__name__)
 READ_TIMEOUT_S = 2.0
 
 
 async def read_fleet(nc: Client, bucket: str, timeout_s: float = READ_TIMEOUT_S) -> dict[str, dict[str, StateEvent]]:
-    """instance -> backend -> its current :class:`StateEvent`, from every live per-instance entry."""
-    kv = await nc.jetstream(timeout=timeout_s).key_value(bucket)
-    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=5.0)  # status calls leave no consumers
-    fleet: dict[str, dict[str, StateEvent]] = {}
+    """instance -> backend -> its current :class:`StateEvent`, from every live per-instance entry (read once)."""
+    watch = FleetWatch(nc, bucket, inactive_s=5.0)  # a one-off read leaves no consumer behind for long
+    await asyncio.wait_for(_first_sync(watch), timeout_s)
+    return watch.fleet()
+
+
+async def _first_sync(watch: FleetWatch) -> None:
+    """Run a watch until it has read the entries present when it opened, then close it."""
+    changes = watch.changes()
     try:
-        while (entry := await watcher.updates(timeout=timeout_s)) is not None:
-            if "." not in entry.key or not entry.value:  # ``<backend>``: the latest of any instance, a copy
-                continue
-            try:
-                event = StateEvent.from_dict(json.loads(entry.value))
-            except (ValueError, KeyError, TypeError):
-                log.warning("fleet_entry_unreadable", key=entry.key)
-                continue
-            fleet.setdefault(event.instance, {})[event.backend] = event
+        while await anext(changes) is not None:  # None: every entry present at opening is read
+            pass
     finally:
-        await watcher.stop()
-    return fleet
+        await changes.aclose()
 
 
 def _backend_row(event: StateEvent) -> dict[str, Any]:
@@ -104,27 +100,10 @@ async def follow_departures(nc: Client, bucket: str) -> AsyncIterator[Departure]
     ``MaxAge`` marker (nats-server 2.11+, buckets made with a limit marker TTL), which arrives
     here as a purge.
     """
-    kv = await nc.jetstream(timeout=READ_TIMEOUT_S).key_value(bucket)
-    watcher = await kv.watchall()
-    owners: dict[str, tuple[str, str]] = {}
-    live = False
+    changes = FleetWatch(nc, bucket).changes()
     try:
-        while True:
-            entry = await watcher.updates(timeout=None)  # type: ignore[arg-type]
-            if entry is None:
-                live = True
-                continue
-            if "." not in entry.key:
-                continue
-            if entry.operation in (KV_DEL, KV_PURGE):
-                owner = owners.pop(entry.key, None)
-                if live and owner is not None:
-                    yield Departure(owner[0], owner[1], "stopped" if entry.operation == KV_DEL else "aged_out")
-            elif entry.value:
-                try:
-                    data = json.loads(entry.value)
-                    owners[entry.key] = (data["backend"], data["instance"])
-                except (ValueError, KeyError, TypeError):
-                    continue
+        async for change in changes:
+            if change is not None and change.live and change.event is None and change.key.instance is not None:
+                yield Departure(change.key.backend, change.key.instance, change.why or "stopped")
     finally:
-        await asyncio.shield(watcher.stop())
+        await asyncio.shield(changes.aclose())

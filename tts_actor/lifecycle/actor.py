@@ -373,8 +373,9 @@ class BackendActor:
                 span.set_attribute("tts.load_seconds", seconds)
                 self._retry_attempt = 0
                 self._last_used = time.monotonic()
-                self.lifecycle.finish_loading(
-                    message=f"loaded in {seconds:.2f} s", detail={"load_seconds": round(seconds, 3)}
+                self.lifecycle.finish_loading(  # languages: what the fleet's routers may send here
+                    message=f"loaded in {seconds:.2f} s",
+                    detail={"load_seconds": round(seconds, 3), "languages": list(self.adapter.languages)},
                 )
             finally:
                 self._span = None

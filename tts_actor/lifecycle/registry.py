@@ -7,6 +7,7 @@ the actors' current states; nothing here waits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ class Route:
     actor: BackendActor
     voice: Voice
     fallback_from: str | None = None
+    # when ``actor`` is loaded only on another instance: this instance's own choice, served if none answers
+    local: Route | None = None
 
 
 class Registry:
@@ -125,7 +128,8 @@ class Registry:
         """Choose a backend and voice; raises a :class:`TtsError` when none fits.
 
         ``elsewhere``: backends loaded on other instances of the fleet; they count as loaded when
-        choosing (the request then travels there, see :mod:`tts_actor.fleet.routing`).
+        choosing (the request then travels there, see :mod:`tts_actor.fleet.routing`); such a route
+        carries in ``local`` what this instance serves itself if no instance answers, decided in the same call.
         """
         if request.backend:
             actor = self.get(request.backend)
@@ -151,6 +155,13 @@ class Registry:
                 raise self._unknown_voice(request.voice, lang)
         if not candidates:
             raise self._unsupported_language(lang, None)
+        route = self._pick(candidates, request, elsewhere)
+        if route.actor.ready or route.actor.name not in elsewhere:
+            return route
+        return dataclasses.replace(route, local=self._pick(candidates, request, frozenset()))
+
+    def _pick(self, candidates: list[BackendActor], request: SynthesisRequest, elsewhere: frozenset[str]) -> Route:
+        """The first loaded (here or ``elsewhere``), else the first that loads or can, else the first."""
         loaded = [a for a in candidates if a.ready or a.name in elsewhere]
         waitable = (a for a in candidates if a.pending or a.loads_on_demand)
         chosen = loaded[0] if loaded else next(waitable, candidates[0])

@@ -29,7 +29,7 @@ from tts_actor.audio.segmenter import Segment, segment_text
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet.routing import Forward, InterestRouter
-from tts_actor.fleet.view import fleet_status, read_fleet
+from tts_actor.fleet.view import fleet_status
 from tts_actor.lifecycle.actor import BackendActor
 from tts_actor.lifecycle.jobs import JobControl, SynthesisJob
 from tts_actor.lifecycle.registry import Registry, Route
@@ -158,13 +158,14 @@ class TtsService:
         await self._reply_json(req, status)
 
     async def _fleet(self, local: dict[str, Any]) -> dict[str, Any]:
-        """Every instance's backends from the KV; this instance's own at least, when the KV cannot be read."""
-        try:
-            fleet = await asyncio.wait_for(read_fleet(self.nc, self.settings.kv_bucket), FLEET_READ_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("fleet_unavailable", error=repr(exc))
-            return {**fleet_status({}, local), "error": f"other instances unknown: {type(exc).__name__}"}
-        return fleet_status(fleet, local)
+        """Every instance's backends from the fleet watch's live copy; this instance's own, when the KV is away."""
+        watch = self.routing.fleet
+        if not watch.synced and watch.error is None:  # just started: the watch is reading the bucket
+            await watch.wait_until(lambda: watch.synced or watch.error is not None, FLEET_READ_TIMEOUT_S)
+        if not watch.synced or watch.error is not None:
+            log.warning("fleet_unavailable", error=watch.error or "the state KV was not read in time")
+            return {**fleet_status({}, local), "error": f"other instances unknown: {watch.error or 'TimeoutError'}"}
+        return fleet_status(watch.fleet(), local)
 
     async def _on_voices(self, req: Request) -> None:
         await self._reply_json(req, self.registry.voices())
