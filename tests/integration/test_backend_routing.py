@@ -176,7 +176,7 @@ async def test_reference_audio_only_goes_to_a_backend_that_clones(tmp_path: Path
 
 
 async def test_bad_reference_audio_is_the_callers_error_even_when_the_cloning_backend_is_failed(tmp_path: Path) -> None:
-    """Chatterbox failed here (its package is not installed): bad audio is still ``invalid_request``, not its failure."""
+    """Chatterbox failed here (package not installed): bad audio is still ``invalid_request``, not its failure."""
     settings = isolated_settings(tmp_path, backends=("piper", "chatterbox"))
     adapters = {"piper": PiperBackend(settings), "chatterbox": ChatterboxBackend(settings)}
     async with running_service(tmp_path, settings, adapters) as (app, client):

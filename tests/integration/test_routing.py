@@ -132,7 +132,7 @@ async def test_the_backend_subject_is_dropped_when_the_backend_leaves_loaded(
         if leaves_by == "unload":
             assert await actor.unload()
         else:
-            actor._fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
+            actor.fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
         assert actor.state is not State.LOADED
         await asyncio.wait_for(a.service.routing._locks["piper"].acquire(), 5)  # type: ignore[union-attr]
         a.service.routing._locks["piper"].release()  # type: ignore[union-attr]  # the drain has finished
@@ -154,7 +154,7 @@ async def test_no_instance_has_it_loaded_is_an_immediate_structured_error(
 ) -> None:
     async with piper_on_a_only(settings, tmp_path) as (a, _):
         actor = a.registry.actors["piper"]  # type: ignore[union-attr]
-        actor._fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
+        actor.fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
         await a.publisher.flush()  # type: ignore[union-attr]
         for _ in range(6):  # whichever instance takes it
             with pytest.raises(TtsError) as caught:
@@ -184,7 +184,7 @@ async def test_a_request_delivered_while_the_subject_drains_is_declined_not_lost
         routing = a.service.routing  # type: ignore[union-attr]
         actor = a.registry.actors["piper"]  # type: ignore[union-attr]
         async with routing._locks["piper"]:  # holds the drain back: piper leaves loaded, the subject stays
-            actor._fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
+            actor.fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
             direct = await nc.request(SUBJECT, json.dumps({"text": "Too late."}).encode(), timeout=5)
             assert direct.headers == {Header.STATUS.value: "declined"}
             with pytest.raises(TtsError) as caught:  # whichever instance takes it: an answer, at once

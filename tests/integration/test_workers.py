@@ -87,4 +87,4 @@ def test_workers_setting_and_engines_that_stay_serial(tmp_path: Path) -> None:
     parallel = BackendActor(PiperBackend(settings), settings, None, lambda _event: None)
     assert (serial.workers, parallel.workers) == (1, 2)
     for actor in (serial, parallel):
-        actor._executor.shutdown(wait=True)
+        actor.engine.worker.shutdown(wait=True)

@@ -173,7 +173,7 @@ async def test_missing_or_gated_repo_is_unavailable_with_fix(hub: FakeHub, harne
     assert reason is Reason.MODEL_UNAVAILABLE
     fix = harness.actor.lifecycle.fix or ""
     assert "HF_TOKEN" in fix and "TTS_<BACKEND>_REPO" in fix
-    assert harness.actor._retry_timer is None  # a config change is needed: not retried on its own
+    assert not harness.actor.supervisor.armed  # a config change is needed: not retried on its own
 
 
 async def test_too_little_disk_is_disk_full_with_both_sizes(hub: FakeHub, settings: Settings) -> None:
@@ -244,7 +244,7 @@ async def test_automatic_retry_backs_off_then_loads(hub: FakeHub, settings: Sett
     assert failed.detail["retry_in_s"] == 0.3 and failed.detail["retry_attempt"] == 1
     assert retry.from_state is State.FAILED
     assert 0.28 <= retried_after < 2.0
-    assert running.actor._retry_attempt == 0  # loaded: the backoff starts over next time
+    assert running.actor.supervisor.attempt == 0  # loaded: the backoff starts over next time
 
 
 def test_backoff_doubles_up_to_the_cap_and_stops() -> None:

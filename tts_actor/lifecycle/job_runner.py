@@ -1,0 +1,216 @@
+"""The job inbox and its runners: one engine call per segment, the audio handed down into the job's sink.
+
+Between segments a runner checks the job's cancel flag and deadline, so a caller that
+gives up frees the backend at the next boundary. One TTS_SYNTHESIS_TIMEOUT_S covers the
+whole job; an engine call that goes over it cannot be interrupted, so the job is answered
+at once and the actor goes STUCK (new requests get ``busy``) until the call returns.
+The runner keeps this actor's own totals (:class:`ActorStats`), independent of the
+process-wide Prometheus samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from opentelemetry.trace import Status, StatusCode
+
+from statemachine import BackendLifecycle, Reason
+from tts_actor.audio.pcm import Audio
+from tts_actor.backends.base import classify_load_error
+from tts_actor.config import Settings
+from tts_actor.errors import TtsError
+from tts_actor.lifecycle import refusals
+from tts_actor.lifecycle.engine import Engine
+from tts_actor.lifecycle.jobs import SynthesisJob
+from tts_actor.lifecycle.phase import Phase, PhaseState, is_ready
+from tts_actor.lifecycle.supervision import Supervisor
+from tts_actor.observability import metrics
+from tts_actor.observability.tracing import tracer
+
+SINK_BOUND_S = 5.0  # a sink that does not take a segment in this long is not waited for (the caller gave up)
+
+
+@dataclass
+class ActorStats:
+    """This actor's totals since start: what ``$SRV.STATS`` reports per backend."""
+
+    engine_calls: int = 0  # synthesize calls handed to the engine
+    engine_s: float = 0.0  # seconds those calls took, for the ones that returned audio
+    audio_s: float = 0.0  # seconds of audio they returned
+    syntheses: int = 0  # jobs that ran to their last segment
+    dropped_late: int = 0  # jobs whose deadline passed while they were queued
+
+    @property
+    def real_time_factor(self) -> float | None:
+        """Engine seconds per second of audio (below 1 is faster than real time); None before any audio."""
+        return round(self.engine_s / self.audio_s, 4) if self.audio_s > 0 else None
+
+
+class JobRunner:
+    """The inbox of one backend and the runners (one per worker thread) that take jobs from it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        lifecycle: BackendLifecycle,
+        phases: PhaseState,
+        supervisor: Supervisor,
+        inbox: asyncio.Queue[SynthesisJob],
+        touch: Callable[[], None],
+        log: structlog.stdlib.BoundLogger,
+    ) -> None:
+        self._engine = engine
+        self._name = engine.adapter.name
+        self._settings = settings
+        self._lifecycle = lifecycle
+        self._phases = phases
+        self._supervisor = supervisor
+        self._touch = touch  # a job ended: the idle timer counts from now
+        self._log = log
+        self.inbox = inbox
+        self.stats = ActorStats()
+        self._abandoned = 0  # engine calls given up on that still hold a worker thread
+
+    def put(self, job: SynthesisJob) -> None:
+        """Queue ``job``; raises ``busy`` at once when the inbox is full."""
+        try:
+            self.inbox.put_nowait(job)
+        except asyncio.QueueFull:
+            raise refusals.queue_full(self._name, self.inbox.qsize(), self._lifecycle.current) from None
+
+    def refuse_queued(self, error: TtsError) -> None:
+        """Answer every job still in the inbox with ``error``."""
+        while not self.inbox.empty():
+            _settle(self.inbox.get_nowait().future, error)
+
+    def _not_ready(self) -> TtsError:
+        return refusals.not_ready(self._name, self._lifecycle.last_event, self._phases.phase)
+
+    async def serve(self) -> None:
+        """Take jobs from the inbox for as long as the actor runs; a job that may not start is answered."""
+        while True:
+            job = await self.inbox.get()
+            if job.future.done():  # cancelled while queued
+                continue
+            if (stop := job.control.stop_error(self._name)) is not None:  # cancelled, or its deadline passed
+                if not job.control.cancelled:
+                    self._dropped_late(job)
+                _settle(job.future, stop)
+                continue
+            if self._phases.stopping:  # shutdown began after it was queued: it does not start
+                _settle(job.future, refusals.shutting_down(self._name, self._lifecycle.current))
+                continue
+            if not is_ready(self._lifecycle.current, self._phases.phase):  # unloaded or failed since it was queued
+                _settle(job.future, self._not_ready())
+                continue
+            self._phases.running += 1
+            try:
+                await self._serve_job(job)
+            except Exception as exc:  # a bug here must not stop the inbox: answer, log, go on
+                self._log.exception("synthesis_job_crashed")
+                _settle(job.future, refusals.job_crashed(self._name, exc))
+            finally:
+                self._phases.running -= 1
+                self._touch()
+
+    def _dropped_late(self, job: SynthesisJob) -> None:
+        deadline = job.control.deadline or time.monotonic()
+        late_ms = round((time.monotonic() - deadline) * 1000, 1)
+        self._log.info("synthesis_dropped_late", request_id=job.control.request_id, late_ms=late_ms)
+        metrics.DROPPED_LATE.labels(self._name).inc()
+        self.stats.dropped_late += 1
+
+    async def _serve_job(self, job: SynthesisJob) -> None:
+        """One engine call per segment, stopping between them on cancel or deadline; one timeout for all."""
+        tracer().start_span("tts.queue_wait", context=job.trace_context, start_time=job.queued_ns).end()
+        loop = asyncio.get_running_loop()
+        timeout_at = loop.time() + self._settings.synthesis_timeout_s
+        for segment in job.segments:
+            if job.future.done():  # cancelled, or the caller's handler gave up
+                return
+            if (stop := job.control.stop_error(self._name)) is not None:
+                _settle(job.future, stop)
+                return
+            attributes = {"tts.segment": segment.index, "tts.text_chars": len(segment.text)}
+            with tracer().start_as_current_span(
+                "tts.segment", context=job.trace_context, attributes=attributes
+            ) as span:
+                request = dataclasses.replace(job.request, text=segment.text)
+                self.stats.engine_calls += 1
+                started = time.perf_counter()
+                engine = asyncio.ensure_future(self._engine.run(self._engine.adapter.synthesize, request, job.voice))
+                done, _ = await asyncio.wait({engine}, timeout=max(0.0, timeout_at - loop.time()))
+                if not done:
+                    span.set_status(Status(StatusCode.ERROR, "timeout"))
+                    await self._abandon(job, engine)
+                    return
+                try:
+                    audio = engine.result()
+                    if not isinstance(audio, Audio):
+                        raise TypeError(f"{self._name} returned {type(audio).__name__}, not Audio")
+                except Exception as exc:  # the reply names it; the actor goes on serving
+                    error = self._synthesis_error(exc)
+                    span.set_status(Status(StatusCode.ERROR, error.message))
+                    _settle(job.future, error)
+                    return
+                self.stats.engine_s += time.perf_counter() - started
+                self.stats.audio_s += audio.duration_s
+                span.set_attribute("tts.audio_seconds", audio.duration_s)
+            if not job.future.done():
+                await _first_of(job.sink.accept(segment, audio), job.future, bound_s=SINK_BOUND_S)
+        if not job.future.done():
+            self.stats.syntheses += 1
+            job.future.set_result(None)
+
+    async def _abandon(self, job: SynthesisJob, engine: asyncio.Future[Any]) -> None:
+        """Past TTS_SYNTHESIS_TIMEOUT_S: answer now, and keep the backend closed until the engine returns."""
+        _settle(job.future, refusals.synthesis_timeout(self._name, self._settings.synthesis_timeout_s))
+        # the engine call cannot be interrupted and the worker is serial: until it returns this
+        # backend takes nothing new (callers get `busy` at once, routing falls back) and what is
+        # queued is answered now rather than left waiting behind it (an unload under way stays UNLOADING)
+        self._abandoned += 1
+        self._phases.enter(Phase.STUCK)
+        self.refuse_queued(self._not_ready())
+        try:
+            await asyncio.wait({engine})
+        finally:
+            self._abandoned -= 1
+            if not self._abandoned:
+                self._phases.leave(Phase.STUCK)
+        if not engine.cancelled():
+            engine.exception()  # seen: an abandoned call's outcome is of no use to anyone
+        self._log.info("abandoned_synthesis_returned")
+
+    def _synthesis_error(self, exc: Exception) -> TtsError:
+        if isinstance(exc, TtsError):
+            return exc
+        failure = classify_load_error(exc, self._engine.adapter.spec, "synthesizing")
+        if failure.reason is Reason.OUT_OF_MEMORY:
+            self._supervisor.fail(failure)  # routing falls back to the next backend from now on
+            # free what the engine holds; the worker runs this before any retry's load
+            self._engine.release_later("out of memory")
+            return refusals.out_of_memory(self._name, failure, self._lifecycle.current)
+        self._log.warning("synthesis_failed", error=repr(exc))
+        return refusals.synthesis_failed(self._name, exc, self._lifecycle.current)
+
+
+async def _first_of(waiting: Any, future: asyncio.Future[Any], bound_s: float) -> None:
+    """Wait for ``waiting``, or until ``future`` settles, or ``bound_s``, whichever comes first."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        await asyncio.wait({task, future}, timeout=bound_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+
+
+def _settle(future: asyncio.Future[Any], error: TtsError) -> None:
+    """Fail ``future`` unless it is settled already (a caller that gave up, a shutdown)."""
+    if not future.done():
+        future.set_exception(error)
