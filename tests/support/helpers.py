@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nats.aio.client import Client
+
 from statemachine import State
 from tts_actor.app import TtsApp
 from tts_actor.audio.pcm import Audio
@@ -112,3 +114,9 @@ async def serving(
     finally:
         gated.synth_gate.set()
         await app.stop()
+
+
+async def raw_request(nc: Client, payload: bytes, subject: str = "tts.synthesize") -> tuple[dict, bytes]:
+    """A request as any NATS client sends it: bytes in, the reply's headers and body out."""
+    msg = await nc.request(subject, payload, timeout=10)
+    return dict(msg.headers or {}), msg.data
