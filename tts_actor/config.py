@@ -37,7 +37,7 @@ def _default_instance() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the service reads from its environment. Field docs are the README's table."""
+    """Everything the service reads from its environment. Field docs are docs/configuration.md."""
 
     nats_url: str | None = None
     embedded_nats_port: int = 4222

@@ -8,7 +8,7 @@ from typing import Any
 
 
 class ErrorCode(enum.StrEnum):
-    """Documented in the README; a caller may switch on these."""
+    """Documented in docs/protocol.md (error reply); a caller may switch on these."""
 
     INVALID_REQUEST = "invalid_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from nats.aio.client import Client
 
-from tests.support.helpers import wav_info
+from tests.support.helpers import eventually, wav_info
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
@@ -95,10 +92,11 @@ async def test_entries_expire_after_the_ttl(settings: Settings, client: TtsClien
         assert (await client.synthesize(request)).headers["Tts-Cache"] == "hit"
         assert app.service is not None
         cache, key = app.service.cached.cache, app.service.cached.key(request, app.registry.route(request))
-        deadline = time.monotonic() + 15
-        while await cache.get(key) is not None:  # the server ages the entry out on its own clock
-            assert time.monotonic() < deadline, "the entry outlived its TTL"
-            await asyncio.sleep(0.2)
+
+        async def aged_out() -> bool:  # the server ages the entry out on its own clock
+            return await cache.get(key) is None
+
+        await eventually(aged_out, timeout_s=15, interval_s=0.2, explain=lambda: "the entry outlived its TTL")
         calls = piper_calls(app)
         assert (await client.synthesize(request)).headers["Tts-Cache"] == "miss"
         assert piper_calls(app) == calls + 1

@@ -21,15 +21,18 @@ from tts_actor.wire.messages import SynthesisRequest
 
 async def _retry(make, timeout_s: float = 20.0):
     """Test-side: JetStream elects new stream leaders after a node dies; retry a read through that."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
+    answers, errors = [], []
+
+    async def answered() -> bool:
         try:
-            return await make()
-        except TtsError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.25)
+            answers.append(await make())
+        except TtsError as exc:
+            errors.append(exc)
+            return False
+        return True
+
+    await eventually(answered, timeout_s, interval_s=0.25, explain=lambda: errors[-1:])
+    return answers[0]
 
 
 async def test_synthesis_and_replicated_stores_survive_a_node(tmp_path: Path, settings: Settings) -> None:
@@ -55,13 +58,13 @@ async def test_synthesis_and_replicated_stores_survive_a_node(tmp_path: Path, se
         info = await nc.jetstream().stream_info(f"OBJ_{settings.profiles_bucket}")
         assert info.config.num_replicas == 3
         listed: set[str] = set()
-        for _ in range(100):  # each put reaches the R3 bucket on its own time (replicas may serve reads)
-            status = await client.status()
-            listed = {i["instance"] for i in status["fleet"]["instances"]}
-            if listed == {"east", "west"}:
-                break
-            await asyncio.sleep(0.1)
-        assert listed == {"east", "west"}
+
+        async def both_listed() -> bool:  # each put reaches the R3 bucket on its own time (replicas may serve reads)
+            nonlocal listed
+            listed = {i["instance"] for i in (await client.status())["fleet"]["instances"]}
+            return listed == {"east", "west"}
+
+        await eventually(both_listed, timeout_s=20, interval_s=0.1, explain=lambda: listed)
         kv_info = await nc.jetstream().stream_info(f"KV_{settings.kv_bucket}")
         assert kv_info.config.num_replicas == 3
 

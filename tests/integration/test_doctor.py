@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import OFFLINE_HUB, closed_loopback_port
 from tts_actor.cli.doctor import run_doctor
 from tts_actor.config import load_settings
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
-
-
-def closed_loopback_port() -> int:
-    """A port nothing listens on: bound, then released."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +26,6 @@ def doctor_json(capsys: pytest.CaptureFixture[str], settings, env: dict[str, str
     code = run_doctor(settings, as_json=True, env=env)
     report = json.loads(capsys.readouterr().out)
     return code, {c["name"]: c for c in report["checks"]} | {"exit_code": report["exit_code"]}
-
-
-# the hub is a closed loopback port: no test depends on the internet, and none waits on it
-OFFLINE_HUB = {"HF_ENDPOINT": f"http://127.0.0.1:{closed_loopback_port()}"}
 
 
 def test_reachable_nats_with_jetstream_passes_and_missing_package_shows_fix(

@@ -1,7 +1,7 @@
 """Voice profiles in synthesis: created through one instance, spoken by another, the clip analysed once.
 
 Two TtsApps share one real nats-server (and its object store). Chatterbox and XTTS are the
-stand-in packages of tests/unit/test_chatterbox.py and tests/unit/test_xtts_higgs.py (their weights
+stand-in packages of tests/support/stand_in_chatterbox.py and tests/support/stand_in_engines.py (their weights
 cannot run here); everything else is real: NATS, JetStream, the service, the adapters.
 """
 
@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from statemachine import State
 from tests.support.backends import install_stand_in, isolated_settings, next_state, tone_wav
-from tests.unit.test_chatterbox import BUILTIN_HZ, checkpoint, dominant_hz, stand_in_chatterbox  # noqa: F401
-from tests.unit.test_xtts_higgs import stand_in_tts, xtts_checkpoint  # noqa: F401
+from tests.support.stand_in_chatterbox import BUILTIN_HZ, checkpoint, dominant_hz, stand_in_chatterbox  # noqa: F401
+from tests.support.stand_in_engines import stand_in_tts, xtts_checkpoint  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.backends.xtts import XttsBackend

@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from statemachine import Reason, State
 from tests.support.audio_checks import decode
 from tests.support.backends import next_state
+from tests.support.helpers import eventually
 from tts_actor.app import TtsApp
 from tts_actor.backends.base import BackendFailure
 from tts_actor.backends.piper import PiperBackend, discover_voices
@@ -142,11 +143,10 @@ async def test_the_backend_subject_is_dropped_when_the_backend_leaves_loaded(
         if leaves_by == "unload":
             actor.retry()
             await next_state(a, "piper", State.LOADED, 30)
-            for _ in range(100):
-                if not await _no_responders(nc, SUBJECT):
-                    break
-                await asyncio.sleep(0.05)
-            assert a.service.routing.subscribed == {"piper"}  # type: ignore[union-attr]
+            routing = a.service.routing  # type: ignore[union-attr]
+            await eventually(lambda: routing.subscribed == {"piper"}, explain=lambda: routing.subscribed)
+            await a.nc.flush()  # type: ignore[union-attr]  # the server has a's subscription
+            assert not await _no_responders(nc, SUBJECT)
 
 
 async def test_no_instance_has_it_loaded_is_an_immediate_structured_error(

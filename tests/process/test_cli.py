@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,52 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import cli_env, free_port, run_cli, serve_until_sample
 from tests.support.helpers import wav_info
 from tts_actor.app import TtsApp
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TTS_", "NATS_", "OTEL_"))}
-    env.update(extra)
-    return env
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tts_actor", *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def serve_until_sample(
-    *args: str, env: dict[str, str], cwd: Path | None = None
-) -> tuple[subprocess.Popen[str], list[dict]]:
-    """``tts-actor serve ARGS`` as a process; its JSON log events up to the sample's outcome (the last one)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tts_actor", "serve", *args],
-        env=env,
-        cwd=cwd,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    events: list[dict] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("{"):
-                events.append(json.loads(line))
-                if events[-1]["event"] in ("sample_written", "sample_skipped"):
-                    break
-    except BaseException:  # never leave the service behind a failed read
-        proc.kill()
-        raise
-    return proc, events
 
 
 def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from tests.process.test_cli import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli
+from tests.support.helpers import eventually
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
@@ -112,6 +113,11 @@ async def _entry_written(nc: Client, bucket: str, instance: str, timeout_s: floa
         await watcher.stop()
 
 
+async def _kv_watchers(nc: Client, bucket: str) -> set[str]:
+    """The consumers on the bucket's stream: a KV watcher is one, made when the watch begins."""
+    return {info.name for info in await nc.jetstream().consumers_info(f"KV_{bucket}")}
+
+
 async def test_an_instance_killed_without_cleanup_ages_out(tmp_path: Path, settings: Settings, nc: Client) -> None:
     async with fleet_of_two(settings):  # a and b create the bucket with the test's TTL and stay alive
         env = cli_env(
@@ -132,9 +138,14 @@ async def test_an_instance_killed_without_cleanup_ages_out(tmp_path: Path, setti
         try:
             await _entry_written(nc, settings.kv_bucket, "doomed")
             assert "doomed" in await read_fleet(nc, settings.kv_bucket)
+            watchers_before = await _kv_watchers(nc, settings.kv_bucket)
             departures = follow_departures(nc, settings.kv_bucket)
             first = asyncio.ensure_future(anext(departures))
-            await asyncio.sleep(0.2)  # the watcher reads the current entries before the kill
+
+            async def watching() -> bool:  # its consumer exists: doomed's entry is among what it reads first
+                return bool(await _kv_watchers(nc, settings.kv_bucket) - watchers_before)
+
+            await eventually(watching, interval_s=0.05)
             proc.kill()  # SIGKILL: no KV cleanup
             await asyncio.to_thread(proc.wait)
             gone = await asyncio.wait_for(first, 15)

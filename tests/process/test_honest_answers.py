@@ -14,8 +14,7 @@ import pytest
 from nats.aio.client import Client
 
 from statemachine import State
-from tests.integration.test_doctor import OFFLINE_HUB
-from tests.process.test_cli import cli_env, free_port
+from tests.support.cli import OFFLINE_HUB, cli_env, free_port
 from tests.support.helpers import GatedPiper, eventually, serving, wav_info
 from tts_actor.app import TtsApp
 from tts_actor.audio.pcm import Audio

@@ -345,7 +345,7 @@ def test_exposure_listen_and_settings_from_the_environment(settings: Settings) -
     with pytest.raises(EdgeConfigError):
         load_edge_settings({"TTS_HTTP_MODEL_ALIASES": "tts-1"})
     assert "secret-key" not in repr(load_edge_settings({"TTS_HTTP_API_KEYS": "secret-key"}))
-    from tests.process.test_cli import cli_env, run_cli
+    from tests.support.cli import cli_env, run_cli
 
     refused = run_cli("http", "--listen", "0.0.0.0:8000", env=cli_env())
     assert refused.returncode == 2 and "TTS_HTTP_API_KEYS" in refused.stderr and "Traceback" not in refused.stderr
@@ -355,7 +355,7 @@ def test_cli_serve_with_http_answers_openai_requests(tmp_path: Path) -> None:
     """``serve --http``: one process, embedded NATS, the service and the edge; stops cleanly on SIGINT."""
     import signal
 
-    from tests.process.test_cli import cli_env, free_port, serve_until_sample
+    from tests.support.cli import cli_env, free_port, serve_until_sample
 
     nats_port, http_port = free_port(), free_port()
     env = cli_env(TTS_EMBEDDED_NATS_PORT=str(nats_port), TTS_CACHE_DIR=str(tmp_path / "cache"), TTS_LOG_FORMAT="json")
@@ -380,7 +380,7 @@ async def test_cli_http_alone_is_a_client_of_the_fleet(piper_loaded: TtsApp, nat
     import signal
     import sys
 
-    from tests.process.test_cli import cli_env, free_port
+    from tests.support.cli import cli_env, free_port
 
     port = free_port()
     env = cli_env(NATS_URL=nats_url, TTS_LOG_FORMAT="json", TTS_HTTP_API_KEYS=API_KEY)

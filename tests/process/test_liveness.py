@@ -20,8 +20,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.process.test_shutdown_process import serve_env, spawn
 from tests.support.helpers import GatedPiper, eventually, serving, wav_info
+from tests.support.serve_process import serve_env, spawn
 from tts_actor.client.retry import ClientRetryPolicy
 from tts_actor.client.tts_client import NoResponders, TtsClient
 from tts_actor.config import Settings

@@ -17,8 +17,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.process.test_shutdown_process import ServeProcess, serve_env, spawn
 from tests.support.helpers import wav_info
+from tests.support.serve_process import ServeProcess, serve_env, spawn
 from tts_actor.client.tts_client import SynthesisReply, TtsClient
 from tts_actor.wire.messages import SynthesisRequest
 

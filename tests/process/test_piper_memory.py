@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from tests.process.test_cli import cli_env
+from tests.support.cli import cli_env
+from tests.support.helpers import eventually
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.wire.messages import AudioFormat, SynthesisRequest
 
@@ -74,12 +75,8 @@ async def speak_in_a_fresh_service(nats_url: str, nc: Client, tmp_path: Path, te
             except Exception:
                 return False
 
-        for _ in range(300):  # test-side sync on another process's start-up
-            if await loaded():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the service did not load piper within 30 s")
+        # test-side sync on another process's start-up: loaded, and its endpoints answering
+        await eventually(loaded, timeout_s=30, interval_s=0.1, explain=lambda: "the service did not load piper")
         before = memory_mb(proc.pid)
         reply = await client.synthesize(SynthesisRequest(text=text, language="en", format=AudioFormat.OPUS))
         after = memory_mb(proc.pid)

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     from statemachine import State
     from tts_actor.lifecycle.actor import BackendActor
     from tts_actor.backends.piper import PiperBackend
-    from tts_actor.config import load_settings
+    from tts_actor.config import Settings, load_settings
 
     class HangingLoad(PiperBackend):
         '''The real Piper adapter whose load never returns, like an engine stuck in native code.'''
@@ -56,23 +56,30 @@ async def test_backends_stop_together_within_one_grace_period(tmp_path: Path) ->
     import threading
 
     from tts_actor.backends.piper import PiperBackend
-    from tts_actor.config import load_settings
+    from tts_actor.config import Settings, load_settings
     from tts_actor.lifecycle.registry import Registry
 
     release = threading.Event()
+    names = ("one", "two", "three")
+    loading = {n: threading.Event() for n in names}
 
     class StuckLoad(PiperBackend):
-        """The real Piper adapter whose load blocks until the test lets it go."""
+        """The real Piper adapter whose load says it began, then blocks until the test lets it go."""
+
+        def __init__(self, settings: Settings, name: str) -> None:
+            super().__init__(settings)
+            self.began = loading[name]
 
         def load(self, model_dirs: dict) -> None:
+            self.began.set()
             release.wait(30)
 
-    names = ("one", "two", "three")
     settings = load_settings({}).with_(cache_dir=tmp_path, backends=names, shutdown_grace_s=0.5)
-    registry = Registry(settings, None, lambda event: None, adapters={n: StuckLoad(settings) for n in names})
+    registry = Registry(settings, None, lambda event: None, adapters={n: StuckLoad(settings, n) for n in names})
     await registry.start()
     try:
-        await asyncio.sleep(0.2)  # every load is under way on its worker
+        for began in loading.values():  # every load is under way on its worker
+            assert await asyncio.to_thread(began.wait, 10)
         started = time.perf_counter()
         await registry.stop()
         elapsed = time.perf_counter() - started

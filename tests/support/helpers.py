@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import threading
 import time
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from nats.aio.client import Client
 
 from statemachine import State
 from tts_actor.app import TtsApp
@@ -69,16 +72,29 @@ class GatedPiper(PiperBackend):
         return super().synthesize(request, voice)
 
 
-async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.01,
+    explain: Callable[[], object] | None = None,
+) -> None:
     """Test-side sync on a condition the service exposes no event for (its queue length, say).
 
-    Checks often and fails loudly at the bound; the service itself never waits like this.
+    ``condition`` may be a coroutine function (a request, a store read): give those a longer
+    ``interval_s``. Checks often and fails loudly at the bound, with ``explain()`` in the message;
+    the service itself never waits like this.
     """
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        met = condition()
+        if inspect.isawaitable(met):
+            met = await met
+        if met:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.01)
+            detail = f": {explain()}" if explain is not None else ""
+            raise AssertionError(f"condition not met within {timeout_s} s{detail}")
+        await asyncio.sleep(interval_s)
 
 
 @contextlib.asynccontextmanager
@@ -98,3 +114,9 @@ async def serving(
     finally:
         gated.synth_gate.set()
         await app.stop()
+
+
+async def raw_request(nc: Client, payload: bytes, subject: str = "tts.synthesize") -> tuple[dict, bytes]:
+    """A request as any NATS client sends it: bytes in, the reply's headers and body out."""
+    msg = await nc.request(subject, payload, timeout=10)
+    return dict(msg.headers or {}), msg.data

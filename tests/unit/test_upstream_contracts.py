@@ -25,9 +25,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from tests.support import stand_in_chatterbox as chatterbox_stand_ins
+from tests.support import stand_in_engines as engine_stand_ins
 from tests.support.upstream_source import NoNetwork, SourceTree, fetch_wheel, parameters
-from tests.unit import test_chatterbox as chatterbox_stand_ins
-from tests.unit import test_xtts_higgs as engine_stand_ins
 from tts_actor.backends import chatterbox, higgs, mms, piper, xtts
 from tts_actor.backends.upstream import TESTED_VERSIONS, Kind, Upstream
 
