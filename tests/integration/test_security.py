@@ -33,6 +33,7 @@ from tts_actor.nats_edge.auth import connect_options
 from tts_actor.nats_edge.connection import NatsUnreachable, connect
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.roles import roles
 
 
 def start_server(tmp_path: Path, body: str, env: dict[str, str] | None = None, scheme: str = "nats") -> Iterator[str]:
@@ -282,6 +283,9 @@ def test_compose_gives_the_service_its_nats_user_and_time_to_stop() -> None:
     services = yaml.safe_load((OPS / "docker-compose.yml").read_text())["services"]
     service = services["tts-actor"]
     assert service["environment"]["NATS_USER"] == "tts-service"
+    assert service["environment"]["NATS_INBOX_PREFIX"] == "_INBOX_tts-service"  # its inbox in nats-roles.conf
+    for role in roles():
+        assert role.password_env in services["nats"]["environment"]
     assert "./nats-roles.conf:/etc/nats/nats-roles.conf:ro" in services["nats"]["volumes"]
     grace = float(service["environment"]["TTS_SHUTDOWN_GRACE_S"])
     stop_grace = float(service["stop_grace_period"].rstrip("s"))
