@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
 import pytest
 from nats.aio.client import Client
 
@@ -21,7 +24,7 @@ from statemachine import State
 from tests.integration.test_routing import corrupt_piper
 from tests.support.backends import tone_wav
 from tests.support.helpers import wav_info
-from tests.support.secured import Violations, connect_as, role_passwords, secured_server, server_violations
+from tests.support.secured import OPS, Violations, connect_as, role_passwords, secured_server, server_violations
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import load_settings
@@ -164,3 +167,41 @@ async def test_a_tenant_can_neither_read_nor_spoil_another_tenants_replies(
         finally:
             await nc_a.close()
             await nc_b.close()
+
+
+async def test_separate_organisations_in_accounts_reach_the_service_and_never_each_other(tmp_path: Path) -> None:
+    """ops/nats-accounts.conf: the service exports its endpoints, each organisation's account imports them."""
+    passwords = {name: secrets.token_hex(12) for name in ("SERVICE", "OPERATOR", "ORG_A", "ORG_B")}
+    shutil.copy(OPS / "nats-accounts.conf", tmp_path / "nats-accounts.conf")
+    (tmp_path / "server.conf").write_text("include ./nats-accounts.conf\n")
+    env = {f"TTS_{name}_PASSWORD": password for name, password in passwords.items()}
+    server = EmbeddedNatsServer(tmp_path / "js", port=-1, config=tmp_path / "server.conf", env=env)
+    server.start()
+    try:
+        settings = load_settings(
+            {"NATS_URL": server.url, "NATS_USER": "tts-service", "NATS_PASSWORD": passwords["SERVICE"]}
+        ).with_(backends=("piper",), allow_download=False, cache_dir=tmp_path / "cache", instance="accounts")
+        app = TtsApp(settings)
+        await app.start()
+        try:
+            assert await app.registry.actors["piper"].wait_settled(30) is State.LOADED  # type: ignore[union-attr]
+            org_a = await nats.connect(server.url, user="org-a", password=passwords["ORG_A"], allow_reconnect=False)
+            org_b = await nats.connect(server.url, user="org-b", password=passwords["ORG_B"], allow_reconnect=False)
+            try:
+                everything_b_sees = await org_b.subscribe(">")
+                await org_b.flush()
+                tenant = TtsClient(org_a, timeout_s=60, retry_policy=None)
+                chunks = [chunk async for chunk in tenant.stream(SynthesisRequest(text=LONG[:200]))]
+                assert len(chunks) >= 2
+                assert wav_info((await tenant.synthesize(SynthesisRequest(text="Across accounts."))).audio).frames
+                assert (await tenant.status())["instance"] == "accounts"
+                await org_b.flush()
+                assert everything_b_sees.pending_msgs == 0  # nothing of a's traffic exists in b's account
+            finally:
+                await org_a.close()
+                await org_b.close()
+        finally:
+            await app.stop()
+        assert server_violations(server) == []
+    finally:
+        server.stop()
