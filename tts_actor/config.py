@@ -101,6 +101,8 @@ class Settings:
     nats_tls_ca: Path | None = None
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
+    # NATS_INBOX_PREFIX: where this connection's replies arrive; a secured server lets each user read only its own
+    nats_inbox_prefix: str | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -203,6 +205,17 @@ def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
     return path
 
 
+def _inbox_prefix(raw: str) -> str | None:
+    """``NATS_INBOX_PREFIX``: subject tokens, no wildcard, no leading or trailing dot (e.g. ``_INBOX_translator-a``)."""
+    if not raw:
+        return None
+    if any(c in raw for c in " \t*>") or raw.startswith(".") or raw.endswith(".") or ".." in raw:
+        raise ConfigError(
+            f"NATS_INBOX_PREFIX={_shown(raw)}: expected subject tokens without wildcards, e.g. _INBOX_translator-a"
+        )
+    return raw
+
+
 def _nats_auth(env: Mapping[str, str]) -> dict[str, object]:
     """NATS credentials: user+password, token, NKey seed or creds file (one of them), and TLS files."""
     auth: dict[str, object] = dict(
@@ -214,6 +227,7 @@ def _nats_auth(env: Mapping[str, str]) -> dict[str, object]:
         nats_tls_ca=_existing_file(env, "NATS_CA"),
         nats_tls_cert=_existing_file(env, "NATS_CERT"),
         nats_tls_key=_existing_file(env, "NATS_KEY"),
+        nats_inbox_prefix=_inbox_prefix(env.get("NATS_INBOX_PREFIX", "").strip()),
     )
     if bool(auth["nats_user"]) != bool(auth["nats_password"]):
         raise ConfigError("NATS_USER and NATS_PASSWORD go together: set both or neither")

@@ -11,11 +11,9 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import nats
 import nkeys
 import pytest
 from cryptography import x509
@@ -26,6 +24,7 @@ from nats.aio.client import Client
 
 from statemachine import State
 from tests.support.helpers import wav_info
+from tests.support.secured import OPS, Violations, connect_as, role_passwords, secured_server
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings, load_settings
@@ -34,9 +33,7 @@ from tts_actor.nats_edge.auth import connect_options
 from tts_actor.nats_edge.connection import NatsUnreachable, connect
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.wire.messages import SynthesisRequest
-
-OPS = Path(__file__).resolve().parents[2] / "ops"
-ROLES = ("service", "translator", "monitor", "operator")
+from tts_actor.wire.roles import roles
 
 
 def start_server(tmp_path: Path, body: str, env: dict[str, str] | None = None, scheme: str = "nats") -> Iterator[str]:
@@ -52,40 +49,25 @@ def start_server(tmp_path: Path, body: str, env: dict[str, str] | None = None, s
 
 @pytest.fixture
 def passwords() -> dict[str, str]:
-    return {role: secrets.token_hex(12) for role in ROLES}
+    return role_passwords()
 
 
 @pytest.fixture
 def secured_url(tmp_path: Path, passwords: dict[str, str]) -> Iterator[str]:
     """nats-server with JetStream and the repository's role file, exactly as ops/nats.conf includes it."""
-    shutil.copy(OPS / "nats-roles.conf", tmp_path / "nats-roles.conf")
-    env = {f"TTS_{role.upper()}_PASSWORD": password for role, password in passwords.items()}
-    yield from start_server(tmp_path, "include ./nats-roles.conf\n", env)
-
-
-class Violations:
-    """The server's asynchronous -ERR lines for one connection."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    async def record(self, exc: Exception) -> None:
-        self.errors.append(str(exc))
-
-    def about(self, subject: str) -> bool:
-        return any("permissions violation" in e.lower() and subject.lower() in e.lower() for e in self.errors)
-
-
-async def connect_as(url: str, user: str, password: str, violations: Violations) -> Client:
-    return await nats.connect(
-        url, user=user, password=password, error_cb=violations.record, allow_reconnect=False, connect_timeout=2
-    )
+    for server in secured_server(tmp_path, passwords):
+        yield server.url
 
 
 @pytest.fixture
 async def secured_service(secured_url: str, passwords: dict[str, str], tmp_path: Path) -> AsyncIterator[TtsApp]:
     settings = load_settings(
-        {"NATS_URL": secured_url, "NATS_USER": "tts-service", "NATS_PASSWORD": passwords["service"]}
+        {
+            "NATS_URL": secured_url,
+            "NATS_USER": "tts-service",
+            "NATS_PASSWORD": passwords["tts-service"],
+            "NATS_INBOX_PREFIX": "_INBOX_tts-service",
+        }
     ).with_(cache_dir=tmp_path / "cache", instance="secured", backends=("piper",), allow_download=False)
     app = TtsApp(settings)
     await app.start()
@@ -104,7 +86,7 @@ async def test_each_role_is_refused_outside_its_rights(
 
     # the translator: synthesis, status, voices; never the control subjects, the state or the KV
     seen = Violations()
-    translator = await connect_as(secured_url, "translator", passwords["translator"], seen)
+    translator = await connect_as(secured_url, "translator-a", passwords["translator-a"], seen)
     try:
         client = TtsClient(translator, timeout_s=30, _ctl_timeout_s=1.0)
         assert wav_info((await client.synthesize(SynthesisRequest(text="Allowed."))).audio).frames > 0
@@ -161,7 +143,7 @@ async def test_each_role_is_refused_outside_its_rights(
 
 
 async def test_wrong_or_missing_credentials_are_refused_at_once(secured_url: str, passwords: dict[str, str]) -> None:
-    wrong = load_settings({"NATS_URL": secured_url, "NATS_USER": "translator", "NATS_PASSWORD": "guess"})
+    wrong = load_settings({"NATS_URL": secured_url, "NATS_USER": "translator-a", "NATS_PASSWORD": "guess"})
     with pytest.raises(NatsUnreachable, match=r"(?i)authorization"):
         await connect(secured_url, "t", reconnect=False, deadline_s=5, auth=connect_options(wrong))
     with pytest.raises(NatsUnreachable):
@@ -266,8 +248,8 @@ def test_ops_config_includes_the_roles_and_holds_no_secret() -> None:
     conf = (OPS / "nats.conf").read_text()
     roles = (OPS / "nats-roles.conf").read_text()
     assert "include ./nats-roles.conf" in conf
-    for role in ROLES:
-        assert f"password: $TTS_{role.upper()}_PASSWORD" in roles
+    for role in ("SERVICE", "TRANSLATOR_A", "TRANSLATOR_B", "MONITOR", "OPERATOR"):
+        assert f"password: $TTS_{role}_PASSWORD" in roles
     assert 'password: "' not in roles and "token:" not in roles + conf
 
 
@@ -301,7 +283,18 @@ def test_compose_gives_the_service_its_nats_user_and_time_to_stop() -> None:
     services = yaml.safe_load((OPS / "docker-compose.yml").read_text())["services"]
     service = services["tts-actor"]
     assert service["environment"]["NATS_USER"] == "tts-service"
+    assert service["environment"]["NATS_INBOX_PREFIX"] == "_INBOX_tts-service"  # its inbox in nats-roles.conf
+    for role in roles():
+        assert role.password_env in services["nats"]["environment"]
     assert "./nats-roles.conf:/etc/nats/nats-roles.conf:ro" in services["nats"]["volumes"]
     grace = float(service["environment"]["TTS_SHUTDOWN_GRACE_S"])
     stop_grace = float(service["stop_grace_period"].rstrip("s"))
     assert stop_grace > grace + 10  # the grace plus the bounded steps after it
+
+
+def test_the_shipped_roles_are_what_the_generator_writes() -> None:
+    """ops/nats-roles.conf is written from the subjects the code uses; a subject added there must reach it."""
+    from tts_actor.wire.roles import GENERATE, render
+
+    shipped = (OPS / "nats-roles.conf").read_text()
+    assert shipped == render(), f"ops/nats-roles.conf is stale; fix: {GENERATE}"

@@ -35,6 +35,7 @@ from tts_actor.observability.tracing import inject_headers
 from tts_actor.wire.heartbeat import ResponderSilent, StallTimer
 from tts_actor.wire.messages import Header, SynthesisRequest
 from tts_actor.wire.replies import ReplyKind, StreamChunk, chunk_from, classify, parse_timings
+from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
 MIN_ATTEMPT_S = 0.1  # no retry that would leave less than this of the caller's budget
@@ -93,6 +94,14 @@ def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
             ) from None
 
 
+def _ours(msg: Any, request_id: str) -> bool:
+    """A message of this request: it carries the request's id, or it is the server's own "no responders"."""
+    headers = msg.headers or {}
+    if headers.get(Header.REQUEST_ID.value) == request_id:
+        return True
+    return headers.get("Status") == "503" and not msg.data
+
+
 @dataclass
 class TtsClient:
     nc: Client
@@ -102,9 +111,10 @@ class TtsClient:
     heartbeat_ms: int | None = 1000  # None: no ack, no heartbeats, no stall timer (the caller's timeout only)
     retry_policy: ClientRetryPolicy | None = field(default_factory=ClientRetryPolicy)  # None: never retry
     retries: int = 0  # requests sent again since this client was made
+    foreign_dropped: int = 0  # messages on a request's inbox without its Tts-Request-Id, dropped
 
     def subject(self, *parts: str) -> str:
-        return ".".join((self.prefix, *parts))
+        return Subjects(self.prefix).subject(*parts)
 
     async def synthesize(self, request: SynthesisRequest, timeout_s: float | None = None) -> SynthesisReply:
         """Send one request; returns the whole file (any format) or raises :class:`TtsError`."""
@@ -221,20 +231,29 @@ class TtsClient:
                 raise TtsError(ErrorCode.INTERNAL, "the reply ended before its audio", "Retry the request.")
 
     async def _next(self, sub: Any, timer: StallTimer, request_id: str) -> Any:
-        """The next message on the reply subject, within the stall window and the caller's deadline."""
+        """The next message of this request on the reply subject, within the stall window and the caller's deadline.
+
+        Messages that do not carry the request's ``Tts-Request-Id`` (forged onto the inbox, or late ones of an
+        earlier request) are dropped and counted; they are no sign of life either.
+        """
         wait_s, stall = timer.next_wait()
-        try:
-            msg = await sub.next_msg(timeout=wait_s)
-        except NatsTimeoutError:
-            if stall:
-                raise timer.stall_error(request_id) from None
-            raise TtsError(
-                ErrorCode.SYNTHESIS_TIMEOUT,
-                f"no reply within {timer.budget_s:.1f} s",
-                "Check `tts-actor status`; raise the client timeout for very long texts.",
-            ) from None
-        timer.heard = True
-        return msg
+        until = time.monotonic() + wait_s
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=max(0.001, until - time.monotonic()))
+            except NatsTimeoutError:
+                if stall:
+                    raise timer.stall_error(request_id) from None
+                raise TtsError(
+                    ErrorCode.SYNTHESIS_TIMEOUT,
+                    f"no reply within {timer.budget_s:.1f} s",
+                    "Check `tts-actor status`; raise the client timeout for very long texts.",
+                ) from None
+            if _ours(msg, request_id):
+                timer.heard = True
+                return msg
+            self.foreign_dropped += 1
+            log.warning("reply_foreign_dropped", subject=msg.subject, count=self.foreign_dropped)
 
     async def _request_json(self, subject: str, payload: bytes = b"") -> dict[str, Any]:
         try:

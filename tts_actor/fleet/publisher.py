@@ -26,6 +26,7 @@ from statemachine import StateEvent
 from tts_actor.config import Settings
 from tts_actor.fleet.state_kv import decode_event, encode_event, instance_entry_of, instance_key, shared_key
 from tts_actor.observability.logs import get_logger
+from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
 KV_WRITE_TIMEOUT_S = 2.0
@@ -134,7 +135,7 @@ class StatePublisher:
                 if self._kv_ok:
                     await self._put_event(event, payload)
                 try:
-                    await self._nc.publish(self.settings.subject("state", event.backend), payload)
+                    await self._nc.publish(Subjects.of(self.settings).state(event.backend), payload)
                 except Exception as exc:  # a broken connection must not stop later events
                     log.warning("state_publish_failed", backend=event.backend, seq=event.seq, error=repr(exc))
             finally:

@@ -40,7 +40,8 @@ from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, inject_headers, tracer
 from tts_actor.wire.messages import Header, SynthesisRequest
-from tts_actor.wire.replies import ReplyKind, classify, error_body
+from tts_actor.wire.replies import ReplyKind, classify, echoed_request_id, error_body, stream_end
+from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
 
@@ -82,6 +83,7 @@ class InterestRouter:
         self.nc = nc
         self.registry = registry
         self.settings = settings
+        self.subjects = Subjects.of(settings)
         # our own keep-alive re-puts our entries every fleet_ttl_s / 3: a watch silent longer than that is broken
         silence_s = settings.fleet_ttl_s + 2 * KV_WRITE_TIMEOUT_S
         self.fleet = FleetWatch(nc, settings.kv_bucket, own=settings.instance, silence_s=silence_s)
@@ -93,7 +95,7 @@ class InterestRouter:
         self.forwarded = 0  # requests this instance sent on and relayed an answer for
 
     def subject(self, backend: str) -> str:
-        return self.settings.subject("backend", backend, "synthesize")
+        return self.subjects.backend_synthesize(backend)
 
     @property
     def subscribed(self) -> frozenset[str]:
@@ -136,7 +138,7 @@ class InterestRouter:
                         await self._on_backend_request(name, msg)
 
                     self._subs[name] = await self.nc.subscribe(
-                        self.subject(name), queue=f"{self.settings.queue_group}-{name}", cb=on_request
+                        self.subject(name), queue=self.subjects.backend_queue(name), cb=on_request
                     )
                     await self.nc.flush(timeout=5)
                     log.info("backend_subject_subscribed", backend=name, subject=self.subject(name))
@@ -259,7 +261,7 @@ class InterestRouter:
                 sub = await self.nc.subscribe(inbox)
                 try:
                     await self.nc.publish(self.subject(forward.backend), req.data, reply=inbox, headers=headers)
-                    answered = await self._relay(sub, reply, request)
+                    answered = await self._relay(sub, reply, request, echoed_request_id(req.headers))
                 finally:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
@@ -277,7 +279,9 @@ class InterestRouter:
             return request.deadline_ms / 1000 + RELAY_SLACK_S
         return request.wait_ms / 1000 + self.settings.synthesis_timeout_s + RELAY_SLACK_S
 
-    async def _relay(self, sub: Subscription, reply: str, request: SynthesisRequest) -> bool | None:
+    async def _relay(
+        self, sub: Subscription, reply: str, request: SynthesisRequest, request_id: str | None
+    ) -> bool | None:
         """Every message to ``reply`` until the reply is complete; False on "no responders", None when declined."""
         bound = self._silence_bound_s(request)
         first = True
@@ -285,7 +289,7 @@ class InterestRouter:
             try:
                 msg = await sub.next_msg(timeout=bound)
             except nats.errors.TimeoutError:
-                await self._relay_gave_up(reply, request, errored=bound == AFTER_ERROR_S)
+                await self._relay_gave_up(reply, request, errored=bound == AFTER_ERROR_S, request_id=request_id)
                 return True
             headers = dict(msg.headers or {})
             if first and headers.get("Status") == "503":
@@ -304,7 +308,9 @@ class InterestRouter:
             elif kind is ReplyKind.AUDIO and not request.stream and _last_chunk(headers):
                 return True
 
-    async def _relay_gave_up(self, reply: str, request: SynthesisRequest, errored: bool) -> None:
+    async def _relay_gave_up(
+        self, reply: str, request: SynthesisRequest, errored: bool, request_id: str | None
+    ) -> None:
         """The serving instance fell silent: the caller hears so (and a stream its end), rather than nothing."""
         if not errored:
             error = TtsError(
@@ -312,11 +318,10 @@ class InterestRouter:
                 "the instance serving this request fell silent",
                 "Send it again; see tts.status for the fleet.",
             )
-            body, headers = error_body(error, self.nc.max_payload - 8 * 1024)
+            body, headers = error_body(error, self.nc.max_payload - 8 * 1024, request_id)
             await self.nc.publish(reply, body, headers=headers)
         if request.stream:
-            end = {Header.STREAM_END.value: "1", Header.TOTAL_BYTES.value: "0", Header.CHUNK_COUNT.value: "0"}
-            await self.nc.publish(reply, b"", headers=end)
+            await self.nc.publish(reply, b"", headers=stream_end(request_id))
 
 
 def _last_chunk(headers: dict[str, str]) -> bool:

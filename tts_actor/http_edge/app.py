@@ -408,6 +408,7 @@ def _sse_delta(data: bytes) -> bytes:
 
 async def run_http_edge(settings: Settings, edge: HttpEdge, nats_url: str) -> None:
     """``tts-actor http``: the edge alone, connected to the fleet's NATS, until SIGINT/SIGTERM."""
+    from tts_actor.nats_edge.auth import connect_options
     from tts_actor.nats_edge.connection import connect
 
     stop = asyncio.Event()
@@ -415,7 +416,12 @@ async def run_http_edge(settings: Settings, edge: HttpEdge, nats_url: str) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    nc = await connect(nats_url, f"tts-actor http {settings.instance}", deadline_s=settings.nats_connect_timeout_s)
+    nc = await connect(
+        nats_url,
+        f"tts-actor http {settings.instance}",
+        deadline_s=settings.nats_connect_timeout_s,
+        auth=connect_options(settings),
+    )
     try:
         await edge.start(nc)
         await stop.wait()

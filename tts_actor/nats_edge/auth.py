@@ -1,7 +1,8 @@
 """How this instance (and the CLI) authenticates to NATS: settings -> ``nats.connect`` keyword arguments.
 
 One of user+password, token, NKey seed file or creds file (JWT + seed), plus TLS with a private CA and a
-client certificate. ``ops/nats.conf`` defines the roles a server grants them.
+client certificate; and the inbox prefix (``NATS_INBOX_PREFIX``) under which the user may read its replies.
+``ops/nats.conf`` defines the roles a server grants them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
     if settings.nats_creds_file:
         options["user_credentials"] = str(settings.nats_creds_file)
+    if settings.nats_inbox_prefix:  # replies arrive under it: the only inbox a secured server lets this user read
+        options["inbox_prefix"] = settings.nats_inbox_prefix
     if settings.nats_tls_ca or settings.nats_tls_cert:
         options["tls"] = tls_context(settings)
     return options

@@ -6,6 +6,7 @@ Shared by the service, the HTTP edge and the CLI, so each fails fast the same wa
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlparse
@@ -14,11 +15,16 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["NatsUnreachable", "connect"]
+__all__ = ["NatsUnreachable", "connect", "report_nats_error"]
+# the server's -ERR, as nats-py passes it on: 'Permissions Violation for Subscription to "x" using queue "q"'
+PERMISSION_RE = re.compile(
+    r'permissions violation for (publish|subscription) to "([^"]*)"(?: using queue "([^"]*)")?', re.I
+)
 
 
 class NatsUnreachable(ConnectionError):
@@ -43,7 +49,7 @@ async def connect(
     await _check_resolvable(url, deadline_s)
 
     async def on_error(exc: Exception) -> None:
-        log.debug("nats_error", error=repr(exc))
+        report_nats_error(exc)
 
     async def on_disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):  # our own shutdown is no news
@@ -76,6 +82,27 @@ async def connect(
         await nc.close()
         raise NatsUnreachable(f"NATS at {url} refused the connection: {exc}") from None
     return nc
+
+
+def report_nats_error(exc: Exception) -> None:
+    """A refused subscription or publish is a broken deployment (the roles do not fit the code): say so, loudly.
+
+    The server never tells the publisher otherwise: the message is dropped and a request simply gets no reply.
+    """
+    found = PERMISSION_RE.search(str(exc))
+    if found is None:
+        log.debug("nats_error", error=repr(exc))
+        return
+    operation, subject, queue = found.groups()
+    operation = operation.lower()
+    metrics.NATS_PERMISSION_ERRORS.labels(operation).inc()
+    log.warning(
+        "nats_permission_denied",
+        subject=subject,
+        operation=operation,
+        queue=queue,
+        fix="the NATS user lacks this right: regenerate ops/nats-roles.conf (python -m tts_actor.wire.roles)",
+    )
 
 
 async def _check_resolvable(url: str, deadline_s: float) -> None:

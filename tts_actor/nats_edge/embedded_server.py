@@ -7,6 +7,7 @@ never polls a port; the chosen port is parsed from the log too, so ``port=-1``
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from tts_actor.observability.logs import get_logger
 
 log = get_logger(__name__)
+LOG_LINES_KEPT = 2000  # the latest of the server's log lines, for start errors and for tests that read them
 _LISTEN_RE = re.compile(r"Listening for client connections on ([\d.]+|\[[^\]]+\]):(\d+)")
 
 
@@ -60,7 +62,7 @@ class EmbeddedNatsServer:
         self.port: int | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
-        self._lines: list[str] = []
+        self._lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
 
     @property
     def url(self) -> str:
@@ -95,7 +97,7 @@ class EmbeddedNatsServer:
             except subprocess.TimeoutExpired:
                 exited = None
             self.stop()
-            tail = "\n".join(self._lines[-10:])
+            tail = "\n".join(list(self._lines)[-10:])
             what = f"exited with code {exited}" if exited is not None else f"did not become ready within {timeout_s} s"
             raise NatsServerError(f"nats-server {what}:\n{tail}")
         log.info("embedded_nats_started", url=self.url, store_dir=str(self.store_dir), pid=self._proc.pid)
@@ -105,14 +107,18 @@ class EmbeddedNatsServer:
         assert self._proc is not None and self._proc.stderr is not None
         for line in self._proc.stderr:
             line = line.rstrip()
-            if len(self._lines) < 200:
-                self._lines.append(line)
+            self._lines.append(line)
             match = _LISTEN_RE.search(line)
             if match:
                 self.port = int(match.group(2))
             if "Server is ready" in line:
                 self._ready.set()
         self._ready.set()  # exited: wake the starter, which then sees no port or a dead process
+
+    @property
+    def log_lines(self) -> list[str]:
+        """The server's latest log lines (its stderr), oldest first."""
+        return list(self._lines)
 
     @property
     def running(self) -> bool:

@@ -41,7 +41,17 @@ from tts_actor.synthesis.cached import CachedSynthesis
 from tts_actor.synthesis.profiles import ProfileStore, parse_create_request, parse_profile_id
 from tts_actor.wire.heartbeat import Heartbeat, ReplyLost, requested_interval_ms
 from tts_actor.wire.messages import NAME_RE, Header, SynthesisRequest, parse_synthesis_request
-from tts_actor.wire.replies import Publish, ReplyWriter, SegmentAudio, as_they_come, error_body, error_headers
+from tts_actor.wire.replies import (
+    Publish,
+    ReplyWriter,
+    SegmentAudio,
+    as_they_come,
+    echoed_request_id,
+    error_body,
+    error_headers,
+    stream_end,
+)
+from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
 HEADER_ROOM = 8 * 1024  # bytes kept free in an error reply for headers
@@ -75,6 +85,7 @@ class TtsService:
         self.nc = nc
         self.registry = registry
         self.settings = settings
+        self.subjects = Subjects.of(settings)
         self._service: Service | None = None
         self._control_subs: list[Any] = []
         self._inflight: set[asyncio.Task[None]] = set()
@@ -97,26 +108,22 @@ class TtsService:
                 stats_handler=lambda _endpoint: endpoint_data(self.registry, len(self._inflight)),
             ),
         )
-        for name, handler in (
-            ("synthesize", self._on_synthesize),
-            ("status", self._on_status),
-            ("voices", self._on_voices),
-            ("health", self._on_health),
-        ):
+        handlers = {
+            "synthesize": self._on_synthesize,
+            "status": self._on_status,
+            "voices": self._on_voices,
+            "health": self._on_health,
+            "voices_create": self._on_voice_create,
+            "voices_delete": self._on_voice_delete,
+        }
+        for name, subject in self.subjects.endpoints():
             await self._service.add_endpoint(
-                EndpointConfig(name=name, subject=s.subject(name), handler=handler, queue_group=s.queue_group)
-            )
-        for name, subject, handler in (
-            ("voices_create", s.subject("voices", "create"), self._on_voice_create),
-            ("voices_delete", s.subject("voices", "delete"), self._on_voice_delete),
-        ):
-            await self._service.add_endpoint(
-                EndpointConfig(name=name, subject=subject, handler=handler, queue_group=s.queue_group)
+                EndpointConfig(name=name, subject=subject, handler=handlers[name], queue_group=s.queue_group)
             )
         # control goes to every instance (no queue group): each one retries its own backend
-        self._control_subs.append(await self.nc.subscribe(s.subject("control", "*", "*"), cb=self._on_control))
+        self._control_subs.append(await self.nc.subscribe(self.subjects.control(), cb=self._on_control))
         # cancel reaches every instance too: the one serving the request acts
-        self._control_subs.append(await self.nc.subscribe(s.subject("cancel"), cb=self._on_cancel))
+        self._control_subs.append(await self.nc.subscribe(self.subjects.cancel, cb=self._on_cancel))
         await self.routing.start()  # tts.backend.<name>.synthesize while <name> is loaded here
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
@@ -516,11 +523,11 @@ class TtsService:
 
     async def _respond_error(self, req: Request, error: TtsError, stream: bool = False) -> None:
         """The structured error; a stream request then gets its (empty) end message too."""
-        body, headers = error_body(error, self.nc.max_payload - HEADER_ROOM)
+        request_id = echoed_request_id(req.headers)
+        body, headers = error_body(error, self.nc.max_payload - HEADER_ROOM, request_id)
         try:
             await req.respond(body, headers=headers)
             if stream:
-                end = {Header.STREAM_END.value: "1", Header.TOTAL_BYTES.value: "0", Header.CHUNK_COUNT.value: "0"}
-                await req.respond(b"", headers=end)
+                await req.respond(b"", headers=stream_end(request_id))
         except Exception as exc:  # no reply subject, or the connection went away
             log.warning("reply_failed", error=repr(exc))

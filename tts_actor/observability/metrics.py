@@ -30,6 +30,11 @@ BACKEND_STATE = Gauge("tts_backend_state", "1 for the state a backend is in, 0 f
 TRANSITIONS = Counter("tts_state_transitions_total", "State transitions", ["backend", "to", "reason"])
 DOWNLOAD_BYTES = Gauge("tts_download_bytes", "Bytes downloaded so far for the current download", ["backend"])
 AUDIO_CACHE = Counter("tts_audio_cache_total", "Audio cache lookups by outcome (hit, miss, bypass)", ["outcome"])
+NATS_PERMISSION_ERRORS = Counter(
+    "tts_nats_permission_errors",
+    "Subscriptions and publishes the NATS server refused (Permissions Violation), by operation",
+    ["operation"],
+)
 INFLIGHT = Gauge("tts_inflight_requests", "Synthesis requests being served")
 
 

@@ -28,7 +28,7 @@ from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import tracer
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.messages import NAME_RE, Header, SynthesisRequest
 
 log = get_logger(__name__)
 Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
@@ -45,13 +45,30 @@ def error_headers(error: TtsError) -> dict[str, str]:
     }
 
 
-def error_body(error: TtsError, room: int) -> tuple[bytes, dict[str, str]]:
-    """An error reply that fits in ``room`` bytes whatever the request echoed."""
+def error_body(error: TtsError, room: int, request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """An error reply that fits in ``room`` bytes whatever the request echoed; with the request's id when known."""
     body = json.dumps(error.to_dict()).encode()
     if len(body) > room:
         error = dataclasses.replace(error, message=error.message[:500], detail=None)
         body = json.dumps(error.to_dict()).encode()
-    return body, error_headers(error)
+    headers = error_headers(error)
+    if request_id:
+        headers[Header.REQUEST_ID.value] = request_id
+    return body, headers
+
+
+def echoed_request_id(headers: dict[str, str] | None) -> str | None:
+    """The caller's ``Tts-Request-Id`` when it is a usable name: replies sent before a job exists carry it."""
+    wanted = (headers or {}).get(Header.REQUEST_ID.value, "")
+    return wanted if NAME_RE.match(wanted) else None
+
+
+def stream_end(request_id: str | None) -> dict[str, str]:
+    """The (empty) end message of a stream that carried no audio."""
+    end = {Header.STREAM_END.value: "1", Header.TOTAL_BYTES.value: "0", Header.CHUNK_COUNT.value: "0"}
+    if request_id:
+        end[Header.REQUEST_ID.value] = request_id
+    return end
 
 
 def headers_size(headers: dict[str, str]) -> int:
@@ -240,7 +257,7 @@ class ReplyWriter:
     async def fail(self, error: TtsError) -> None:
         """The structured error; for a stream, then the end message."""
         body, headers = error_body(error, self.max_payload - 8 * 1024)
-        await self.publish(body, headers)
+        await self.publish(body, headers | {Header.REQUEST_ID.value: self.headers[Header.REQUEST_ID.value]})
         if self.request.stream:
             await self.end()
 
@@ -259,8 +276,11 @@ async def publish_whole(publish: Publish, data: bytes, headers: dict[str, str], 
     count = 1 + max(0, -(-(len(data) - first_room) // room))
     headers[Header.CHUNK_COUNT.value] = str(count)
     offset = 0
+    later = {Header.CHUNK_COUNT.value: str(count)}
+    if Header.REQUEST_ID.value in headers:  # on every message: the client reads only its own request's
+        later[Header.REQUEST_ID.value] = headers[Header.REQUEST_ID.value]
     for index in range(count):
-        part_headers = headers if index == 0 else {Header.CHUNK_COUNT.value: str(count)}
+        part_headers = headers if index == 0 else later
         size = first_room if index == 0 else room
         await publish(data[offset : offset + size], {**part_headers, Header.CHUNK_INDEX.value: str(index)})
         offset += size

@@ -1,0 +1,137 @@
+"""Every NATS subject, queue group and JetStream store the service uses, in one place.
+
+The service's subscriptions and publishes, the client's requests and the server's role file
+(:mod:`tts_actor.wire.roles`, written into ``ops/nats-roles.conf``) are all built from here, so a
+subject added to the code is a subject the shipped permissions know about. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+DEFAULT_INBOX = "_INBOX"  # nats-py's inbox prefix when NATS_INBOX_PREFIX is not set
+
+
+class _Names(Protocol):
+    """The settings fields the subjects come from (``tts_actor.config.Settings`` has them)."""
+
+    subject_prefix: str
+    queue_group: str
+    kv_bucket: str
+    profiles_bucket: str
+    audio_cache_bucket: str
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """The names for one deployment (``TTS_SUBJECT_PREFIX``, ``TTS_QUEUE_GROUP``, the bucket settings)."""
+
+    prefix: str = "tts"
+    queue_group: str = "tts"
+    kv_bucket: str = "tts_state"
+    profiles_bucket: str = "tts_voices"
+    audio_cache_bucket: str = "tts_audio"
+
+    @classmethod
+    def of(cls, settings: _Names) -> Subjects:
+        return cls(
+            settings.subject_prefix,
+            settings.queue_group,
+            settings.kv_bucket,
+            settings.profiles_bucket,
+            settings.audio_cache_bucket,
+        )
+
+    def subject(self, *parts: str) -> str:
+        return ".".join((self.prefix, *parts))
+
+    # --- request-reply endpoints (nats.micro service "tts", queue group ``queue_group``) ---------------
+    @property
+    def synthesize(self) -> str:
+        return self.subject("synthesize")
+
+    @property
+    def status(self) -> str:
+        return self.subject("status")
+
+    @property
+    def voices(self) -> str:
+        return self.subject("voices")
+
+    @property
+    def health(self) -> str:
+        return self.subject("health")
+
+    @property
+    def voices_create(self) -> str:
+        return self.subject("voices", "create")
+
+    @property
+    def voices_delete(self) -> str:
+        return self.subject("voices", "delete")
+
+    def endpoints(self) -> tuple[tuple[str, str], ...]:
+        """(endpoint name, subject) of every nats.micro endpoint, in registration order."""
+        return (
+            ("synthesize", self.synthesize),
+            ("status", self.status),
+            ("voices", self.voices),
+            ("health", self.health),
+            ("voices_create", self.voices_create),
+            ("voices_delete", self.voices_delete),
+        )
+
+    # --- fan-out subjects (every instance, no queue group) -----------------------------------------
+    @property
+    def cancel(self) -> str:
+        return self.subject("cancel")
+
+    def control(self, backend: str = "*", action: str = "*") -> str:
+        """``<prefix>.control.<backend>.<action>``; the wildcards are what the service subscribes."""
+        return self.subject("control", backend, action)
+
+    def state(self, backend: str = ">") -> str:
+        """Live state events: ``<prefix>.state.<backend>`` (``>``: all of them)."""
+        return self.subject("state", backend)
+
+    # --- routing by interest between instances (fleet.routing) ---------------------------------------
+    def backend_synthesize(self, backend: str = "*") -> str:
+        return self.subject("backend", backend, "synthesize")
+
+    def backend_queue(self, backend: str) -> str:
+        return f"{self.queue_group}-{backend}"
+
+    # --- JetStream: the state KV and the two object stores ----------------------------------------------
+    def kv(self) -> str:
+        """Writes to the state bucket."""
+        return f"$KV.{self.kv_bucket}.>"
+
+    def object_stores(self) -> tuple[str, ...]:
+        """Chunks and metadata of the voice profiles and the audio cache."""
+        return (f"$O.{self.profiles_bucket}.>", f"$O.{self.audio_cache_bucket}.>")
+
+    def kv_read_api(self) -> tuple[str, ...]:
+        """The JetStream API calls a reader (get, watch) of the state bucket makes, and nothing that writes."""
+        stream = f"KV_{self.kv_bucket}"
+        return (
+            "$JS.API.INFO",
+            f"$JS.API.STREAM.INFO.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}.>",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.>",
+            f"$JS.API.CONSUMER.INFO.{stream}.>",
+            f"$JS.API.CONSUMER.DELETE.{stream}.>",
+            f"$JS.FC.{stream}.>",
+        )
+
+
+def inbox_subscription(prefix: str) -> str:
+    """What a user whose connection uses inbox ``prefix`` must be allowed to subscribe."""
+    return f"{prefix}.>"
+
+
+def tenant_inbox(user: str) -> str:
+    """The inbox prefix of a NATS user: ``_INBOX_<user>`` (set it as NATS_INBOX_PREFIX for that user)."""
+    return f"{DEFAULT_INBOX}_{user}"
