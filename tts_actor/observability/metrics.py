@@ -27,6 +27,14 @@ BACKEND_STATE = Gauge("tts_backend_state", "1 for the state a backend is in, 0 f
 TRANSITIONS = Counter("tts_state_transitions_total", "State transitions", ["backend", "to", "reason"])
 DOWNLOAD_BYTES = Gauge("tts_download_bytes", "Bytes downloaded so far for the current download", ["backend"])
 AUDIO_CACHE = Counter("tts_audio_cache_total", "Audio cache lookups by outcome (hit, miss, bypass)", ["outcome"])
+EMBEDDED_NATS = Counter(
+    "tts_embedded_nats_total", "Embedded nats-server lifecycle: exited, restarted, restart_failed, gave_up", ["event"]
+)
+HTTP_DROPPED = Counter(
+    "tts_http_connections_dropped_total",
+    "HTTP edge connections closed by the server: header_timeout, body_timeout, over_limit",
+    ["reason"],
+)
 INFLIGHT = Gauge("tts_inflight_requests", "Synthesis requests being served")
 
 
