@@ -12,7 +12,7 @@ from nats.js.errors import NoKeysError
 
 from statemachine import State
 from tests.support.backends import next_state
-from tests.support.helpers import GatedPiper, eventually, serving, wav_info
+from tests.support.helpers import GatedPiper, eventually, serving, torch_install_fix_start, wav_info
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
@@ -101,7 +101,7 @@ async def test_missing_package_fails_within_a_second_with_the_fix(settings: Sett
     for backend, (seconds, event) in failed.items():
         assert seconds < 1.0, f"{backend} took {seconds:.2f} s"
         assert event["reason"] == "package_missing"
-        assert event["fix"].startswith(f"pip install -e '.[{backend}]'")
+        assert event["fix"].startswith(torch_install_fix_start(backend))
 
 
 async def test_kv_holds_the_latest_state_for_a_late_reader(piper_loaded: TtsApp, nc: Client) -> None:
@@ -144,7 +144,7 @@ async def test_failed_backend_replies_at_once_with_a_structured_error(piper_load
     assert error["code"] == "backend_failed"
     assert error["state"] == "failed" and error["backend"] == "chatterbox"
     assert error["reason"] == "package_missing"
-    assert error["fix"].startswith("pip install -e '.[chatterbox]'")
+    assert error["fix"].startswith(torch_install_fix_start("chatterbox"))
     assert set(error) >= {"code", "message", "fix", "backend", "state", "retry_after_ms"}
 
 
@@ -291,7 +291,7 @@ async def test_status_voices_and_health(piper_loaded: TtsApp, client: TtsClient)
     assert by_name["piper"]["state"] == "loaded" and by_name["piper"]["languages"] == ["en"]
     assert "en_US-joe-medium" in by_name["piper"]["voices"]
     assert by_name["xtts"]["reason"] == "package_missing"
-    assert by_name["xtts"]["fix"].startswith("pip install -e '.[xtts]'")
+    assert by_name["xtts"]["fix"].startswith(torch_install_fix_start("xtts"))
     assert set(by_name["piper"]) >= {"name", "state", "reason", "fix", "languages", "voices", "progress", "since"}
     voices = await client.voices()
     assert voices["backends"]["piper"]["languages"]["en"][0]["id"] == "en_US-joe-medium"

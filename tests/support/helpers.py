@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import shlex
+import sys
 import threading
 import time
 import wave
@@ -98,3 +100,10 @@ async def serving(
     finally:
         gated.synth_gate.set()
         await app.stop()
+
+
+def torch_install_fix_start(extra: str) -> str:
+    """How a torch backend's install fix starts: CPU torch by this interpreter's pip, then the extra (no CUDA)."""
+    py = shlex.quote(sys.executable)
+    cpu = "https://download.pytorch.org/whl/cpu"
+    return f"{py} -m pip install --index-url {cpu} torch && {py} -m pip install -e '.[{extra}]' --extra-index-url {cpu}"

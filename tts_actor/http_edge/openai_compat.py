@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -179,6 +180,41 @@ PARAMS: dict[ErrorCode, str] = {
 }
 
 
+# the service's request fields -> the caller's (OpenAI's), in messages, fixes and ``param``
+CALLER_FIELDS = {"text": "input", "backend": "model", "format": "response_format", "options.speed": "speed"}
+_CALLER_WORDING = (
+    (re.compile(r"'text'"), "'input'"),
+    (re.compile(r"^text is "), "input is "),
+    (re.compile(r"\bthe text is "), "the input is "),
+    (re.compile(r"^format "), "response_format "),
+    (re.compile(r"'format'"), "'response_format'"),
+    (re.compile(r"\bunknown backend "), "unknown model "),
+    (re.compile(r"'backend'"), "'model'"),
+    (re.compile(r"option 'speed'"), "'speed'"),
+)
+# retrying these cannot help (the request or the deployment must change): OpenAI's SDKs read x-should-retry
+_RETRY_STATUSES = (408, 409, 429)
+_PERMANENT_CODES = (ErrorCode.BACKEND_FAILED,)
+
+
+def caller_wording(text: str) -> str:
+    """A service message or fix reworded with the field names the HTTP caller sent."""
+    for pattern, replacement in _CALLER_WORDING:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def should_retry(status: int, code: ErrorCode) -> bool | None:
+    """False for a permanent error, True for a transient one; None where the SDK's own default is right."""
+    if 400 <= status < 500:
+        return status in _RETRY_STATUSES
+    if code in _PERMANENT_CODES:
+        return False
+    if code is ErrorCode.BACKEND_NOT_READY:
+        return True
+    return None
+
+
 def http_status(error: TtsError) -> int:
     return SERVICE_STATUS.get(error.code, 500)
 
@@ -204,13 +240,16 @@ def error_response(error: TtsError) -> tuple[int, dict[str, str], dict[str, Any]
     if retry_ms is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_ms / 1000)))
         headers["Retry-After-Ms"] = str(retry_ms)  # the openai SDKs read this one first
+    retry = should_retry(status, error.code)
+    if retry is not None:
+        headers["x-should-retry"] = "true" if retry else "false"
     param = (error.detail or {}).get("param") or PARAMS.get(error.code)
     body: dict[str, Any] = {
-        "message": error.message,
+        "message": caller_wording(error.message),
         "type": error_type(status),
-        "param": param or None,
+        "param": CALLER_FIELDS.get(param, param) if param else None,
         "code": error.code.value,
-        "fix": error.fix,
+        "fix": caller_wording(error.fix),
     }
     for key in ("backend", "state", "reason"):
         if getattr(error, key):
