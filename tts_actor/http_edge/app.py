@@ -28,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -181,10 +181,17 @@ class HttpEdge:
         if declared.isdigit() and int(declared) > limit:
             raise too_large
         data = bytearray()
-        async for part in request.stream():
-            data += part
-            if len(data) > limit:
-                raise too_large
+        try:
+            async for part in request.stream():
+                data += part
+                if len(data) > limit:
+                    raise too_large
+        except ClientDisconnect:  # gone, or dropped for sending too slowly (guard.py): nobody reads an answer
+            raise TtsError(
+                ErrorCode.INVALID_REQUEST,
+                "the connection closed before the request body was complete",
+                "Send the whole body promptly; the server's limit is TTS_HTTP_BODY_TIMEOUT_S.",
+            ) from None
         try:
             return json.loads(data)
         except (ValueError, RecursionError) as exc:
