@@ -63,9 +63,7 @@ def status_and_body(answer: bytes) -> tuple[int, dict]:
     return int(head.split(b" ", 2)[1]), json.loads(body)
 
 
-async def test_twenty_callers_dribbling_headers_are_closed_at_the_timeout(
-    settings: Settings, nc: Client
-) -> None:
+async def test_twenty_callers_dribbling_headers_are_closed_at_the_timeout(settings: Settings, nc: Client) -> None:
     config = EdgeSettings(header_timeout_s=TIMEOUT_S)
     async with edge(settings, nc, config) as running:
         headers = REQUEST_HEAD + b"X-Slow: " + b"a" * 40 + b"\r\n\r\n"
