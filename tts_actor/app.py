@@ -27,7 +27,9 @@ from tts_actor.lifecycle.registry import Registry
 from tts_actor.nats_edge.auth import connect_options
 from tts_actor.nats_edge.connection import connect
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
+from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.nats_edge.service import TtsService
+from tts_actor.nats_edge.supervisor import EmbeddedSupervisor, RestartPolicy
 from tts_actor.observability.logs import get_logger
 from tts_actor.wire.messages import SynthesisRequest
 
@@ -49,6 +51,8 @@ class TtsApp:
     adapters: dict[str, BackendAdapter] | None = None
     store: ModelManager | None = None
     embedded: EmbeddedNatsServer | None = None
+    supervisor: EmbeddedSupervisor | None = None
+    link: LinkWatch = field(default_factory=LinkWatch)  # when NATS went away, for /healthz
     nc: Client | None = None
     registry: Registry | None = None
     service: TtsService | None = None
@@ -59,30 +63,43 @@ class TtsApp:
     async def start(self) -> None:
         s = self.settings
         self.publisher = StatePublisher(s)
+        if s.nats_url is None:
+            # room for the largest request we accept (reference audio travels base64 in it) and big replies
+            self.embedded = EmbeddedNatsServer(
+                s.cache_dir / "nats", port=s.embedded_nats_port, max_payload=EMBEDDED_MAX_PAYLOAD
+            )
+            self.embedded.check_port()  # a second instance stops here, before any store or engine is opened
         self.store = self.store or ModelManager(s)
         self.registry = Registry(s, self.store, self._on_event, adapters=self.adapters)
         # the probes run now, before NATS is even up: events queue until published
         await self.registry.start()
         url = s.nats_url
-        if url is None:
-            # room for the largest request we accept (reference audio travels base64 in it) and big replies
-            self.embedded = EmbeddedNatsServer(
-                s.cache_dir / "nats", port=s.embedded_nats_port, max_payload=EMBEDDED_MAX_PAYLOAD
+        if self.embedded is not None:
+            self.supervisor = EmbeddedSupervisor(
+                self.embedded, RestartPolicy(max_restarts=s.embedded_nats_max_restarts)
             )
-            url = await asyncio.to_thread(self.embedded.start)
+            url = await self.supervisor.start()
+        assert url is not None
         self.nc = await connect(
             url,
             f"tts-actor {s.instance}",
             deadline_s=s.nats_connect_timeout_s,
             on_reconnected=self.publisher.on_reconnected,
             auth=connect_options(s),
+            watch=self.link,
         )
         await self.publisher.start(self.nc)
         self.service = TtsService(self.nc, self.registry, s)
         await self.service.start()
         if s.metrics_port:
             try:
-                self.probes = ProbeServer(s.metrics_port, self.registry.health, asyncio.get_running_loop()).start()
+                self.probes = ProbeServer(
+                    s.metrics_port,
+                    self.registry.health,
+                    asyncio.get_running_loop(),
+                    link=self.link,
+                    nats_grace_s=s.health_nats_grace_s,
+                ).start()
                 log.info("metrics_serving", url=f"http://127.0.0.1:{s.metrics_port}/metrics", probes="/healthz /readyz")
             except OSError as exc:
                 log.warning("metrics_port_busy", port=s.metrics_port, error=repr(exc))
@@ -124,7 +141,9 @@ class TtsApp:
             await _bounded("model_store", self.store.close(), STEP_BOUND_S)
         if self.nc is not None:
             await _bounded("nats_connection", _close_connection(self.nc), STEP_BOUND_S)
-        if self.embedded is not None:
+        if self.supervisor is not None:
+            await _bounded("embedded_nats", self.supervisor.stop(), 2 * STEP_BOUND_S)
+        elif self.embedded is not None:
             await _bounded("embedded_nats", asyncio.to_thread(self.embedded.stop), 2 * STEP_BOUND_S)
         log.info("stopped", engine_call_abandoned=self.engine_call_abandoned)
 
@@ -186,7 +205,7 @@ async def serve(
         starting.result()  # a failed start raises here
         if http_edge is not None:
             assert app.nc is not None
-            await http_edge.start(app.nc)
+            await http_edge.start(app.nc, app.link)
         if sample_out is not None:
             sample = asyncio.create_task(app.speak_sample(sample_out))
             sample.add_done_callback(_log_sample_failure)

@@ -41,7 +41,11 @@ class Settings:
 
     nats_url: str | None = None
     embedded_nats_port: int = 4222
+    # the embedded server is restarted this many times in a row after an unasked exit (0: never)
+    embedded_nats_max_restarts: int = 5
     nats_connect_timeout_s: float = 10.0
+    # /healthz fails once the NATS connection has been down longer than this
+    health_nats_grace_s: float = 10.0
     subject_prefix: str = "tts"
     kv_bucket: str = "tts_state"
     # fleet and shared stores (JetStream): entries of an instance that stops refreshing age out after fleet_ttl_s
@@ -289,7 +293,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     kwargs: dict[str, object] = dict(
         nats_url=check_nats_url(nats_url) if nats_url else None,
         embedded_nats_port=_port(env, "TTS_EMBEDDED_NATS_PORT", 4222),
+        embedded_nats_max_restarts=int(_number(env, "TTS_EMBEDDED_NATS_MAX_RESTARTS", 5, int, maximum=1000)),
         nats_connect_timeout_s=_seconds(env, "TTS_NATS_CONNECT_TIMEOUT_S", 10.0),
+        health_nats_grace_s=_seconds(env, "TTS_HEALTH_NATS_GRACE_S", 10.0),
         subject_prefix=env.get("TTS_SUBJECT_PREFIX", "tts"),
         kv_bucket=env.get("TTS_KV_BUCKET", "tts_state"),
         fleet_ttl_s=_number(env, "TTS_FLEET_TTL_S", 30.0, float, 1.0),

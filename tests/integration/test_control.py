@@ -10,7 +10,7 @@ from nats.aio.client import Client
 
 from statemachine import State
 from tests.support.backends import next_state
-from tests.support.helpers import GatedPiper, serving
+from tests.support.helpers import GatedPiper, serving, torch_install_fix_start
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
@@ -26,7 +26,7 @@ async def test_status_voices_and_health(piper_loaded: TtsApp, client: TtsClient)
     assert by_name["piper"]["state"] == "loaded" and by_name["piper"]["languages"] == ["en"]
     assert "en_US-joe-medium" in by_name["piper"]["voices"]
     assert by_name["xtts"]["reason"] == "package_missing"
-    assert by_name["xtts"]["fix"].startswith("pip install -e '.[xtts]'")
+    assert by_name["xtts"]["fix"].startswith(torch_install_fix_start("xtts"))
     assert set(by_name["piper"]) >= {"name", "state", "reason", "fix", "languages", "voices", "progress", "since"}
     voices = await client.voices()
     assert voices["backends"]["piper"]["languages"]["en"][0]["id"] == "en_US-joe-medium"

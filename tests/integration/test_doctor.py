@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import OFFLINE_HUB, closed_loopback_port
+from tests.support.helpers import torch_install_fix_start
 from tts_actor.cli.doctor import run_doctor
 from tts_actor.config import load_settings
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
@@ -42,7 +43,7 @@ def test_reachable_nats_with_jetstream_passes_and_missing_package_shows_fix(
     chatterbox = checks["backend chatterbox"]
     assert chatterbox["level"] == "warn"
     assert "chatterbox" in chatterbox["detail"]
-    assert chatterbox["fix"].startswith("pip install -e '.[chatterbox]'")
+    assert chatterbox["fix"].startswith(torch_install_fix_start("chatterbox"))
     assert checks["cache dir"]["level"] == "ok"
     assert checks["hub"]["level"] == "warn"  # unreachable hub is a warning: Piper works offline
 
@@ -67,6 +68,6 @@ def test_table_output_names_failures_and_their_fixes(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert code == 1
     assert "[FAIL] cache dir" in out and "fix: Set TTS_CACHE_DIR" in out
-    assert "fix: pip install -e '.[xtts]'" in out
+    assert f"fix: {torch_install_fix_start('xtts')}" in out
     assert "HF_HUB_OFFLINE=1" in out
     assert "nats-server" in out  # NATS_URL unset: the embedded binary is checked instead

@@ -9,7 +9,7 @@ import time
 import pytest
 from nats.aio.client import Client
 
-from tests.support.helpers import GatedPiper, eventually, raw_request, serving
+from tests.support.helpers import GatedPiper, eventually, raw_request, serving, torch_install_fix_start
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
@@ -42,7 +42,7 @@ async def test_missing_package_fails_within_a_second_with_the_fix(settings: Sett
     for backend, (seconds, event) in failed.items():
         assert seconds < 1.0, f"{backend} took {seconds:.2f} s"
         assert event["reason"] == "package_missing"
-        assert event["fix"].startswith(f"pip install -e '.[{backend}]'")
+        assert event["fix"].startswith(torch_install_fix_start(backend))
 
 
 async def test_failed_backend_replies_at_once_with_a_structured_error(piper_loaded: TtsApp, nc: Client) -> None:
@@ -56,7 +56,7 @@ async def test_failed_backend_replies_at_once_with_a_structured_error(piper_load
     assert error["code"] == "backend_failed"
     assert error["state"] == "failed" and error["backend"] == "chatterbox"
     assert error["reason"] == "package_missing"
-    assert error["fix"].startswith("pip install -e '.[chatterbox]'")
+    assert error["fix"].startswith(torch_install_fix_start("chatterbox"))
     assert set(error) >= {"code", "message", "fix", "backend", "state", "retry_after_ms"}
 
 

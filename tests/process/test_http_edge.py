@@ -27,13 +27,8 @@ from tests.support.helpers import GatedPiper, eventually, serving
 from tts_actor.app import TtsApp
 from tts_actor.config import Settings
 from tts_actor.http_edge.app import HttpEdge
-from tts_actor.http_edge.openai_compat import (
-    OPENAI_FORMATS,
-    EdgeConfigError,
-    EdgeSettings,
-    load_edge_settings,
-    parse_listen,
-)
+from tts_actor.http_edge.edge_settings import EdgeConfigError, EdgeSettings, load_edge_settings, parse_listen
+from tts_actor.http_edge.openai_compat import OPENAI_FORMATS
 
 API_KEY = "test-key-1"
 TWENTY_WORDS = (

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import inspect
 import io
+import shlex
+import sys
 import threading
 import time
 import wave
@@ -120,3 +122,10 @@ async def raw_request(nc: Client, payload: bytes, subject: str = "tts.synthesize
     """A request as any NATS client sends it: bytes in, the reply's headers and body out."""
     msg = await nc.request(subject, payload, timeout=10)
     return dict(msg.headers or {}), msg.data
+
+
+def torch_install_fix_start(extra: str) -> str:
+    """How a torch backend's install fix starts: CPU torch by this interpreter's pip, then the extra (no CUDA)."""
+    py = shlex.quote(sys.executable)
+    cpu = "https://download.pytorch.org/whl/cpu"
+    return f"{py} -m pip install --index-url {cpu} torch && {py} -m pip install -e '.[{extra}]' --extra-index-url {cpu}"

@@ -10,6 +10,7 @@ import pytest
 
 from statemachine import Reason, State
 from tests.support.backends import isolated_settings, tone_wav
+from tests.support.helpers import torch_install_fix_start
 from tts_actor.backends.mms import MmsBackend
 from tts_actor.backends.xtts import SPEC as XTTS_SPEC
 from tts_actor.config import Settings, load_settings
@@ -63,7 +64,7 @@ def test_accepted_licences_come_from_the_environment() -> None:
 
 def test_the_install_fix_names_commands_that_exist() -> None:
     fix = XTTS_SPEC.install_fix
-    assert fix.startswith("pip install -e '.[xtts]'")
+    assert fix.startswith(torch_install_fix_start("xtts"))
     # from the installed metadata: what a user of a built wheel runs
     assert "'coqui-tts[codec,ja,zh]<=0.28.0,>=0.27.4'" in fix or "'coqui-tts[codec,ja,zh]>=0.27.4,<=0.28.0'" in fix
 

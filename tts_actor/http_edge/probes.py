@@ -3,7 +3,9 @@
 Kubernetes, systemd watchdogs and load balancers speak HTTP, not NATS. The
 health snapshot is taken on the service's event loop (not on the HTTP thread),
 so ``/healthz`` also proves the loop is responsive, and ``/readyz`` reads the
-actors' states where they are owned.
+actors' states where they are owned. ``/healthz`` also fails once NATS has been
+gone longer than TTS_HEALTH_NATS_GRACE_S: a process that cannot reach NATS serves
+nobody, and saying ``alive`` would keep an orchestrator from restarting it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -40,9 +43,19 @@ class _QuietHandler(WSGIRequestHandler):
 class ProbeServer:
     """Serves metrics and probes from a daemon thread; ``health`` runs on ``loop``."""
 
-    def __init__(self, port: int, health: HealthFn, loop: asyncio.AbstractEventLoop, addr: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        port: int,
+        health: HealthFn,
+        loop: asyncio.AbstractEventLoop,
+        addr: str = "0.0.0.0",
+        link: LinkWatch | None = None,
+        nats_grace_s: float = 10.0,
+    ) -> None:
         self._health = health
         self._loop = loop
+        self._link = link
+        self._nats_grace_s = nats_grace_s
         self._metrics_app = make_wsgi_app()
         self._server = make_server(addr, port, self._app, server_class=_ThreadingServer, handler_class=_QuietHandler)
         self.port = self._server.server_port
@@ -75,6 +88,9 @@ class ProbeServer:
         if health is None:
             return _json(start_response, "503 Service Unavailable", {"status": "event loop not answering"})
         if path == "/healthz":
+            gone = self._link.verdict(self._nats_grace_s) if self._link is not None else None
+            if gone is not None:
+                return _json(start_response, "503 Service Unavailable", {**gone, "instance": health.get("instance")})
             return _json(start_response, "200 OK", {"status": "alive", "instance": health.get("instance")})
         ready = bool(health.get("ready"))
         return _json(start_response, "200 OK" if ready else "503 Service Unavailable", health)

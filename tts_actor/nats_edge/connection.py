@@ -15,6 +15,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 
@@ -38,13 +39,15 @@ async def connect(
     deadline_s: float = 10.0,
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
     auth: Mapping[str, object] | None = None,
+    watch: LinkWatch | None = None,
 ) -> Client:
     """Connect within ``deadline_s``; once connected, a long-lived connection reconnects forever.
 
     nats-py retries the first connection ``max_reconnect_attempts`` times (about 120 s by
     default) before giving up: the very hang this service exists to remove, so the first
     connection gets its own deadline. A host name that does not resolve fails at once.
-    ``auth`` holds credentials and TLS (:func:`tts_actor.nats_edge.auth.connect_options`).
+    ``auth`` holds credentials and TLS (:func:`tts_actor.nats_edge.auth.connect_options`);
+    ``watch`` learns when the connection goes down and comes back (for ``/healthz``).
     """
     await _check_resolvable(url, deadline_s)
 
@@ -54,9 +57,13 @@ async def connect(
     async def on_disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):  # our own shutdown is no news
             log.warning("nats_disconnected")
+            if watch is not None:
+                watch.lost()
 
     async def reconnected() -> None:
         log.info("nats_reconnected")
+        if watch is not None:
+            watch.back()
         if on_reconnected is not None:
             await on_reconnected()
 

@@ -35,6 +35,14 @@ NATS_PERMISSION_ERRORS = Counter(
     "Subscriptions and publishes the NATS server refused (Permissions Violation), by operation",
     ["operation"],
 )
+EMBEDDED_NATS = Counter(
+    "tts_embedded_nats_total", "Embedded nats-server lifecycle: exited, restarted, restart_failed, gave_up", ["event"]
+)
+HTTP_DROPPED = Counter(
+    "tts_http_connections_dropped_total",
+    "HTTP edge connections closed by the server: header_timeout, body_timeout, over_limit",
+    ["reason"],
+)
 INFLIGHT = Gauge("tts_inflight_requests", "Synthesis requests being served")
 
 
