@@ -38,8 +38,9 @@ from tts_actor.lifecycle.actor import BackendActor
 from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, inject_headers, tracer
+from tts_actor.wire.framing import HEADER_ROOM, end_headers, error_body
 from tts_actor.wire.messages import Header, SynthesisRequest
-from tts_actor.wire.replies import ReplyKind, classify, error_body
+from tts_actor.wire.replies import ReplyKind, classify
 
 log = get_logger(__name__)
 
@@ -350,11 +351,10 @@ class InterestRouter:
                 "the instance serving this request fell silent",
                 "Send it again; see tts.status for the fleet.",
             )
-            body, headers = error_body(error, self.nc.max_payload - 8 * 1024)
+            body, headers = error_body(error, self.nc.max_payload - HEADER_ROOM)
             await self.nc.publish(reply, body, headers=headers)
         if request.stream:
-            end = {Header.STREAM_END.value: "1", Header.TOTAL_BYTES.value: "0", Header.CHUNK_COUNT.value: "0"}
-            await self.nc.publish(reply, b"", headers=end)
+            await self.nc.publish(reply, b"", headers=end_headers())
 
 
 def _last_chunk(headers: dict[str, str]) -> bool:
