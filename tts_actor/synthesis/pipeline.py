@@ -141,23 +141,11 @@ class SynthesisRun:
             await wait_ready(actor, request.wait_ms / 1000)
             if not actor.ready:
                 raise pipeline.registry.no_backend_ready(request, actor)
-        store, key = pipeline.store, ""
-        if store is not None:
-            request = self.request = await store.with_profile(request)
-            key = store.key(request, self.route)
-            cached = await store.lookup(request, key, span)
-            if cached is not None:  # answered without a backend
-                framer = Framer(self.publish, self.max_payload, self.control.request_id)
-                await store.answer(framer, cached, request, self.route, self.started)
-                metrics.REQUESTS.labels(actor.name, "ok").inc()
-                log.info("synthesized", backend=actor.name, cache="hit", bytes=len(cached.data))
-                return
-        elif request.voice_profile is not None:
-            raise TtsError(
-                ErrorCode.INVALID_REQUEST,
-                "voice_profile was sent but this pipeline runs without the profile store",
-                "Send reference_audio instead, or run the pipeline with a CachedSynthesis store.",
-            )
+        store = pipeline.store
+        key = await self._cache_key(store) if store is not None else self._no_store()
+        if key is None:
+            return  # answered from the audio cache, without a backend
+        request = self.request
         spec = actor.adapter.spec
         segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language)
         span.set_attribute("tts.segments", len(segments))
@@ -198,6 +186,28 @@ class SynthesisRun:
         if store is not None:  # in the background: the reply is out already
             store.store_later(tee, first | audio_headers(encoder) | audio_totals(encoder))
         self._done(encoder, len(segments), synth_seconds)
+
+    async def _cache_key(self, store: CachedSynthesis) -> str | None:
+        """The profile applied and the audio cache asked: the key to store the reply under, None on a hit."""
+        request = self.request = await store.with_profile(self.request)
+        key = store.key(request, self.route)
+        cached = await store.lookup(request, key, trace.get_current_span())
+        if cached is None:
+            return key
+        framer = Framer(self.publish, self.max_payload, self.control.request_id)
+        await store.answer(framer, cached, request, self.route, self.started)
+        metrics.REQUESTS.labels(self.route.actor.name, "ok").inc()
+        log.info("synthesized", backend=self.route.actor.name, cache="hit", bytes=len(cached.data))
+        return None
+
+    def _no_store(self) -> str:
+        if self.request.voice_profile is not None:
+            raise TtsError(
+                ErrorCode.INVALID_REQUEST,
+                "voice_profile was sent but this pipeline runs without the profile store",
+                "Send reference_audio instead, or run the pipeline with a CachedSynthesis store.",
+            )
+        return ""
 
     def _first_headers(self, cached: bool) -> dict[str, str]:
         headers = {
