@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -20,7 +21,7 @@ from tts_actor.app import TtsApp
 from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segmenter import text_cost
 from tts_actor.backends.base import Voice
-from tts_actor.client.tts_client import TtsClient
+from tts_actor.client.tts_client import CANCEL_WAIT_S, TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.messages import AudioFormat, SynthesisRequest
@@ -245,6 +246,29 @@ async def test_cancel_ends_the_stream_at_once_and_the_engine_stops_at_the_next_s
         await eventually(lambda: not actor.busy)
         assert len(engine.received) in (1, 2)
         assert (await client.synthesize(SynthesisRequest(text="Free again.", backend="gated"))).audio
+
+
+async def test_cancel_answers_for_a_request_in_flight_and_promptly_for_an_unknown_one(
+    settings: Settings, client: TtsClient
+) -> None:
+    engine = Recording(settings, limit=400)
+    engine.hold_from_call = 2  # the request stays in flight while the test cancels it
+    async with serving(settings, engine) as (_, actor):
+        async with client.stream(SynthesisRequest(text=TEN, backend="gated")) as chunks:
+            await chunks.__anext__()
+            answer = await client.cancel(chunks.request_id)
+            assert answer == {"ok": True, "request_id": chunks.request_id, "instance": settings.instance}
+            with pytest.raises(TtsError) as info:
+                async for chunk in chunks:
+                    assert chunk.index == 0  # the rest of the first segment, out before the cancel
+            assert info.value.code is ErrorCode.CANCELLED
+        engine.hold.set()
+        await eventually(lambda: not actor.busy)
+        started = time.monotonic()
+        answer = await client.cancel(chunks.request_id)  # finished: no instance has it any more
+        assert answer == {"ok": False, "request_id": chunks.request_id, "error": "not found on any instance"}
+        assert time.monotonic() - started < CANCEL_WAIT_S + 0.5
+    assert (await client.cancel("nobody-listens"))["ok"] is False  # no instance at all: the same answer
 
 
 async def test_a_deadline_stops_work_at_the_next_segment(settings: Settings, client: TtsClient) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
-from nats.errors import MaxPayloadError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from statemachine import StateEvent
@@ -39,6 +39,8 @@ from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
 MIN_ATTEMPT_S = 0.1  # no retry that would leave less than this of the caller's budget
+CANCEL_WAIT_S = 1.0  # a found cancel is answered within a round trip; silence this long means no instance has it
+CANCEL_NOT_FOUND = "not found on any instance"
 
 
 class NoResponders(TtsError):
@@ -158,7 +160,7 @@ class TtsClient:
                 return await self._read_whole(sub, timer, request_id)
             except ResponderSilent:
                 with contextlib.suppress(Exception):  # a live but cut-off instance stops working on it
-                    await self.cancel(request_id)
+                    await self._tell_cancel(request_id)
                 raise
 
     async def _read_whole(self, sub: Any, timer: StallTimer, request_id: str) -> SynthesisReply:
@@ -189,8 +191,21 @@ class TtsClient:
         """
         return AudioStream(self, dataclasses.replace(request, stream=True), timeout_s or self.timeout_s)
 
-    async def cancel(self, request_id: str) -> None:
-        """Stop a request now (on every instance; the one serving it acts)."""
+    async def cancel(self, request_id: str, timeout_s: float = CANCEL_WAIT_S) -> dict[str, Any]:
+        """Stop a request now; the serving instance's answer, or ``ok: false`` when no instance has it.
+
+        Every instance hears ``tts.cancel`` and only the one serving the request answers, at once; so
+        silence for ``timeout_s`` (or no instance listening) means it is unknown, or finished already.
+        """
+        payload = json.dumps({"request_id": request_id}).encode()
+        try:
+            msg = await self.nc.request(self.subject("cancel"), payload, timeout=timeout_s)
+        except (NatsTimeoutError, NoRespondersError):
+            return {"ok": False, "request_id": request_id, "error": CANCEL_NOT_FOUND}
+        return json.loads(msg.data)  # type: ignore[no-any-return]
+
+    async def _tell_cancel(self, request_id: str) -> None:
+        """Cancel without waiting for the answer: for callers that are leaving anyway."""
         await self.nc.publish(self.subject("cancel"), json.dumps({"request_id": request_id}).encode())
         await self.nc.flush()
 
@@ -425,7 +440,7 @@ class AudioStream:
         if self._exchange is not None and not self.ended:
             self.ended = True
             with contextlib.suppress(Exception):
-                await self._client.cancel(self.request_id)
+                await self._client._tell_cancel(self.request_id)
         await self._close()
 
     async def _close(self) -> None:

@@ -39,8 +39,9 @@ from tts_actor.lifecycle.actor import BackendActor
 from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, inject_headers, tracer
+from tts_actor.wire.framing import HEADER_ROOM, echoed_request_id, end_headers, error_body
 from tts_actor.wire.messages import Header, SynthesisRequest
-from tts_actor.wire.replies import ReplyKind, classify, echoed_request_id, error_body, stream_end
+from tts_actor.wire.replies import ReplyKind, classify
 from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
@@ -318,10 +319,10 @@ class InterestRouter:
                 "the instance serving this request fell silent",
                 "Send it again; see tts.status for the fleet.",
             )
-            body, headers = error_body(error, self.nc.max_payload - 8 * 1024, request_id)
+            body, headers = error_body(error, self.nc.max_payload - HEADER_ROOM, request_id)
             await self.nc.publish(reply, body, headers=headers)
         if request.stream:
-            await self.nc.publish(reply, b"", headers=stream_end(request_id))
+            await self.nc.publish(reply, b"", headers=end_headers(request_id=request_id))
 
 
 def _last_chunk(headers: dict[str, str]) -> bool:

@@ -1,9 +1,10 @@
 """The synthesis path's use of the fleet's stores: voice profiles in, the audio cache around.
 
-:class:`CachedSynthesis` is what ``TtsService._serve`` calls: it turns a ``voice_profile`` into
+:class:`CachedSynthesis` is what :mod:`tts_actor.synthesis.pipeline` calls: it turns a ``voice_profile`` into
 the reference fields the cloning adapters take, keys the audio cache on everything that
 changes the audio, answers a hit without a backend (whole or streamed, ``Tts-Cache: hit``),
-and keeps a synthesized reply in the cache from a background task once it is out, so the
+and stores the copy a :class:`~tts_actor.synthesis.sinks.CacheTee` kept of a synthesized reply
+from a background task once the reply is out, so the
 cache never delays an answer. The cache is an optimisation: when it is unavailable the
 request is synthesized as if it were a miss.
 """
@@ -27,8 +28,10 @@ from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_cache import AudioCache, CachedAudio, audio_cache_key
 from tts_actor.synthesis.profiles import ProfileStore
+from tts_actor.synthesis.sinks import CacheTee
+from tts_actor.wire.framing import Framer
 from tts_actor.wire.messages import Header, SynthesisRequest
-from tts_actor.wire.replies import HEADER_SLACK, Publish, ReplyWriter, headers_size, parse_timings, publish_whole
+from tts_actor.wire.replies import parse_timings
 
 log = get_logger(__name__)
 # what a cached file keeps of its reply's headers: what describes the audio, nothing about the request
@@ -43,6 +46,7 @@ KEPT_HEADERS = (
     Header.TIMINGS,
 )
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
+TOTALS = (Header.DURATION_MS, Header.SEGMENT_COUNT, Header.TIMINGS)  # a stream has them on its end message
 
 
 def adapter_identity(adapter: BackendAdapter) -> str:
@@ -52,35 +56,8 @@ def adapter_identity(adapter: BackendAdapter) -> str:
     return f"{type(adapter).__module__}.{type(adapter).__qualname__}/{__version__}/{refs}/{local or ''}"
 
 
-class Recorder:
-    """Wraps a :class:`ReplyWriter`'s publish: the bytes and headers that went out, to be cached afterwards."""
-
-    def __init__(self, writer: ReplyWriter, key: str) -> None:
-        self.writer = writer
-        self.key = key
-        self.parts: list[bytes] = []
-        self.headers: dict[str, str] = {}
-        inner = writer.publish
-
-        async def publish(data: bytes, headers: dict[str, str]) -> None:
-            await inner(data, headers)
-            if Header.SERVICE_ERROR_CODE.value in headers:
-                return
-            if data:
-                self.parts.append(data)
-            self.headers.update({h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers})
-
-        writer.publish = publish
-
-    def file(self) -> bytes:
-        """The whole file: a stream's bytes with what a stream leaves unknown (lengths) filled in."""
-        data = b"".join(self.parts)
-        encoder = self.writer.encoder
-        return encoder.finish_whole(data) if self.writer.request.stream and encoder is not None else data
-
-
 class CachedSynthesis:
-    """Profiles and the audio cache for :class:`tts_actor.nats_edge.service.TtsService`."""
+    """Profiles and the audio cache for the synthesis pipeline."""
 
     def __init__(self, nc: Client, settings: Settings, profiles: ProfileStore) -> None:
         self.nc = nc
@@ -135,16 +112,12 @@ class CachedSynthesis:
         metrics.AUDIO_CACHE.labels(outcome).inc()
         return cached if outcome == HIT else None
 
-    def record(self, writer: ReplyWriter, request: SynthesisRequest, key: str) -> Recorder | None:
-        """Mark the reply as a miss (or bypass) and record what goes out, to cache it afterwards."""
-        writer.headers[Header.CACHE.value] = MISS if request.cache else BYPASS
-        return Recorder(writer, key) if request.cache else None
-
-    def store_later(self, recorder: Recorder | None) -> None:
+    def store_later(self, tee: CacheTee | None, headers: dict[str, str]) -> None:
         """Cache a reply that went out whole, in the background: the caller has its answer already."""
-        if recorder is None or not recorder.parts:
+        if tee is None or not tee.file:
             return
-        task = asyncio.create_task(self._store(recorder.key, recorder.file(), dict(recorder.headers)))
+        kept = {h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers}
+        task = asyncio.create_task(self._store(tee.key, tee.file, kept))
         self._stores.add(task)
         task.add_done_callback(self._stores.discard)
 
@@ -162,60 +135,46 @@ class CachedSynthesis:
             await asyncio.wait(set(self._stores), timeout=timeout_s)
 
     async def answer(
-        self,
-        publish: Publish,
-        cached: CachedAudio,
-        request: SynthesisRequest,
-        route: Route,
-        request_id: str,
-        started: float,
-    ) -> int:
-        """Send a cached file as the reply (whole, or as a stream with its end message); the messages sent."""
-        first = dict(cached.headers) | {Header.REQUEST_ID.value: request_id, Header.CACHE.value: HIT}
+        self, framer: Framer, cached: CachedAudio, request: SynthesisRequest, route: Route, started: float
+    ) -> None:
+        """Send a cached file as the reply: whole, or as a stream with its end message."""
+        headers = dict(cached.headers) | {Header.CACHE.value: HIT}
         if route.fallback_from:
-            first[Header.FALLBACK_FROM.value] = route.fallback_from
-        if request.stream:
-            return await _stream_file(publish, cached.data, first, self.nc.max_payload, request_id, started)
-        return await publish_whole(publish, cached.data, first, self.nc.max_payload)
+            headers[Header.FALLBACK_FROM.value] = route.fallback_from
+        if not request.stream:
+            framer.first = headers
+            await framer.whole(cached.data, {})
+            return
+        totals = {k.value: headers.pop(k.value) for k in TOTALS if k.value in headers}
+        framer.first = headers
+        await _stream_file(framer, cached.data, parse_timings(totals), int(totals.get(Header.DURATION_MS.value) or 0))
+        await framer.end(totals | {Header.CACHE.value: HIT, Header.FIRST_AUDIO_MS.value: _ms_since(started)})
 
 
-async def _stream_file(
-    publish: Publish, data: bytes, headers: dict[str, str], max_payload: int, request_id: str, started: float
-) -> int:
+def cache_header(request: SynthesisRequest) -> dict[str, str]:
+    """A synthesized reply's ``Tts-Cache``: a miss, or a bypass when the caller said ``cache: false``."""
+    return {Header.CACHE.value: MISS if request.cache else BYPASS}
+
+
+async def _stream_file(framer: Framer, data: bytes, timings: list[dict[str, int]], duration_ms: int) -> None:
     """A cached file as a stream: max_payload-sized messages, each naming the segment its bytes mostly belong to
-    (by position: a cached file has no segment boundaries in bytes), then the end message with the cached timings.
+    (by position: a cached file has no segment boundaries in bytes).
     """
-    timings = parse_timings(headers)
-    duration_ms = int(headers.get(Header.DURATION_MS.value, "0") or 0)
-    totals = {
-        k: headers[k]
-        for k in (Header.DURATION_MS.value, Header.SEGMENT_COUNT.value, Header.TIMINGS.value)
-        if k in headers
-    }
-    first = {k: v for k, v in headers.items() if k not in totals}
-    offset = messages = 0
+    offset = 0
     while offset < len(data):
         position_ms = duration_ms * offset / len(data)
         timing = next((t for t in timings if t["end_ms"] > position_ms), timings[-1] if timings else None)
-        message_headers = {} if messages else dict(first)
-        message_headers[Header.REQUEST_ID.value] = request_id
+        headers: dict[str, str] = {}
         if timing is not None:
-            message_headers |= {
+            headers = {
                 Header.SEGMENT_INDEX.value: str(timing["index"]),
                 Header.SEGMENT_START_MS.value: str(timing["start_ms"]),
                 Header.SEGMENT_END_MS.value: str(timing["end_ms"]),
             }
-        room = max(1024, max_payload - headers_size(message_headers) - HEADER_SLACK)
-        await publish(data[offset : offset + room], message_headers)
+        room = framer.room(headers)
+        await framer.stream(data[offset : offset + room], headers)
         offset += room
-        messages += 1
-    end = totals | {
-        Header.REQUEST_ID.value: request_id,
-        Header.CACHE.value: HIT,
-        Header.STREAM_END.value: "1",
-        Header.TOTAL_BYTES.value: str(len(data)),
-        Header.CHUNK_COUNT.value: str(messages),
-        Header.FIRST_AUDIO_MS.value: str(round((time.perf_counter() - started) * 1000)),
-    }
-    await publish(b"", end)
-    return messages + 1
+
+
+def _ms_since(started: float) -> str:
+    return str(round((time.perf_counter() - started) * 1000))

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import nats.errors
 
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.observability.logs import get_logger
+from tts_actor.wire.framing import Publish
 from tts_actor.wire.messages import Header
 
 log = get_logger(__name__)
-Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
 MIN_INTERVAL_MS = 100
 MAX_INTERVAL_MS = 30_000
 STALL_BEATS = 3  # intervals of silence after which the caller gives up on the responder

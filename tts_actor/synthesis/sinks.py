@@ -1,0 +1,125 @@
+"""The reply's audio path, as a chain of sinks the pipeline assembles; audio only ever flows down it.
+
+engine -> :class:`QueuedSink` (the job's sink; the actor awaits it) -> :class:`EncodeStage` (PCM to
+file bytes and timings) -> :class:`CacheTee` (keeps a copy for the audio cache) -> the reply
+(:class:`tts_actor.synthesis.reply.ReplySink`, messages through :class:`tts_actor.wire.framing.Framer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from tts_actor.audio.encoding import SpeechEncoder, Timing
+from tts_actor.audio.pcm import Audio
+from tts_actor.audio.segmenter import Segment
+from tts_actor.observability.tracing import tracer
+
+
+class EncodedSink(Protocol):
+    """Takes a request's file as it is encoded."""
+
+    async def audio(self, data: bytes, timing: Timing) -> None:
+        """A stream's next bytes; ``timing``: the segment they belong to."""
+
+    async def done(self, whole: bytes | None) -> None:
+        """The end: a whole reply's file, or None for a stream (its bytes came through :meth:`audio`)."""
+
+
+@dataclass(frozen=True)
+class SegmentAudio:
+    segment: Segment
+    audio: Audio
+
+
+class QueuedSink:
+    """The job's :class:`~tts_actor.lifecycle.jobs.SegmentSink`: each segment's audio queued for the encoder.
+
+    With ``first_waits`` (a stream of several segments) the first segment is taken only once it is sent, so that its
+    encoding does not share the CPU with the second segment's synthesis: first audio is what a streaming caller waits
+    for. The audio is queued before any wait, so a runner that stops waiting (its 5 s bound) loses nothing.
+    """
+
+    def __init__(self, first_waits: bool) -> None:
+        self.queue: asyncio.Queue[SegmentAudio] = asyncio.Queue()
+        self.first_out = asyncio.Event()
+        self._first_waits = first_waits
+
+    async def accept(self, segment: Segment, audio: Audio) -> None:
+        self.queue.put_nowait(SegmentAudio(segment, audio))
+        if segment.index == 0 and self._first_waits:
+            await self.first_out.wait()
+
+    async def drain(self, done: asyncio.Future[None]) -> AsyncIterator[SegmentAudio]:
+        """Each segment's audio as the actor hands it over, until the job is settled (raising its error)."""
+        while True:
+            if not self.queue.empty():
+                yield self.queue.get_nowait()
+                continue
+            if done.done():
+                done.result()  # the error that stopped the job, if any
+                return
+            getter = asyncio.ensure_future(self.queue.get())
+            try:
+                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled():
+                yield getter.result()
+
+
+class EncodeStage:
+    """PCM segments to the file's bytes: a stream's go down as they are encoded, a whole reply's at the end."""
+
+    def __init__(self, encoder: SpeechEncoder, stream: bool, out: EncodedSink, audio_format: str) -> None:
+        self.encoder = encoder
+        self.stream = stream
+        self.out = out
+        self.audio_format = audio_format
+        self._kept: list[bytes] = []
+        self._last: Segment | None = None
+
+    async def add(self, segment: Segment, audio: Audio) -> None:
+        pieces = self.encoder.pieces(segment, audio)
+        if not pieces:
+            return
+        self._last = segment
+        attributes = {"tts.segment": segment.index, "tts.format": self.audio_format}
+        with tracer().start_as_current_span("tts.encode", attributes=attributes):
+            for pcm in pieces:  # a stream's first piece is sent before the second is encoded
+                data = await asyncio.to_thread(self.encoder.encode, pcm)
+                if self.stream:
+                    await self.out.audio(data, self.encoder.timing(segment.index))
+                else:
+                    self._kept.append(data)
+
+    async def finish(self) -> None:
+        tail = await asyncio.to_thread(self.encoder.finish)
+        if not self.stream:
+            await self.out.done(self.encoder.whole(b"".join(self._kept) + tail))
+            return
+        if self._last is not None:
+            await self.out.audio(tail, self.encoder.timing(self._last.index))
+        await self.out.done(None)
+
+
+class CacheTee:
+    """Passes the file on and keeps a copy: what the audio cache stores once the reply is out."""
+
+    def __init__(self, out: EncodedSink, encoder: SpeechEncoder, key: str) -> None:
+        self.out = out
+        self.encoder = encoder
+        self.key = key
+        self._parts: list[bytes] = []
+        self.file: bytes | None = None  # the whole file, once the reply went out completely
+
+    async def audio(self, data: bytes, timing: Timing) -> None:
+        await self.out.audio(data, timing)
+        self._parts.append(data)
+
+    async def done(self, whole: bytes | None) -> None:
+        await self.out.done(whole)
+        self.file = whole if whole is not None else self.encoder.whole(b"".join(self._parts))
