@@ -69,6 +69,7 @@ class Settings:
     retry_max_attempts: int = 5
     allow_download: bool = True
     max_text_chars: int = 5000
+    max_audio_s: float = 600.0  # the most speech one request may ask for, estimated from its spoken form
     max_request_bytes: int = 4 * 1024 * 1024
     max_wait_ms: int = 30_000
     max_inflight: int = 16
@@ -317,6 +318,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_attempts=int(_number(env, "TTS_RETRY_MAX_ATTEMPTS", 5, int, maximum=1000)),
         allow_download=_bool(env, "TTS_ALLOW_DOWNLOAD", True) and not offline,
         max_text_chars=int(_number(env, "TTS_MAX_TEXT_CHARS", 5000, int, 1, maximum=10**7)),
+        max_audio_s=_seconds(env, "TTS_MAX_AUDIO_S", 600.0),
         max_request_bytes=int(_number(env, "TTS_MAX_REQUEST_BYTES", 4 * 1024 * 1024, int, 1024, maximum=2**30)),
         max_wait_ms=int(_number(env, "TTS_MAX_WAIT_MS", 30_000, int, maximum=MAX_SECONDS * 1000)),
         max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 16, int, 1, maximum=100_000)),

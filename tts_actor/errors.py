@@ -17,6 +17,7 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_VOICE = "unknown_voice"
     UNKNOWN_FORMAT = "unknown_format"
     UNSUPPORTED_LANGUAGE = "unsupported_language"
+    UNSUPPORTED_SCRIPT = "unsupported_script"
     BACKEND_NOT_READY = "backend_not_ready"
     BACKEND_FAILED = "backend_failed"
     BUSY = "busy"
@@ -37,6 +38,7 @@ SERVICE_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_VOICE: 404,
     ErrorCode.UNKNOWN_FORMAT: 400,
     ErrorCode.UNSUPPORTED_LANGUAGE: 422,
+    ErrorCode.UNSUPPORTED_SCRIPT: 422,
     ErrorCode.BACKEND_NOT_READY: 503,
     ErrorCode.BACKEND_FAILED: 503,
     ErrorCode.BUSY: 429,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,29 +19,16 @@ from nats.aio.client import Client
 
 from statemachine import Reason, State
 from tests.support.audio_checks import decode
-from tests.support.backends import next_state
+from tests.support.backends import corrupt_piper, next_state
 from tests.support.helpers import eventually
 from tts_actor.app import TtsApp
 from tts_actor.backends.base import BackendFailure
-from tts_actor.backends.piper import PiperBackend, discover_voices
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.messages import AudioFormat, Header, SynthesisRequest
 
 SUBJECT = "tts.backend.piper.synthesize"
-
-
-def corrupt_piper(settings: Settings, folder: Path) -> PiperBackend:
-    """Piper whose (only) voice has the right name and config but a model file that is not ONNX."""
-    adapter = PiperBackend(settings)
-    real = discover_voices(None)[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    model = folder / real.model.name
-    model.write_bytes(b"this is not an onnx model" * 100)
-    shutil.copy(real.config, folder / real.config.name)
-    adapter._files = {real.voice_id: type(real)(real.voice_id, real.language, model, real.config, real.sample_rate)}
-    return adapter
 
 
 @contextlib.asynccontextmanager

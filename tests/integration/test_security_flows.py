@@ -21,8 +21,7 @@ import pytest
 from nats.aio.client import Client
 
 from statemachine import State
-from tests.integration.test_routing import corrupt_piper
-from tests.support.backends import tone_wav
+from tests.support.backends import corrupt_piper, tone_wav
 from tests.support.helpers import wav_info
 from tests.support.secured import OPS, Violations, connect_as, role_passwords, secured_server, server_violations
 from tts_actor.app import TtsApp

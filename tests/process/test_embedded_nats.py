@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx2
 
-from tests.process.test_cli import free_port, run_cli
+from tests.support.cli import free_port, run_cli
 from tests.support.serve_process import ServeProcess, serve_env, spawn
 
 BACK_BOUND_S = 20.0  # the bound: synthesis back, or /healthz failing, within 20 s of the kill

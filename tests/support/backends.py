@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import shutil
 import struct
 import sys
 import types
@@ -19,6 +20,7 @@ from statemachine import State, StateEvent
 from tts_actor.app import TtsApp
 from tts_actor.audio.pcm import Audio
 from tts_actor.backends import BackendAdapter
+from tts_actor.backends.piper import PiperBackend, discover_voices
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
@@ -81,3 +83,15 @@ async def next_state(app: TtsApp, backend: str, wanted: State, timeout_s: float 
 
     lifecycle.subscribe(listener)
     return await asyncio.wait_for(future, timeout_s)
+
+
+def corrupt_piper(settings: Settings, folder: Path) -> PiperBackend:
+    """Piper whose (only) voice has the right name and config but a model file that is not ONNX."""
+    adapter = PiperBackend(settings)
+    real = discover_voices(None)[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / real.model.name
+    model.write_bytes(b"this is not an onnx model" * 100)
+    shutil.copy(real.config, folder / real.config.name)
+    adapter._files = {real.voice_id: type(real)(real.voice_id, real.language, model, real.config, real.sample_rate)}
+    return adapter

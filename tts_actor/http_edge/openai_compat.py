@@ -43,6 +43,7 @@ SPEECH_FIELDS = {
     "instructions",
     "language",
     "wait_ms",
+    "allow_script_mismatch",
 }
 MAX_INSTRUCTIONS_CHARS = 4096
 
@@ -153,6 +154,11 @@ def map_speech_request(
     if wait_ms:
         wire["wait_ms"] = wait_ms
     extra = request_fields or set()
+    allow = body.get("allow_script_mismatch", False)
+    if not isinstance(allow, bool):
+        raise _param_error("allow_script_mismatch", "allow_script_mismatch must be true or false")
+    if allow and "allow_script_mismatch" in extra:
+        wire["allow_script_mismatch"] = True
     if fmt == "pcm" and "sample_rate" in extra:
         wire["sample_rate"] = OPENAI_PCM_RATE
     return SpeechCall(wire, fmt, stream_format)
@@ -177,6 +183,7 @@ PARAMS: dict[ErrorCode, str] = {
     ErrorCode.UNKNOWN_VOICE: "voice",
     ErrorCode.UNKNOWN_FORMAT: "response_format",
     ErrorCode.UNSUPPORTED_LANGUAGE: "language",
+    ErrorCode.UNSUPPORTED_SCRIPT: "input",
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from statemachine import State, StateEvent
+from tts_actor.audio.admission import check_length, check_script
 from tts_actor.backends import ADAPTERS, BackendAdapter, Voice
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
@@ -137,7 +138,7 @@ class Registry:
                 raise self._unsupported_language(request.language, actor.name)
             if request.clones and not actor.adapter.spec.supports_cloning:
                 raise self._no_cloning(request.language, actor.name)
-            return Route(actor, self._voice(actor, request))
+            return self._admit(request, Route(actor, self._voice(actor, request)))
         lang = request.language
         candidates = [
             self.actors[name]
@@ -166,7 +167,24 @@ class Registry:
         waitable = (a for a in candidates if a.pending or a.loads_on_demand)
         chosen = loaded[0] if loaded else next(waitable, candidates[0])
         fallback_from = candidates[0].name if chosen is not candidates[0] else None
-        return Route(chosen, self._voice(chosen, request), fallback_from)
+        return self._admit(request, Route(chosen, self._voice(chosen, request), fallback_from))
+
+    def _admit(self, request: SynthesisRequest, route: Route) -> Route:
+        """Refuse at once text the chosen voice would spell out, or more speech than TTS_MAX_AUDIO_S.
+
+        Before any job is queued, measured by the adapter's own ``spoken_cost`` (Piper: phonemes).
+        """
+        adapter, name = route.actor.adapter, route.actor.name
+        check_script(request.text, route.voice.language, request.allow_script_mismatch, name)
+        spec = adapter.spec
+        check_length(
+            lambda: adapter.spoken_cost(request.text, route.voice),
+            spec.spoken_units_per_s,
+            self.settings.max_audio_s,
+            spec.spoken_unit,
+            name,
+        )
+        return route
 
     def no_backend_ready(self, request: SynthesisRequest, first: BackendActor) -> TtsError:
         """The reply when no candidate for ``request`` is loaded: names every one's state."""

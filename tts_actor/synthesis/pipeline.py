@@ -10,6 +10,7 @@ A unit test drives it with a ``Publish`` that records messages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 
@@ -147,7 +148,8 @@ class SynthesisRun:
             return  # answered from the audio cache, without a backend
         request = self.request
         spec = actor.adapter.spec
-        segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language)
+        cost = functools.partial(actor.adapter.spoken_cost, voice=self.route.voice)  # the engine's own units
+        segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language, cost)
         span.set_attribute("tts.segments", len(segments))
         wanted = FormatRequest(request.format.value, request.sample_rate, request.bitrate)
         encoder = SpeechEncoder(

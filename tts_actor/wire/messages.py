@@ -80,6 +80,7 @@ class SynthesisRequest:
     deadline_ms: int | None = None  # the caller's remaining budget from receipt: work stops at the next segment
     voice_profile: str | None = None  # an id from tts.voices.create: its clip is the reference (the service loads it)
     cache: bool = True  # False: neither read nor write the fleet's audio cache
+    allow_script_mismatch: bool = False  # True: speak text in a script the language does not use (spelled out)
     reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
 
     @property
@@ -111,6 +112,8 @@ class SynthesisRequest:
             body["stream"] = True
         if not self.cache:
             body["cache"] = False
+        if self.allow_script_mismatch:
+            body["allow_script_mismatch"] = True
         return json.dumps(body).encode()
 
 
@@ -131,6 +134,7 @@ _FIELDS = {
     "deadline_ms",
     "voice_profile",
     "cache",
+    "allow_script_mismatch",
 }
 MAX_DEADLINE_MS = 24 * 3600 * 1000
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
@@ -287,6 +291,9 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
     cache = body.get("cache", True)
     if not isinstance(cache, bool):
         raise invalid(f"'cache' must be true or false, got {_echo(cache)}")
+    allow_script_mismatch = body.get("allow_script_mismatch", False)
+    if not isinstance(allow_script_mismatch, bool):
+        raise invalid(f"'allow_script_mismatch' must be true or false, got {_echo(allow_script_mismatch)}")
     reference_text = _reference_text(body.get("reference_text"), reference_bytes is not None)
     reference_language = body.get("reference_language")
     if reference_language is not None and (
@@ -310,6 +317,7 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         deadline_ms=deadline_ms,
         voice_profile=voice_profile,
         cache=cache,
+        allow_script_mismatch=allow_script_mismatch,
     )
 
 
