@@ -97,5 +97,5 @@ class TtsError(Exception):
         )
 
 
-def invalid(message: str, fix: str = "Send a JSON object as described in the README's request schema.") -> TtsError:
+def invalid(message: str, fix: str = "Send a JSON object as docs/protocol.md describes the tts.synthesize request.") -> TtsError:
     return TtsError(ErrorCode.INVALID_REQUEST, message, fix)

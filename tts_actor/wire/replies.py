@@ -1,6 +1,6 @@
 """Audio replies over NATS: the writer the service feeds segment by segment, and the reader the client uses.
 
-Protocol (README, "Streaming"): a reply subject receives audio messages whose bodies are
+Protocol (docs/protocol.md, "Streaming"): a reply subject receives audio messages whose bodies are
 consecutive byte ranges of one file; with ``"stream": true`` one or more per segment as soon
 as it is encoded, then an empty-body end message carrying the totals and the timings (NATS
 ADR-47, "request many"). An error part-way is the usual structured error message, then the
