@@ -97,5 +97,8 @@ class TtsError(Exception):
         )
 
 
-def invalid(message: str, fix: str = "Send a JSON object as docs/protocol.md describes the tts.synthesize request.") -> TtsError:
+INVALID_FIX = "Send a JSON object as docs/protocol.md describes the tts.synthesize request."
+
+
+def invalid(message: str, fix: str = INVALID_FIX) -> TtsError:
     return TtsError(ErrorCode.INVALID_REQUEST, message, fix)
