@@ -99,5 +99,8 @@ class TtsError(Exception):
         )
 
 
-def invalid(message: str, fix: str = "Send a JSON object as described in the README's request schema.") -> TtsError:
+INVALID_FIX = "Send a JSON object as docs/protocol.md describes the tts.synthesize request."
+
+
+def invalid(message: str, fix: str = INVALID_FIX) -> TtsError:
     return TtsError(ErrorCode.INVALID_REQUEST, message, fix)

@@ -100,7 +100,7 @@ def _string(body: Mapping[str, Any], key: str, required: bool = False) -> str | 
 
 
 def _param_error(param: str, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> TtsError:
-    error = invalid(message, "Send the body of OpenAI's POST /v1/audio/speech; see the README's HTTP section.")
+    error = invalid(message, "Send the body of OpenAI's POST /v1/audio/speech; see docs/http-api.md.")
     error.code = code
     error.detail = {"param": param}
     return error

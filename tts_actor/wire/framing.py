@@ -1,6 +1,6 @@
 """Every reply's messages: one framer for whole, chunked, streamed and cached audio, one end message, one error.
 
-Protocol (README, "Streaming"): a reply subject receives audio messages whose bodies are consecutive
+Protocol (docs/protocol.md, "Streaming"): a reply subject receives audio messages whose bodies are consecutive
 byte ranges of one file. A whole reply carries every header on its first message and is cut into
 chunks (``Tts-Chunk-Index``/``-Count``) only past ``max_payload``. A stream sends bytes as they are
 encoded, each message naming its segment, then an empty-body end message with the totals and the
