@@ -9,7 +9,7 @@ from statemachine import State, StateEvent
 REQUESTS = Counter("tts_requests_total", "Synthesis requests by outcome", ["backend", "outcome"])
 SYNTHESIS_SECONDS = Histogram(
     "tts_synthesis_seconds",
-    "Time to synthesize one request (queue wait excluded)",
+    "Time from submitting one request's job to its last segment encoded (queue wait included)",
     ["backend"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
