@@ -68,7 +68,7 @@ class RetryBudget:
         Tokens may go below zero: the floor's future income is then spoken for, in order.
         """
         self._refill()
-        wait = 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.floor_per_s
+        wait = 0.0 if self.tokens >= 1 - 1e-9 else (1 - self.tokens) / self.floor_per_s  # 5 x 0.2 is a whole token
         if wait > latest_s:
             return None
         self.tokens -= 1
