@@ -75,6 +75,7 @@ class Settings:
     max_inflight: int = 16
     backend_queue_depth: int = 8
     synthesis_timeout_s: float = 120.0
+    clock_skew_ms: int = 2000  # how far a caller's clock may differ from ours when its Tts-Deadline is read
     shutdown_grace_s: float = 10.0
     idle_unload_s: float = 0.0
     segment_silence_ms: int = 150  # silence between two segments of one reply
@@ -324,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 16, int, 1, maximum=100_000)),
         backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 8, int, 1, maximum=100_000)),
         synthesis_timeout_s=_seconds(env, "TTS_SYNTHESIS_TIMEOUT_S", 120.0),
+        clock_skew_ms=int(_number(env, "TTS_CLOCK_SKEW_MS", 2000, int, 0, maximum=3_600_000)),
         shutdown_grace_s=_seconds(env, "TTS_SHUTDOWN_GRACE_S", 10.0, positive=False),
         idle_unload_s=_seconds(env, "TTS_IDLE_UNLOAD_S", 0.0, positive=False),
         segment_silence_ms=int(_number(env, "TTS_SEGMENT_SILENCE_MS", 150, int, maximum=5000)),

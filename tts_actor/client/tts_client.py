@@ -6,7 +6,11 @@ subscribes to its own inbox, sends the request there and reads them by kind
 It asks for an ack and heartbeats (:mod:`tts_actor.wire.heartbeat`), so that a responder that
 dies or loses NATS costs seconds, not the whole timeout; and it sends a request again after
 ``busy``, ``backend_not_ready`` or a silent responder, within the caller's deadline
-(:mod:`tts_actor.client.retry`).
+(:mod:`tts_actor.client.retry`), as far as its retry budget allows. Each request carries the caller's
+absolute deadline and its send time (``Tts-Deadline``, ``Tts-Sent-At``: the service drops one that
+arrives after its caller left), and none is written while the connection is down (nats-py would
+buffer it and send it, stale, on reconnect): with a :class:`ConnectionState` the client waits for
+reconnection within the deadline, without one it fails at once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from statemachine import StateEvent
-from tts_actor.client.retry import ClientRetryPolicy
+from tts_actor.client.connection_state import ConnectionState, wait_sendable
+from tts_actor.client.retry import ClientRetryPolicy, RetryBudget
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet.state_kv import decode_event, parse_key
 from tts_actor.observability.logs import get_logger
@@ -41,6 +46,11 @@ log = get_logger(__name__)
 MIN_ATTEMPT_S = 0.1  # no retry that would leave less than this of the caller's budget
 CANCEL_WAIT_S = 1.0  # a found cancel is answered within a round trip; silence this long means no instance has it
 CANCEL_NOT_FOUND = "not found on any instance"
+
+
+def epoch_ms() -> int:
+    """Wall-clock unix time in ms: what ``Tts-Deadline`` and ``Tts-Sent-At`` carry (the monotonic clock is ours)."""
+    return time.time_ns() // 1_000_000
 
 
 class NoResponders(TtsError):
@@ -114,6 +124,8 @@ class TtsClient:
     retry_policy: ClientRetryPolicy | None = field(default_factory=ClientRetryPolicy)  # None: never retry
     retries: int = 0  # requests sent again since this client was made
     foreign_dropped: int = 0  # messages on a request's inbox without its Tts-Request-Id, dropped
+    retry_budget: RetryBudget | None = field(default_factory=RetryBudget)  # None: retries unbounded but for time
+    connection: ConnectionState | None = None  # from whoever called nats.connect: wait for reconnection on it
 
     def subject(self, *parts: str) -> str:
         return Subjects(self.prefix).subject(*parts)
@@ -127,10 +139,14 @@ class TtsClient:
             return SynthesisReply(b"".join(c.data for c in parts), headers, len(parts))
         budget = (timeout_s or self.timeout_s) + request.wait_ms / 1000
         deadline = time.monotonic() + budget
+        caller_deadline_ms = epoch_ms() + round(budget * 1000)
+        if self.retry_budget is not None:
+            self.retry_budget.deposit()
         attempt = 0
         while True:
+            await self._wait_sendable(deadline)
             try:
-                return await self._synthesize_once(request, deadline - time.monotonic())
+                return await self._synthesize_once(request, deadline - time.monotonic(), caller_deadline_ms)
             except TtsError as error:
                 delay = self._retry_delay(error, attempt, deadline)
                 if delay is None:
@@ -143,19 +159,32 @@ class TtsClient:
         if self.retry_policy is None or not self.retry_policy.retryable(error):
             return None
         delay = self.retry_policy.delay_s(error, attempt)
-        if time.monotonic() + delay + MIN_ATTEMPT_S >= deadline:
+        latest = deadline - time.monotonic() - MIN_ATTEMPT_S  # a retry must leave the attempt some time
+        if delay >= latest:
             return None
+        if self.retry_budget is not None:
+            paid_in = self.retry_budget.reserve(latest)
+            if paid_in is None:
+                log.info("synthesis_retry_budget_spent", code=error.code.value, attempt=attempt + 1)
+                return None
+            delay = max(delay, paid_in)
         self.retries += 1
         log.debug("synthesis_retry", code=error.code.value, attempt=attempt + 1, delay_ms=round(delay * 1000))
         return delay
 
-    async def _synthesize_once(self, request: SynthesisRequest, budget_s: float) -> SynthesisReply:
-        """One attempt; the service is told the caller's remaining budget (``deadline_ms``)."""
+    async def _wait_sendable(self, deadline: float) -> None:
+        """Return once the connection is up; a request is never written into a disconnected link's buffer."""
+        await wait_sendable(self.nc, self.connection, deadline - time.monotonic() - MIN_ATTEMPT_S)
+
+    async def _synthesize_once(
+        self, request: SynthesisRequest, budget_s: float, caller_deadline_ms: int | None = None
+    ) -> SynthesisReply:
+        """One attempt; the service is told the caller's remaining budget (``deadline_ms``) and its deadline."""
         remaining_ms = max(1, int(budget_s * 1000))
         if request.deadline_ms is None or request.deadline_ms > remaining_ms:
             request = dataclasses.replace(request, deadline_ms=remaining_ms)
         timer = StallTimer(budget_s, self.heartbeat_ms)
-        async with self._exchange(request) as (sub, request_id):
+        async with self._exchange(request, caller_deadline_ms) as (sub, request_id):
             try:
                 return await self._read_whole(sub, timer, request_id)
             except ResponderSilent:
@@ -210,16 +239,24 @@ class TtsClient:
         await self.nc.flush()
 
     @contextlib.asynccontextmanager
-    async def _exchange(self, request: SynthesisRequest) -> AsyncIterator[tuple[Any, str]]:
-        """Subscribe to a fresh inbox, send the request there with an id of ours; unsubscribe after."""
+    async def _exchange(
+        self, request: SynthesisRequest, caller_deadline_ms: int | None = None
+    ) -> AsyncIterator[tuple[Any, str]]:
+        """Subscribe to a fresh inbox, send the request there with an id of ours; unsubscribe after.
+
+        ``Tts-Sent-At`` always, ``Tts-Deadline`` when the caller has one (a stream's timeout is per message).
+        """
         inbox = self.nc.new_inbox()
         request_id = uuid.uuid4().hex
         sub = await self.nc.subscribe(inbox)
         headers = {Header.REQUEST_ID.value: request_id}
         if self.heartbeat_ms:
             headers[Header.HEARTBEAT_MS.value] = str(self.heartbeat_ms)
+        if caller_deadline_ms is not None:
+            headers[Header.DEADLINE.value] = str(caller_deadline_ms)
         try:
             payload = request.to_json()
+            headers[Header.SENT_AT.value] = str(epoch_ms())
             try:
                 await self.nc.publish(self.subject("synthesize"), payload, reply=inbox, headers=inject_headers(headers))
             except MaxPayloadError:
@@ -410,6 +447,7 @@ class AudioStream:
 
     async def _read(self) -> StreamChunk:
         if self._exchange is None:
+            await self._client._wait_sendable(self._retry_deadline)
             self._exchange = self._client._exchange(self._request)
             self._sub, self.request_id = await self._exchange.__aenter__()
             self._heard = False

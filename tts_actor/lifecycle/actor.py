@@ -73,7 +73,15 @@ class BackendActor:
             self.log,
         )
         self.runner = JobRunner(
-            self.engine, settings, self.lifecycle, self.phases, self.supervisor, inbox, self.unloader.touch, self.log
+            self.engine,
+            settings,
+            self.lifecycle,
+            self.phases,
+            self.supervisor,
+            inbox,
+            self.unloader.touch,
+            self.log,
+            workers=self.workers,
         )
         self.engine_call_abandoned = False  # set when stop() left an engine call running on its thread
         self.lifecycle.subscribe(self._handle_event)
@@ -119,6 +127,10 @@ class BackendActor:
     def busy(self) -> bool:
         """A synthesis is running on the worker: an unload now happens after it."""
         return self.phases.running > 0
+
+    def retry_after_ms(self) -> int:
+        """When a caller refused for this backend (full inbox, full service) should come back; takes a slot."""
+        return self.runner.retry_after_ms()
 
     @property
     def stats(self) -> ActorStats:

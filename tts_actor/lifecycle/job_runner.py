@@ -26,6 +26,7 @@ from tts_actor.backends.base import classify_load_error
 from tts_actor.config import Settings
 from tts_actor.errors import TtsError
 from tts_actor.lifecycle import refusals
+from tts_actor.lifecycle.comeback import ComebackSchedule
 from tts_actor.lifecycle.engine import Engine
 from tts_actor.lifecycle.jobs import SynthesisJob
 from tts_actor.lifecycle.phase import Phase, PhaseState, is_ready
@@ -44,12 +45,18 @@ class ActorStats:
     engine_s: float = 0.0  # seconds those calls took, for the ones that returned audio
     audio_s: float = 0.0  # seconds of audio they returned
     syntheses: int = 0  # jobs that ran to their last segment
+    job_s: float = 0.0  # wall seconds those jobs held a worker (engine, encoding, handing the audio on)
     dropped_late: int = 0  # jobs whose deadline passed while they were queued
 
     @property
     def real_time_factor(self) -> float | None:
         """Engine seconds per second of audio (below 1 is faster than real time); None before any audio."""
         return round(self.engine_s / self.audio_s, 4) if self.audio_s > 0 else None
+
+    @property
+    def seconds_per_job(self) -> float | None:
+        """Mean wall seconds a finished job held a worker; None before the first: what a refusal's pace is."""
+        return self.job_s / self.syntheses if self.syntheses else None
 
 
 class JobRunner:
@@ -65,6 +72,7 @@ class JobRunner:
         inbox: asyncio.Queue[SynthesisJob],
         touch: Callable[[], None],
         log: structlog.stdlib.BoundLogger,
+        workers: int = 1,
     ) -> None:
         self._engine = engine
         self._name = engine.adapter.name
@@ -76,6 +84,8 @@ class JobRunner:
         self._log = log
         self.inbox = inbox
         self.stats = ActorStats()
+        self.workers = workers
+        self.comebacks = ComebackSchedule()  # when the callers a full inbox refuses should come back
         self._abandoned = 0  # engine calls given up on that still hold a worker thread
 
     def put(self, job: SynthesisJob) -> None:
@@ -83,7 +93,12 @@ class JobRunner:
         try:
             self.inbox.put_nowait(job)
         except asyncio.QueueFull:
-            raise refusals.queue_full(self._name, self.inbox.qsize(), self._lifecycle.current) from None
+            retry_after_ms = self.retry_after_ms()
+            raise refusals.queue_full(self._name, self.inbox.qsize(), self._lifecycle.current, retry_after_ms) from None
+
+    def retry_after_ms(self) -> int:
+        """A refused caller's slot: paced by this backend's measured seconds per job over its workers."""
+        return self.comebacks.retry_after_ms(self.stats.seconds_per_job, self.workers)
 
     def refuse_queued(self, error: TtsError) -> None:
         """Answer every job still in the inbox with ``error``."""
@@ -132,6 +147,7 @@ class JobRunner:
         tracer().start_span("tts.queue_wait", context=job.trace_context, start_time=job.queued_ns).end()
         loop = asyncio.get_running_loop()
         timeout_at = loop.time() + self._settings.synthesis_timeout_s
+        job_started = time.perf_counter()
         for segment in job.segments:
             if job.future.done():  # cancelled, or the caller's handler gave up
                 return
@@ -167,6 +183,7 @@ class JobRunner:
                 await _first_of(job.sink.accept(segment, audio), job.future, bound_s=SINK_BOUND_S)
         if not job.future.done():
             self.stats.syntheses += 1
+            self.stats.job_s += time.perf_counter() - job_started
             job.future.set_result(None)
 
     async def _abandon(self, job: SynthesisJob, engine: asyncio.Future[Any]) -> None:

@@ -71,14 +71,15 @@ def shutting_down(name: str, state: State) -> TtsError:
     )
 
 
-def queue_full(name: str, queued: int, state: State) -> TtsError:
+def queue_full(name: str, queued: int, state: State, retry_after_ms: int = 500) -> TtsError:
+    """``retry_after_ms``: this caller's slot on the backend's comeback schedule (``lifecycle/comeback.py``)."""
     return TtsError(
         ErrorCode.BUSY,
         f"backend {name} has {queued} requests queued (TTS_BACKEND_QUEUE_DEPTH)",
         "Retry after retry_after_ms, or add instances (they share the queue group).",
         backend=name,
         state=state.value,
-        retry_after_ms=500,
+        retry_after_ms=retry_after_ms,
     )
 
 

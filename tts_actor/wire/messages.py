@@ -386,6 +386,8 @@ class Header(enum.StrEnum):
     FIRST_AUDIO_MS = "Tts-First-Audio-Ms"
     STATUS = "Tts-Status"  # status messages (acks, heartbeats) that carry no audio: accepted | working
     HEARTBEAT_MS = "Tts-Heartbeat-Ms"  # on a request: ack it and send a heartbeat every this many ms
+    DEADLINE = "Tts-Deadline"  # on a request: unix epoch ms when the caller stops caring (wire/deadlines.py)
+    SENT_AT = "Tts-Sent-At"  # on a request: unix epoch ms when this attempt was sent
     CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss or bypass
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
