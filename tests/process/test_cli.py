@@ -113,7 +113,7 @@ async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
 
 
 def test_status_says_in_words_when_a_backend_is_loaded_on_no_instance(capsys: pytest.CaptureFixture[str]) -> None:
-    from tts_actor.cli.main import _print_status
+    from tts_actor.cli.rendering import print_status
 
     failed = {"instance": "b", "reason": "package_missing", "fix": "pip install torch"}
     fleet = {
@@ -123,7 +123,7 @@ def test_status_says_in_words_when_a_backend_is_loaded_on_no_instance(capsys: py
             "piper": {"loaded": ["a", "b"], "failed": [], "other": []},
         },
     }
-    _print_status({"instance": "a", "backends": [], "fleet": fleet})
+    print_status({"instance": "a", "backends": [], "fleet": fleet})
     out = capsys.readouterr().out
     assert "mms         not loaded on any instance" in out and "nowhere" not in out
     assert "piper       loaded on a, b" in out

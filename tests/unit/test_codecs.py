@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.support.audio_checks import decode, dominant_hz
-from tts_actor.audio import codecs
+from tts_actor.audio import codecs, containers, formats
 from tts_actor.wire.messages import AudioFormat
 
 RATE = 22050  # Piper's
@@ -42,8 +42,8 @@ def tolerance_ms(fmt: str, rate: int) -> float:
 CASES = [
     (fmt, rate)
     for fmt in ("wav", "flac", "opus", "mp3", "aac")
-    for rate in (None, *codecs.SAMPLE_RATES)
-    if codecs.check_format(fmt, rate, None) is None
+    for rate in (None, *formats.SAMPLE_RATES)
+    if formats.check_format(fmt, rate, None) is None
 ]
 
 
@@ -127,10 +127,10 @@ def test_content_types() -> None:
 
 
 def test_unsupported_combinations_name_what_is_supported() -> None:
-    assert "8000, 16000, 24000, 48000" in str(codecs.check_format("opus", 22050, None))
-    assert "lossless" in str(codecs.check_format("flac", None, 64000))
-    assert "8000 to 320000" in str(codecs.check_format("mp3", None, 1000))
-    assert codecs.check_format("mp3", 44100, 128000) is None
+    assert "8000, 16000, 24000, 48000" in str(formats.check_format("opus", 22050, None))
+    assert "lossless" in str(formats.check_format("flac", None, 64000))
+    assert "8000 to 320000" in str(formats.check_format("mp3", None, 1000))
+    assert formats.check_format("mp3", 44100, 128000) is None
     with pytest.raises(ValueError, match="sample_rate"):
         codecs.open_encoder("opus", RATE, 44100)
 
@@ -157,7 +157,7 @@ def _slow_ogg_crc(data: bytes) -> int:
 
 
 def test_ogg_pages_are_whole_with_valid_checksums_and_the_last_granule_trims_the_padding() -> None:
-    assert codecs.ogg_crc(b"OggS tts-actor") == _slow_ogg_crc(b"OggS tts-actor")
+    assert containers.ogg_crc(b"OggS tts-actor") == _slow_ogg_crc(b"OggS tts-actor")
     pcm = tone(1.0)
     outputs = segment_wise("opus", pcm)
     for output in outputs:  # each output is a run of whole pages

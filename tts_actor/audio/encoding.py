@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from tts_actor.audio import codecs
 from tts_actor.audio.pcm import Audio
+from tts_actor.audio.segment_encoder import SegmentEncoder
 from tts_actor.audio.segmenter import Segment
 from tts_actor.errors import ErrorCode, TtsError
 
@@ -58,7 +59,7 @@ class SpeechEncoder:
         self.segment_count = segment_count
         self.backend = backend
         self._split_first = split_first  # streams: the first half second goes out before the rest
-        self.codec: codecs.SegmentEncoder | None = None
+        self.codec: SegmentEncoder | None = None
         self.timings: list[Timing] = []
         self.position_samples = 0  # at the engine's rate, silences included
 

@@ -1,12 +1,9 @@
 """Model files from the Hugging Face hub: local cache first, then a bounded download.
 
-Layout: huggingface_hub's own cache under ``settings.models_dir``
-(``models--org--name/{blobs,snapshots/<commit>,refs/<revision>}``), so
-``snapshot_download(local_files_only=True, cache_dir=models_dir)`` and
-``hf download --cache-dir`` interoperate with it. A download is staged in
-``models_dir/.incoming/``; each file is verified (size, and sha256 or git blob
-id) before it is moved into ``blobs/`` and linked into the snapshot, and the
-``refs`` file is written last, so a snapshot is only ever found complete.
+The cache is huggingface_hub's own layout (:mod:`tts_actor.backends.model_cache`, which
+finds and installs snapshots); this module is the download. It is staged in
+``models_dir/.incoming/``; each file is verified (size, and sha256 or git blob id)
+before the cache installs it, so a snapshot is only ever found complete.
 
 Bounds, each with its own setting: connect and read timeouts per request
 (:mod:`tts_actor.backends.hub`), a watchdog that fails a transfer with no new bytes for
@@ -17,9 +14,7 @@ One transfer per repository at a time, shared by every caller that waits for it.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import os
-import re
 import shutil
 import threading
 import time
@@ -34,6 +29,7 @@ from opentelemetry.trace import Status, StatusCode
 from statemachine import Reason
 from tts_actor.backends.base import BackendFailure, ModelRef
 from tts_actor.backends.hub import HubClient, RemoteFile, RepoSnapshot, TransferCancelled
+from tts_actor.backends.model_cache import disk_free_bytes, find_snapshot, install_snapshot, repo_folder
 from tts_actor.config import Settings
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import tracer
@@ -42,18 +38,7 @@ log = get_logger(__name__)
 
 ProgressCallback = Callable[[int, "int | None"], None]
 FreeSpaceProbe = Callable[[Path], int]
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 DEFAULT_REVISION = "main"
-
-
-def disk_free_bytes(path: Path) -> int:
-    """Free bytes on the file system holding ``path``."""
-    return shutil.disk_usage(path).free
-
-
-def repo_folder(models_dir: Path, repo_id: str) -> Path:
-    """huggingface_hub's cache folder for a model repository."""
-    return models_dir / ("models--" + repo_id.replace("/", "--"))
 
 
 @dataclass
@@ -119,27 +104,8 @@ class ModelManager:
         return dirs
 
     def find_one(self, ref: ModelRef) -> Path | None:
-        from huggingface_hub import snapshot_download
-
-        try:
-            folder = Path(
-                snapshot_download(
-                    ref.repo_id,
-                    revision=ref.revision,
-                    allow_patterns=list(ref.allow_patterns) if ref.allow_patterns else None,
-                    cache_dir=self.models_dir,
-                    local_files_only=True,
-                )
-            )
-        except Exception:  # not cached, or cached incompletely: both mean "download it"
-            return None
-        # the snapshot may hold another file set of the same repository (one backend, two models):
-        # every pattern this ref asks for must match a file that is really there
-        if ref.allow_patterns:
-            present = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-            if not all(any(fnmatch.fnmatch(name, pattern) for name in present) for pattern in ref.allow_patterns):
-                return None
-        return folder
+        """``ref``'s snapshot folder from the cache, or None. No network."""
+        return find_snapshot(self.models_dir, ref)
 
     # --- fetching ------------------------------------------------------------
     async def fetch(self, backend: str, refs: tuple[ModelRef, ...], on_progress: ProgressCallback) -> dict[str, Path]:
@@ -285,7 +251,7 @@ class ModelManager:
                 staged.append((remote, part))
             if transfer.cancelled.is_set():
                 raise TransferCancelled(ref.repo_id)
-            return self._install(ref.repo_id, revision, snapshot.commit, staged)
+            return install_snapshot(self.models_dir, ref.repo_id, revision, snapshot.commit, staged)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -306,30 +272,6 @@ class ModelManager:
                 f"Free space under {self.models_dir}, or point TTS_CACHE_DIR at a larger disk.",
                 {"repo": repo_id, "needed_bytes": needed, "free_bytes": free, "path": str(self.models_dir)},
             )
-
-    def _install(self, repo_id: str, revision: str, commit: str, staged: list[tuple[RemoteFile, Path]]) -> Path:
-        """Move verified files into huggingface_hub's layout; the ref goes last, marking the snapshot whole."""
-        root = repo_folder(self.models_dir, repo_id)
-        snapshot_dir = root / "snapshots" / commit
-        for remote, part in staged:
-            blob = root / "blobs" / remote.etag
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(part, blob)
-            link = snapshot_dir / remote.name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.unlink(missing_ok=True)
-            try:
-                link.symlink_to(os.path.relpath(blob, link.parent))
-            except OSError:  # no symlinks here (some Windows set-ups): a copy is what huggingface_hub does too
-                shutil.copyfile(blob, link)
-        snapshot_dir.mkdir(parents=True, exist_ok=True)
-        if not COMMIT_RE.match(revision):
-            ref_file = root / "refs" / revision
-            ref_file.parent.mkdir(parents=True, exist_ok=True)
-            temp = ref_file.with_name(f".{ref_file.name}.{uuid.uuid4().hex}")
-            temp.write_text(commit)
-            os.replace(temp, ref_file)
-        return snapshot_dir
 
     # --- shutdown ------------------------------------------------------------
     async def close(self) -> None:

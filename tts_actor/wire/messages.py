@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_actor.audio import codecs
+from tts_actor.audio import formats
 from tts_actor.audio.reference import validate_reference
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
@@ -28,7 +28,7 @@ _UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class AudioFormat(enum.StrEnum):
-    """Reply formats; what each takes (rates, bitrate) is in :data:`tts_actor.audio.codecs.FORMATS`."""
+    """Reply formats; what each takes (rates, bitrate) is in :data:`tts_actor.audio.formats.FORMATS`."""
 
     WAV = "wav"
     PCM = "pcm"  # 16-bit little-endian mono; the rate is in the Content-Type
@@ -39,7 +39,7 @@ class AudioFormat(enum.StrEnum):
 
     @property
     def content_type(self) -> str:
-        return codecs.FORMATS[self.value].content_type
+        return formats.FORMATS[self.value].content_type
 
     @classmethod
     def from_extension(cls, path: str) -> AudioFormat | None:
@@ -273,9 +273,9 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         _optional_int(body, "bitrate", 1, 10**7),
         _optional_int(body, "deadline_ms", 0, MAX_DEADLINE_MS),
     )
-    problem = codecs.check_format(fmt.value, sample_rate, bitrate)
+    problem = formats.check_format(fmt.value, sample_rate, bitrate)
     if problem:
-        offered = ", ".join(f"{name} ({'/'.join(map(str, info.rates))} Hz)" for name, info in codecs.FORMATS.items())
+        offered = ", ".join(f"{name} ({'/'.join(map(str, info.rates))} Hz)" for name, info in formats.FORMATS.items())
         raise invalid(problem, f"Supported: {offered}; bitrate for opus, mp3 and aac only.")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
