@@ -118,7 +118,7 @@ async def test_the_route_is_decided_once_per_request(
             calls.clear()
 
         actor = app.registry.actors["piper"]  # type: ignore[union-attr]
-        actor._fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
+        actor.fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
         await app.publisher.flush()  # type: ignore[union-attr]
         pinned = SynthesisRequest(text="Nobody has it.", backend="piper")
         decision = app.service.routing.decide(pinned, None)  # type: ignore[union-attr]
