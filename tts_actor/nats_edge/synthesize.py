@@ -9,6 +9,7 @@ the hop to another instance, and the error replies of requests refused before an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -27,10 +28,13 @@ from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, tracer
 from tts_actor.synthesis.pipeline import SynthesisPipeline
+from tts_actor.wire.deadlines import LateRequest, remaining_budget_ms
+from tts_actor.wire.framing import echoed_request_id
 from tts_actor.wire.heartbeat import Heartbeat, ReplyLost, requested_interval_ms
 from tts_actor.wire.messages import Header, SynthesisRequest, parse_synthesis_request
 
 log = get_logger(__name__)
+BUSY_RETRY_MS = 250  # a forwarded request's busy: the backend's pace is another instance's to know
 
 
 class SynthesizeEndpoint:
@@ -52,7 +56,7 @@ class SynthesizeEndpoint:
             return
         request: SynthesisRequest | None = None
         try:
-            request = parse_synthesis_request(req.data, self.settings)
+            request = self._with_callers_budget(req, parse_synthesis_request(req.data, self.settings))
             requested_interval_ms(req.headers)  # checked here; _serve's Heartbeat uses it
             route = self.routing.decide(request, req.headers)
             if len(self.inflight) >= self.settings.max_inflight:
@@ -60,7 +64,8 @@ class SynthesizeEndpoint:
                     ErrorCode.BUSY,
                     f"{len(self.inflight)} requests in flight (TTS_MAX_INFLIGHT={self.settings.max_inflight})",
                     "Retry after retry_after_ms, or add instances (they share the queue group).",
-                    retry_after_ms=250,
+                    # paced by the backend's measured job time, so a burst's callers come back staggered
+                    retry_after_ms=route.actor.retry_after_ms() if isinstance(route, Route) else BUSY_RETRY_MS,
                 )
             if isinstance(route, Forward):  # loaded on another instance, or maybe: the hop decides
                 self._track(self._forward(req, request, route, started))
@@ -68,6 +73,12 @@ class SynthesizeEndpoint:
             route.actor.demand()  # unloaded on purpose: this request brings it back
             if not route.actor.ready and not (request.wait_ms and route.actor.pending):
                 raise self.routing.nobody_has(request, route.actor.name, route.actor)
+        except LateRequest as late:  # the caller gave up before this arrived (a buffer flushed after an outage)
+            metrics.DROPPED_LATE.labels("-").inc()
+            metrics.REQUESTS.labels("-", late.code.value).inc()
+            log.info("synthesize_dropped_late", request_id=echoed_request_id(req.headers), **(late.detail or {}))
+            await respond_error(req, late, self.nc.max_payload, stream=request is not None and request.stream)
+            return
         except TtsError as error:
             metrics.REQUESTS.labels(error.backend or "-", error.code.value).inc()
             log.info(
@@ -80,6 +91,16 @@ class SynthesizeEndpoint:
             await respond_error(req, error, self.nc.max_payload, stream=request is not None and request.stream)
             return
         self._track(self._serve(req, request, route, started))
+
+    def _with_callers_budget(self, req: Request, request: SynthesisRequest) -> SynthesisRequest:
+        """``deadline_ms`` as what the caller still waits from now (its ``Tts-Deadline``, ``Tts-Sent-At``).
+
+        A request buffered through an outage looks fresh by ``deadline_ms`` alone; raises :class:`LateRequest`
+        when nobody waits for it any more.
+        """
+        now_ms = time.time_ns() // 1_000_000
+        budget = remaining_budget_ms(req.headers, request.deadline_ms, now_ms, self.settings.clock_skew_ms)
+        return request if budget == request.deadline_ms else dataclasses.replace(request, deadline_ms=budget)
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
