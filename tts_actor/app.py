@@ -27,10 +27,10 @@ from tts_actor.lifecycle.registry import Registry
 from tts_actor.nats_edge.auth import connect_options
 from tts_actor.nats_edge.connection import connect
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
-from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.nats_edge.service import TtsService
 from tts_actor.nats_edge.supervisor import EmbeddedSupervisor, RestartPolicy
 from tts_actor.observability.logs import get_logger
+from tts_actor.wire.link import LinkState
 from tts_actor.wire.messages import SynthesisRequest
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class TtsApp:
     store: ModelManager | None = None
     embedded: EmbeddedNatsServer | None = None
     supervisor: EmbeddedSupervisor | None = None
-    link: LinkWatch = field(default_factory=LinkWatch)  # when NATS went away, for /healthz
+    link: LinkState = field(default_factory=LinkState)  # when NATS went away, for /healthz
     nc: Client | None = None
     registry: Registry | None = None
     service: TtsService | None = None
@@ -163,7 +163,7 @@ class TtsApp:
         if state is not State.LOADED:
             log.error("sample_skipped", why=f"piper is {state.value}", fix=piper.lifecycle.fix)
             return
-        client = TtsClient(self.nc, self.settings.subject_prefix)
+        client = TtsClient(self.nc, self.settings.subject_prefix, connection=self.link)
         reply = await client.synthesize(SynthesisRequest(text=SAMPLE_SENTENCE))
         await asyncio.to_thread(out.write_bytes, reply.audio)
         log.info(

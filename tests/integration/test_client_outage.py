@@ -2,7 +2,7 @@
 
 A real nats-server is stopped and started again on the same port while a request waits; the
 service (real Piper, in process) and the client both reconnect. The client waits on its
-:class:`ConnectionState` (an event, no polling), so the service gets the request once, fresh.
+:class:`LinkState` (an event, no polling), so the service gets the request once, fresh.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from nats.aio.msg import Msg
 
 from tests.support.helpers import wav_info
 from tts_actor.app import TtsApp
-from tts_actor.client.connection_state import ConnectionState
 from tts_actor.client.tts_client import TtsClient, epoch_ms
 from tts_actor.config import load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
+from tts_actor.wire.link import LinkState
 from tts_actor.wire.messages import Header, SynthesisRequest
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,7 +54,7 @@ async def test_a_request_made_during_an_outage_is_sent_once_on_reconnect(
     app = TtsApp(settings)
     await app.start()
     assert app.registry is not None and (await app.registry.actors["piper"].wait_settled(30)).value == "loaded"
-    down, state = asyncio.Event(), ConnectionState()
+    down, state = asyncio.Event(), LinkState()
 
     async def on_down() -> None:
         down.set()

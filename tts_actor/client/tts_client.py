@@ -9,7 +9,7 @@ dies or loses NATS costs seconds, not the whole timeout; and it sends a request 
 (:mod:`tts_actor.client.retry`), as far as its retry budget allows. Each request carries the caller's
 absolute deadline and its send time (``Tts-Deadline``, ``Tts-Sent-At``: the service drops one that
 arrives after its caller left), and none is written while the connection is down (nats-py would
-buffer it and send it, stale, on reconnect): with a :class:`ConnectionState` the client waits for
+buffer it and send it, stale, on reconnect): with a :class:`LinkState` the client waits for
 reconnection within the deadline, without one it fails at once.
 """
 
@@ -31,13 +31,14 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from statemachine import StateEvent
-from tts_actor.client.connection_state import ConnectionState, wait_sendable
+from tts_actor.client.connection_state import wait_sendable
 from tts_actor.client.retry import ClientRetryPolicy, RetryBudget
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet.state_kv import decode_event, parse_key
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import inject_headers
 from tts_actor.wire.heartbeat import ResponderSilent, StallTimer
+from tts_actor.wire.link import LinkState
 from tts_actor.wire.messages import Header, SynthesisRequest
 from tts_actor.wire.replies import ReplyKind, StreamChunk, chunk_from, classify, parse_timings
 from tts_actor.wire.subjects import Subjects
@@ -125,7 +126,7 @@ class TtsClient:
     retries: int = 0  # requests sent again since this client was made
     foreign_dropped: int = 0  # messages on a request's inbox without its Tts-Request-Id, dropped
     retry_budget: RetryBudget | None = field(default_factory=RetryBudget)  # None: retries unbounded but for time
-    connection: ConnectionState | None = None  # from whoever called nats.connect: wait for reconnection on it
+    connection: LinkState | None = None  # from whoever called nats.connect: wait for reconnection on it
 
     def subject(self, *parts: str) -> str:
         return Subjects(self.prefix).subject(*parts)

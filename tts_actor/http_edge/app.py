@@ -28,8 +28,8 @@ from tts_actor.http_edge.edge_settings import EdgeSettings, check_exposure
 from tts_actor.http_edge.guard import ConnectionLimits, guarded_protocol
 from tts_actor.http_edge.middleware import BearerAuth, CutStreams, EdgeServer, http_error_json
 from tts_actor.http_edge.speech import SpeechRoute
-from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.observability.logs import get_logger
+from tts_actor.wire.link import LinkState
 
 log = get_logger(__name__)
 
@@ -45,7 +45,7 @@ class HttpEdge:
         self.port = port
         self.client: TtsClient | None = None
         self._server: EdgeServer | None = None
-        self._link: LinkWatch | None = None
+        self._link: LinkState | None = None
         self._task: asyncio.Task[None] | None = None
         self._speech = SpeechRoute(edge, self._client)
         catalog = CatalogRoutes(settings, edge, self._client, lambda: self._link)
@@ -71,15 +71,19 @@ class HttpEdge:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    async def start(self, nc: Client, link: LinkWatch | None = None) -> None:
+    async def start(self, nc: Client, link: LinkState | None = None) -> None:
         """Bind now (a busy port fails here, not later), then serve in a task of its own.
 
         ``link`` tells how long NATS has been gone: ``/healthz`` fails past TTS_HEALTH_NATS_GRACE_S.
         """
         self._link = link
         # no retries here: an HTTP caller gets 429/503 with Retry-After at once and decides (admission stays honest)
-        self.client = TtsClient(
-            nc, self.settings.subject_prefix, timeout_s=self.settings.synthesis_timeout_s + 5, retry_policy=None
+        self.client = TtsClient(  # with the link: nothing is written into a dead connection's buffer
+            nc,
+            self.settings.subject_prefix,
+            timeout_s=self.settings.synthesis_timeout_s + 5,
+            retry_policy=None,
+            connection=link,
         )
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -136,7 +140,7 @@ async def run_http_edge(settings: Settings, edge: HttpEdge, nats_url: str) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    link = LinkWatch()
+    link = LinkState()
     nc = await connect(
         nats_url,
         f"tts-actor http {settings.instance}",

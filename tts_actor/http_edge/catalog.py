@@ -17,7 +17,7 @@ from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.http_edge.access_log import error_reply
 from tts_actor.http_edge.edge_settings import EdgeSettings
 from tts_actor.http_edge.openai_compat import models_list, voices_list
-from tts_actor.nats_edge.link import LinkWatch
+from tts_actor.wire.link import LinkState
 
 
 class CatalogRoutes:
@@ -31,7 +31,7 @@ class CatalogRoutes:
         settings: Settings,
         edge: EdgeSettings,
         client: Callable[[], TtsClient],
-        link: Callable[[], LinkWatch | None],
+        link: Callable[[], LinkState | None],
     ) -> None:
         self.settings = settings
         self.edge = edge

@@ -20,8 +20,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.observability.logs import get_logger
+from tts_actor.wire.link import LinkState
 
 log = get_logger(__name__)
 HealthFn = Callable[[], dict[str, Any]]
@@ -49,7 +49,7 @@ class ProbeServer:
         health: HealthFn,
         loop: asyncio.AbstractEventLoop,
         addr: str = "0.0.0.0",
-        link: LinkWatch | None = None,
+        link: LinkState | None = None,
         nats_grace_s: float = 10.0,
     ) -> None:
         self._health = health

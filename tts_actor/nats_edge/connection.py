@@ -15,9 +15,9 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from tts_actor.nats_edge.link import LinkWatch
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
+from tts_actor.wire.link import LinkState
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ async def connect(
     deadline_s: float = 10.0,
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
     auth: Mapping[str, object] | None = None,
-    watch: LinkWatch | None = None,
+    watch: LinkState | None = None,
 ) -> Client:
     """Connect within ``deadline_s``; once connected, a long-lived connection reconnects forever.
 
