@@ -121,8 +121,7 @@ async def test_the_backend_subject_is_dropped_when_the_backend_leaves_loaded(
         else:
             actor.fail(BackendFailure(Reason.OUT_OF_MEMORY, "piper: out of memory", "Free memory, then retry."))
         assert actor.state is not State.LOADED
-        await asyncio.wait_for(a.service.routing._locks["piper"].acquire(), 5)  # type: ignore[union-attr]
-        a.service.routing._locks["piper"].release()  # type: ignore[union-attr]  # the drain has finished
+        await asyncio.wait_for(a.service.routing.settled(), 5)  # type: ignore[union-attr]  # the drain has finished
         assert a.service.routing.subscribed == frozenset()  # type: ignore[union-attr]
         assert await _no_responders(nc, SUBJECT)
         # the way back: loaded again, subscribed again

@@ -127,6 +127,11 @@ class InterestRouter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settled(self) -> None:
+        """Return once every subscribe or drain started so far has finished (tests, shutdown)."""
+        while pending := set(self._tasks):
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def _sync(self, name: str) -> None:
         """Subscribe while the backend is ready here, drain the subscription when it is not."""
         async with self._locks[name]:
