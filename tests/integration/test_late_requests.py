@@ -57,3 +57,18 @@ async def test_a_fresh_request_with_a_deadline_is_served_and_its_budget_counts_f
         "tts.synthesize", SynthesisRequest(text="Too late.", deadline_ms=20_000).to_json(), 5, headers=old
     )
     assert late.headers is not None and late.headers[Header.ERROR_CODE.value] == "synthesis_timeout"
+
+
+async def test_a_late_stream_request_gets_its_error_then_its_end_message(piper_loaded: TtsApp, nc: Client) -> None:
+    now_ms = time.time_ns() // 1_000_000
+    stale = {Header.DEADLINE.value: str(now_ms - 10_000), Header.REQUEST_ID.value: "stale-stream"}
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(
+        "tts.synthesize", SynthesisRequest(text="Late.", stream=True).to_json(), reply=inbox, headers=stale
+    )
+    error, end = await sub.next_msg(5), await sub.next_msg(5)
+    assert error.headers is not None and error.headers[Header.ERROR_CODE.value] == "synthesis_timeout"
+    assert end.headers is not None and end.headers[Header.STREAM_END.value] == "1" and end.data == b""
+    assert end.headers[Header.REQUEST_ID.value] == "stale-stream"
+    await sub.unsubscribe()

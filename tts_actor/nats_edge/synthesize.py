@@ -56,7 +56,8 @@ class SynthesizeEndpoint:
             return
         request: SynthesisRequest | None = None
         try:
-            request = self._with_callers_budget(req, parse_synthesis_request(req.data, self.settings))
+            request = parse_synthesis_request(req.data, self.settings)
+            request = self._with_callers_budget(req, request)  # a stream refused late still gets its end message
             requested_interval_ms(req.headers)  # checked here; _serve's Heartbeat uses it
             route = self.routing.decide(request, req.headers)
             if len(self.inflight) >= self.settings.max_inflight:

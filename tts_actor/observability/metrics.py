@@ -20,7 +20,9 @@ FIRST_AUDIO_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 DROPPED_LATE = Counter(
-    "tts_dropped_late_total", "Jobs not started because their deadline passed while they were queued", ["backend"]
+    "tts_dropped_late_total",
+    "Requests not started because the caller's deadline passed: on arrival (backend '-') or while queued",
+    ["backend"],
 )
 AUDIO_SECONDS = Counter("tts_audio_seconds_total", "Seconds of audio produced", ["backend"])
 LOAD_SECONDS = Histogram(
