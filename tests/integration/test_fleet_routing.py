@@ -7,8 +7,6 @@ the state KV and the per-backend subjects are the server's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from nats.aio.client import Client
 
 from statemachine import Reason, State
 from tests.support.audio_checks import decode
+from tests.support.fleet import fleet_started
 from tts_actor.app import TtsApp
 from tts_actor.backends.base import BackendFailure
 from tts_actor.client.tts_client import TtsClient
@@ -25,27 +24,6 @@ from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet.routing import Forward
 from tts_actor.fleet.state_kv import instance_key
 from tts_actor.wire.messages import SynthesisRequest
-
-
-@contextlib.asynccontextmanager
-async def started(*apps: TtsApp) -> AsyncIterator[None]:
-    """Start the apps, wait (on events) for every backend to settle and for each watch to read every instance."""
-    try:
-        for app in apps:
-            await app.start()
-        for app in apps:
-            assert app.registry is not None and app.publisher is not None
-            for actor in app.registry.actors.values():
-                await actor.wait_settled(30)
-            await app.publisher.flush()
-        names = {app.settings.instance for app in apps}
-        for app in apps:
-            watch = app.service.routing.fleet  # type: ignore[union-attr]
-            assert await watch.wait_until(lambda watch=watch: set(watch.fleet()) == names, 10), watch.entries
-        yield
-    finally:
-        for app in apps:
-            await app.stop()
 
 
 def count_routes(app: TtsApp, monkeypatch: pytest.MonkeyPatch) -> list[SynthesisRequest]:
@@ -74,7 +52,7 @@ async def test_a_mixed_fleet_answers_unpinned_requests_with_the_backend_loaded_a
             instance="tts:b", backends=("mms",), language_overrides={"mms": ("en",)}, cache_dir=tmp_path / "b"
         )
     )
-    async with started(a, b):
+    async with fleet_started(a, b):
         assert b.registry is not None and b.registry.actors["mms"].state is State.FAILED
         routing = b.service.routing  # type: ignore[union-attr]
         assert routing.fleet.loaded_elsewhere_for("en") == {"piper"}  # a's loaded event says what it speaks
@@ -94,7 +72,7 @@ async def test_a_mixed_fleet_answers_unpinned_requests_with_the_backend_loaded_a
 async def test_an_instance_with_an_unsafe_name_knows_its_own_entries(settings: Settings, client: TtsClient) -> None:
     """``eu west`` and ``tts:1`` used to read their own entries (keyed ``eu_west``) as another instance's."""
     apps = [TtsApp(settings.with_(instance=name, backends=("piper",))) for name in ("eu west", "tts:1")]
-    async with started(*apps):
+    async with fleet_started(*apps):
         for app in apps:
             watch = app.service.routing.fleet  # type: ignore[union-attr]
             others = {instance for _, instance in watch.events}
@@ -110,7 +88,7 @@ async def test_the_route_is_decided_once_per_request(
     settings: Settings, nc: Client, client: TtsClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = TtsApp(settings.with_(instance="solo", backends=("piper",)))
-    async with started(app):
+    async with fleet_started(app):
         calls = count_routes(app, monkeypatch)
         for request in (SynthesisRequest(text="Served here."), SynthesisRequest(text="Pinned here.", backend="piper")):
             reply = await client.synthesize(request)
@@ -138,7 +116,7 @@ async def test_a_forward_carries_the_local_route_for_a_backend_loaded_elsewhere(
     """``b`` runs Piper and Chatterbox (failed here); ``a`` has Piper loaded; b's Piper is unloaded on purpose."""
     a = TtsApp(settings.with_(instance="a", backends=("piper",), cache_dir=tmp_path / "a"))
     b = TtsApp(settings.with_(instance="b", backends=("chatterbox", "piper"), cache_dir=tmp_path / "b"))
-    async with started(a, b):
+    async with fleet_started(a, b):
         assert b.registry is not None
         assert await b.registry.actors["piper"].unload()
         calls = count_routes(b, monkeypatch)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ from nats.aio.client import Client
 
 from statemachine import Reason, State
 from tests.support.audio_checks import decode
-from tests.support.backends import corrupt_piper, next_state
+from tests.support.backends import next_state
+from tests.support.fleet import piper_loaded_on_a_only
 from tests.support.helpers import eventually
 from tts_actor.app import TtsApp
 from tts_actor.backends.base import BackendFailure
@@ -31,32 +31,11 @@ from tts_actor.wire.messages import AudioFormat, Header, SynthesisRequest
 SUBJECT = "tts.backend.piper.synthesize"
 
 
-@contextlib.asynccontextmanager
-async def piper_on_a_only(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[TtsApp, TtsApp]]:
+def piper_on_a_only(
+    settings: Settings, tmp_path: Path
+) -> contextlib.AbstractAsyncContextManager[tuple[TtsApp, TtsApp]]:
     base = settings.with_(backends=("piper",), retry_max_attempts=0, backend_queue_depth=32, max_inflight=64)
-    a = TtsApp(base.with_(instance="a", cache_dir=tmp_path / "a"))
-    b_settings = base.with_(instance="b", cache_dir=tmp_path / "b")
-    b = TtsApp(b_settings, adapters={"piper": corrupt_piper(b_settings, tmp_path / "bad-voice")})
-    try:
-        for app in (a, b):
-            await app.start()
-        assert await a.registry.actors["piper"].wait_settled(30) is State.LOADED  # type: ignore[union-attr]
-        assert await b.registry.actors["piper"].wait_settled(30) is State.FAILED  # type: ignore[union-attr]
-        assert b.registry.actors["piper"].lifecycle.reason is Reason.CORRUPT_MODEL  # type: ignore[union-attr]
-        for app in (a, b):
-            await app.publisher.flush()  # type: ignore[union-attr]
-        await _fleet_sees(b, "a")
-        yield a, b
-    finally:
-        for app in (a, b):
-            await app.stop()
-
-
-async def _fleet_sees(app: TtsApp, instance: str) -> None:
-    """Wait (bounded, on the watch's changes) until ``app``'s fleet watch has read ``instance``'s Piper entry."""
-    fleet = app.service.routing.fleet  # type: ignore[union-attr]
-    seen = await fleet.wait_until(lambda: ("piper", instance) in fleet.events, 10)
-    assert seen, f"{instance} never appeared in the fleet watch: {fleet.events}"
+    return piper_loaded_on_a_only(base, tmp_path)
 
 
 async def _no_responders(nc: Client, subject: str) -> bool:

@@ -21,7 +21,8 @@ import pytest
 from nats.aio.client import Client
 
 from statemachine import State
-from tests.support.backends import corrupt_piper, tone_wav
+from tests.support.backends import tone_wav
+from tests.support.fleet import piper_loaded_on_a_only
 from tests.support.helpers import wav_info
 from tests.support.secured import OPS, Violations, connect_as, role_passwords, secured_server, server_violations
 from tts_actor.app import TtsApp
@@ -51,20 +52,8 @@ async def fleet(tmp_path: Path, server: EmbeddedNatsServer, password: str) -> As
             "NATS_INBOX_PREFIX": tenant_inbox("tts-service"),
         }
     ).with_(backends=("piper",), allow_download=False, retry_max_attempts=0)
-    a = TtsApp(base.with_(instance="a", cache_dir=tmp_path / "a"))
-    b_settings = base.with_(instance="b", cache_dir=tmp_path / "b")
-    b = TtsApp(b_settings, adapters={"piper": corrupt_piper(b_settings, tmp_path / "bad-voice")})
-    try:
-        for app in (a, b):
-            await app.start()
-        assert await a.registry.actors["piper"].wait_settled(30) is State.LOADED  # type: ignore[union-attr]
-        assert await b.registry.actors["piper"].wait_settled(30) is State.FAILED  # type: ignore[union-attr]
-        for app in (a, b):
-            await app.publisher.flush()  # type: ignore[union-attr]
-        yield a, b
-    finally:
-        for app in (a, b):
-            await app.stop()
+    async with piper_loaded_on_a_only(base, tmp_path) as apps:
+        yield apps
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 from nats.aio.client import Client
 
 from tests.support.cli import cli_env, run_cli
+from tests.support.fleet import fleet_started
 from tests.support.helpers import eventually
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
@@ -30,21 +31,8 @@ async def fleet_of_two(settings: Settings) -> AsyncIterator[list[TtsApp]]:
         TtsApp(settings.with_(instance="a", backends=("piper",), fleet_ttl_s=TTL_S)),
         TtsApp(settings.with_(instance="b", backends=("piper", "chatterbox"), fleet_ttl_s=TTL_S)),
     ]
-    try:
-        for app in apps:
-            await app.start()
-        for app in apps:
-            assert app.registry is not None and app.publisher is not None
-            for actor in app.registry.actors.values():
-                await actor.wait_settled(30)
-            await app.publisher.flush()
-        for app in apps:  # tts.status answers from each instance's live copy: both have read both
-            watch = app.service.routing.fleet  # type: ignore[union-attr]
-            assert await watch.wait_until(lambda watch=watch: set(watch.fleet()) == {"a", "b"}, 10), watch.entries
+    async with fleet_started(*apps):
         yield apps
-    finally:
-        for app in apps:
-            await app.stop()
 
 
 async def test_status_shows_every_instance_and_backend(settings: Settings, client: TtsClient) -> None:
