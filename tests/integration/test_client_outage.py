@@ -19,7 +19,8 @@ from nats.aio.msg import Msg
 
 from tests.support.helpers import wav_info
 from tts_actor.app import TtsApp
-from tts_actor.client.tts_client import TtsClient, epoch_ms
+from tts_actor.client.inbox import epoch_ms
+from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer

@@ -140,7 +140,7 @@ async def test_a_tenant_can_neither_read_nor_spoil_another_tenants_replies(
             # a streams; b learns its inbox (as an attacker who guessed it) and attacks it twice
             stream = victim.stream(SynthesisRequest(text=LONG))
             chunks = [await stream.__anext__()]
-            inbox = stream._sub.subject
+            inbox = stream._inbox.sub.subject
             await nc_b.publish(inbox, b"forged", headers={Header.STREAM_END.value: "1"})  # refused by the server
             # the service's error for b's bad request goes to a's inbox (b named it as the reply subject)
             await nc_b.publish("tts.synthesize", json.dumps({"text": ""}).encode(), reply=inbox)

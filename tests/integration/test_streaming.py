@@ -21,7 +21,8 @@ from tts_actor.app import TtsApp
 from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segmenter import text_cost
 from tts_actor.backends.base import Voice
-from tts_actor.client.tts_client import CANCEL_WAIT_S, TtsClient
+from tts_actor.client.queries import CANCEL_WAIT_S
+from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.messages import AudioFormat, SynthesisRequest

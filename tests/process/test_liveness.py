@@ -22,8 +22,9 @@ import pytest
 
 from tests.support.helpers import GatedPiper, eventually, serving, wav_info
 from tests.support.serve_process import serve_env, spawn
+from tts_actor.client.reply import NoResponders
 from tts_actor.client.retry import ClientRetryPolicy
-from tts_actor.client.tts_client import NoResponders, TtsClient
+from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.heartbeat import ResponderSilent

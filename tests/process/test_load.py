@@ -23,7 +23,8 @@ import pytest
 
 from tests.support.helpers import wav_info
 from tests.support.serve_process import ServeProcess, serve_env, spawn
-from tts_actor.client.tts_client import SynthesisReply, TtsClient
+from tts_actor.client.reply import SynthesisReply
+from tts_actor.client.tts_client import TtsClient
 from tts_actor.wire.messages import SynthesisRequest
 
 pytestmark = pytest.mark.timeout(600)  # about 60 s on 2 cores

@@ -1,0 +1,101 @@
+"""The client's small requests: status, voices, health, voice profiles, control and cancel.
+
+Each is one NATS request with a JSON reply and a short fixed timeout, nothing like synthesis's inbox, stall
+timer and retries; kept apart so :mod:`tts_actor.client.tts_client` is about synthesis. A mixin, since every
+one of them is a method callers know on :class:`~tts_actor.client.tts_client.TtsClient`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from tts_actor.client.reply import NoResponders, raise_for_error
+from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.observability.tracing import inject_headers
+from tts_actor.wire.subjects import Subjects
+
+CANCEL_WAIT_S = 1.0  # a found cancel is answered within a round trip; silence this long means no instance has it
+CANCEL_NOT_FOUND = "not found on any instance"
+
+
+class ServiceQueries:
+    """JSON requests on the service's subjects; the class using it supplies ``nc``, ``prefix``, ``_ctl_timeout_s``."""
+
+    nc: Client
+    prefix: str
+    _ctl_timeout_s: float
+
+    def subject(self, *parts: str) -> str:
+        return Subjects(self.prefix).subject(*parts)
+
+    async def _request_json(self, subject: str, payload: bytes = b"") -> dict[str, Any]:
+        try:
+            msg = await self.nc.request(subject, payload, timeout=self._ctl_timeout_s, headers=inject_headers())
+        except NatsTimeoutError:
+            raise TtsError(
+                ErrorCode.INTERNAL,
+                f"no reply on {subject} within {self._ctl_timeout_s} s",
+                "Check that the service runs and NATS_URL points at its server.",
+            ) from None
+        except Exception as exc:
+            if type(exc).__name__ == "NoRespondersError":
+                raise NoResponders(
+                    ErrorCode.BACKEND_NOT_READY,
+                    f"no service listens on {subject}",
+                    "Start one with `tts-actor serve`, or check NATS_URL.",
+                ) from None
+            raise
+        raise_for_error(msg.headers, msg.data)
+        return json.loads(msg.data)
+
+    async def status(self) -> dict[str, Any]:
+        return await self._request_json(self.subject("status"))
+
+    async def voices(self) -> dict[str, Any]:
+        return await self._request_json(self.subject("voices"))
+
+    async def health(self) -> dict[str, Any]:
+        return await self._request_json(self.subject("health"))
+
+    async def create_voice(
+        self, reference_audio: bytes, reference_text: str | None = None, language: str | None = None
+    ) -> dict[str, Any]:
+        """Store a reference clip as a voice profile; the reply's ``voice_profile`` is its id (keep it private)."""
+        body: dict[str, Any] = {"reference_audio": base64.b64encode(reference_audio).decode()}
+        if reference_text is not None:
+            body["reference_text"] = reference_text
+        if language is not None:
+            body["language"] = language
+        return await self._request_json(self.subject("voices", "create"), json.dumps(body).encode())
+
+    async def delete_voice(self, profile_id: str) -> dict[str, Any]:
+        return await self._request_json(
+            self.subject("voices", "delete"), json.dumps({"voice_profile": profile_id}).encode()
+        )
+
+    async def control(self, backend: str, action: str) -> dict[str, Any]:
+        return await self._request_json(self.subject("control", backend, action))
+
+    async def cancel(self, request_id: str, timeout_s: float = CANCEL_WAIT_S) -> dict[str, Any]:
+        """Stop a request now; the serving instance's answer, or ``ok: false`` when no instance has it.
+
+        Every instance hears ``tts.cancel`` and only the one serving the request answers, at once; so
+        silence for ``timeout_s`` (or no instance listening) means it is unknown, or finished already.
+        """
+        payload = json.dumps({"request_id": request_id}).encode()
+        try:
+            msg = await self.nc.request(self.subject("cancel"), payload, timeout=timeout_s)
+        except (NatsTimeoutError, NoRespondersError):
+            return {"ok": False, "request_id": request_id, "error": CANCEL_NOT_FOUND}
+        return json.loads(msg.data)  # type: ignore[no-any-return]
+
+    async def _tell_cancel(self, request_id: str) -> None:
+        """Cancel without waiting for the answer: for callers that are leaving anyway."""
+        await self.nc.publish(self.subject("cancel"), json.dumps({"request_id": request_id}).encode())
+        await self.nc.flush()

@@ -1,0 +1,68 @@
+"""What a synthesis reply is to the client, and how a service error on the wire becomes a :class:`TtsError`.
+
+Apart from the request/reply mechanics so that the inbox reader, the stream reader and the small JSON
+requests read replies and raise errors the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.wire.messages import Header
+from tts_actor.wire.replies import parse_timings
+
+
+class NoResponders(TtsError):
+    """No instance of the service is listening."""
+
+
+@dataclass(frozen=True)
+class SynthesisReply:
+    audio: bytes
+    headers: dict[str, str]
+    chunks: int
+
+    @property
+    def backend(self) -> str:
+        return self.headers[Header.BACKEND.value]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.headers[Header.SAMPLE_RATE.value])
+
+    @property
+    def duration_ms(self) -> int:
+        return int(self.headers[Header.DURATION_MS.value])
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get(Header.CONTENT_TYPE.value, "")
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.get(Header.REQUEST_ID.value, "")
+
+    @property
+    def timings(self) -> list[dict[str, int]]:
+        """``[{index, text_start, text_end, start_ms, end_ms}]``: where each segment is spoken."""
+        return parse_timings(self.headers)
+
+
+def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
+    """Raise the service's error carried by a reply (or the server's "no responders"); return on any other."""
+    headers = headers or {}
+    if headers.get("Status") == "503":
+        raise NoResponders(
+            ErrorCode.BACKEND_NOT_READY,
+            "no tts service instance is listening",
+            "Start one with `tts-actor serve`, or check NATS_URL.",
+        )
+    if Header.SERVICE_ERROR_CODE.value in headers:
+        try:
+            raise TtsError.from_dict(json.loads(data))
+        except (ValueError, KeyError):
+            raise TtsError(
+                ErrorCode.INTERNAL, headers.get(Header.SERVICE_ERROR.value, "service error"), "See the service log."
+            ) from None
