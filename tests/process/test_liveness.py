@@ -2,7 +2,7 @@
 
 Acks, heartbeats and the client's stall timer (tts_actor/heartbeat.py) against a real ``tts-actor``
 process killed with SIGKILL mid-request; plain callers (no ``Tts-Heartbeat-Ms``) still get one reply;
-the client's retries of ``busy`` (tts_actor/client_retry.py) against small admission limits.
+the client's retries of ``busy`` (tts_actor/client/retry.py) against small admission limits.
 """
 
 from __future__ import annotations
