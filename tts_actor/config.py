@@ -72,8 +72,8 @@ class Settings:
     max_audio_s: float = 600.0  # the most speech one request may ask for, estimated from its spoken form
     max_request_bytes: int = 4 * 1024 * 1024
     max_wait_ms: int = 30_000
-    max_inflight: int = 16
-    backend_queue_depth: int = 8
+    max_inflight: int = 32
+    backend_queue_depth: int = 32  # as deep as the inflight cap: one gate, and a burst waits its turn
     synthesis_timeout_s: float = 120.0
     clock_skew_ms: int = 2000  # how far a caller's clock may differ from ours when its Tts-Deadline is read
     shutdown_grace_s: float = 10.0
@@ -322,8 +322,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_audio_s=_seconds(env, "TTS_MAX_AUDIO_S", 600.0),
         max_request_bytes=int(_number(env, "TTS_MAX_REQUEST_BYTES", 4 * 1024 * 1024, int, 1024, maximum=2**30)),
         max_wait_ms=int(_number(env, "TTS_MAX_WAIT_MS", 30_000, int, maximum=MAX_SECONDS * 1000)),
-        max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 16, int, 1, maximum=100_000)),
-        backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 8, int, 1, maximum=100_000)),
+        max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 32, int, 1, maximum=100_000)),
+        backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 32, int, 1, maximum=100_000)),
         synthesis_timeout_s=_seconds(env, "TTS_SYNTHESIS_TIMEOUT_S", 120.0),
         clock_skew_ms=int(_number(env, "TTS_CLOCK_SKEW_MS", 2000, int, 0, maximum=3_600_000)),
         shutdown_grace_s=_seconds(env, "TTS_SHUTDOWN_GRACE_S", 10.0, positive=False),

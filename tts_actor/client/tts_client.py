@@ -37,7 +37,7 @@ from tts_actor.client.reply import SynthesisReply
 from tts_actor.client.retry import ClientRetryPolicy, RetryBudget
 from tts_actor.client.stream import AudioStream
 from tts_actor.client.watch import watch_states
-from tts_actor.errors import TtsError
+from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability.logs import get_logger
 from tts_actor.wire.heartbeat import ResponderSilent, StallTimer
 from tts_actor.wire.link import LinkState
@@ -107,7 +107,10 @@ class TtsClient(ServiceQueries):
         latest = deadline - time.monotonic() - MIN_ATTEMPT_S  # a retry must leave the attempt some time
         if delay >= latest:
             return None
-        if self.retry_budget is not None:
+        # a busy answer's retry_after_ms is a slot the service handed out (staggered by its measured pace): coming
+        # back then is the service's own metering, not a storm; the budget bounds the unpaced retries
+        paced = error.code is ErrorCode.BUSY and error.retry_after_ms is not None
+        if self.retry_budget is not None and not paced:
             paid_in = self.retry_budget.reserve(latest)
             if paid_in is None:
                 log.info("synthesis_retry_budget_spent", code=error.code.value, attempt=attempt + 1)
