@@ -117,9 +117,6 @@ class Settings:
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
-    def subject(self, *parts: str) -> str:
-        return ".".join((self.subject_prefix, *parts))
-
     def workers_for(self, backend: str) -> int:
         return self.backend_workers.get(backend, 1)
 
