@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -223,27 +224,8 @@ class InterestRouter:
         if actor is not None:
             error = self.registry.no_backend_ready(request, actor)
             view["here"] = {"instance": self.settings.instance, "state": actor.state.value}
-        elif view["failed"]:
-            failed = view["failed"][0]
-            error = TtsError(
-                ErrorCode.BACKEND_FAILED,
-                f"backend {backend} is loaded nowhere; failed on {failed['instance']} ({failed['reason']})",
-                failed["fix"] or f"tts-actor retry {backend}",
-                backend=backend,
-                state=State.FAILED.value,
-                reason=failed["reason"],
-            )
-        elif view["other"]:
-            error = TtsError(
-                ErrorCode.BACKEND_NOT_READY,
-                f"backend {backend} is loaded on no instance yet",
-                "Retry after retry_after_ms, or pick another backend.",
-                backend=backend,
-                state=view["other"][0]["state"],
-                retry_after_ms=1000,
-            )
         else:
-            error = self.registry.get_error(backend)
+            error = fleet_refusal(backend, view) or self.registry.get_error(backend)
         error.detail = {**(error.detail or {}), "fleet": view}
         return error
 
@@ -328,6 +310,30 @@ class InterestRouter:
             await self.nc.publish(reply, body, headers=headers)
         if request.stream:
             await self.nc.publish(reply, b"", headers=end_headers(request_id=request_id))
+
+
+def fleet_refusal(backend: str, view: dict[str, Any]) -> TtsError | None:
+    """Why a backend this instance does not run cannot serve, from the fleet's view; None when the view is empty."""
+    if view["failed"]:
+        failed = view["failed"][0]
+        return TtsError(
+            ErrorCode.BACKEND_FAILED,
+            f"backend {backend} is loaded nowhere; failed on {failed['instance']} ({failed['reason']})",
+            failed["fix"] or f"tts-actor retry {backend}",
+            backend=backend,
+            state=State.FAILED.value,
+            reason=failed["reason"],
+        )
+    if view["other"]:
+        return TtsError(
+            ErrorCode.BACKEND_NOT_READY,
+            f"backend {backend} is loaded on no instance yet",
+            "Retry after retry_after_ms, or pick another backend.",
+            backend=backend,
+            state=view["other"][0]["state"],
+            retry_after_ms=1000,
+        )
+    return None
 
 
 def _last_chunk(headers: dict[str, str]) -> bool:
