@@ -71,8 +71,9 @@ SPEC = BackendSpec(
     approx_memory_mb=150,
     description="Piper VITS voices on ONNX Runtime; offline, CPU, fast.",
     # Piper's memory grows with the phonemes of one call (~0.85 MB a character of words unpunctuated, and a
-    # digit run is ten times the phonemes of its characters): flat at this size, about 200 characters of words
-    max_segment_chars=240,
+    # digit run is ten times the phonemes of its characters): flat at this size; at 240, Han read as English
+    # ("chinese letter" per character) peaked at 1.63x the memory of punctuated words
+    max_segment_chars=200,
     spoken_unit="phonemes",
     spoken_units_per_s=20.0,  # joe: 20.9 for words, 18.6 for digits, 20.0 for Han read as English
     # each worker gets its own ONNX Runtime session (a PiperVoice of its own), threads split between them
