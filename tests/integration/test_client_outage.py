@@ -19,11 +19,11 @@ from nats.aio.msg import Msg
 
 from tests.support.helpers import wav_info
 from tts_actor.app import TtsApp
-from tts_actor.client.inbox import epoch_ms
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
+from tts_actor.wire.deadlines import now_epoch_ms
 from tts_actor.wire.link import LinkState
 from tts_actor.wire.messages import Header, SynthesisRequest
 
@@ -76,7 +76,7 @@ async def test_a_request_made_during_an_outage_is_sent_once_on_reconnect(
             call = asyncio.create_task(client.synthesize(SynthesisRequest(text="Back again.", cache=False)))
             await asyncio.sleep(OUTAGE_S)  # the outage's length, not a poll
             assert not call.done()
-            restarted_ms = epoch_ms()
+            restarted_ms = now_epoch_ms()
             again = await restart(server)
             reply = await asyncio.wait_for(call, 30)
     finally:

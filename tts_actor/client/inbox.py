@@ -22,14 +22,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from tts_actor.client.reply import SynthesisReply, raise_for_error
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability.tracing import inject_headers
+from tts_actor.wire.deadlines import now_epoch_ms
 from tts_actor.wire.heartbeat import StallTimer
 from tts_actor.wire.messages import Header, SynthesisRequest
 from tts_actor.wire.replies import ReplyKind, classify
-
-
-def epoch_ms() -> int:
-    """Wall-clock unix time in ms: what ``Tts-Deadline`` and ``Tts-Sent-At`` carry (the monotonic clock is ours)."""
-    return time.time_ns() // 1_000_000
 
 
 def _ours(msg: Any, request_id: str) -> bool:
@@ -128,7 +124,7 @@ async def open_inbox(
         headers[Header.DEADLINE.value] = str(caller_deadline_ms)
     try:
         payload = request.to_json()
-        headers[Header.SENT_AT.value] = str(epoch_ms())
+        headers[Header.SENT_AT.value] = str(now_epoch_ms())
         try:
             await nc.publish(subject, payload, reply=inbox, headers=inject_headers(headers))
         except MaxPayloadError:

@@ -31,7 +31,7 @@ from nats.aio.client import Client
 
 from statemachine import StateEvent
 from tts_actor.client.connection_state import wait_sendable
-from tts_actor.client.inbox import Inbox, epoch_ms, open_inbox
+from tts_actor.client.inbox import Inbox, open_inbox
 from tts_actor.client.queries import ServiceQueries
 from tts_actor.client.reply import SynthesisReply
 from tts_actor.client.retry import ClientRetryPolicy, RetryBudget
@@ -39,6 +39,7 @@ from tts_actor.client.stream import AudioStream
 from tts_actor.client.watch import watch_states
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability.logs import get_logger
+from tts_actor.wire.deadlines import now_epoch_ms
 from tts_actor.wire.heartbeat import ResponderSilent, StallTimer
 from tts_actor.wire.link import LinkState
 from tts_actor.wire.messages import SynthesisRequest
@@ -71,7 +72,7 @@ class TtsClient(ServiceQueries):
             return SynthesisReply(b"".join(c.data for c in parts), headers, len(parts))
         budget = (timeout_s or self.timeout_s) + request.wait_ms / 1000
         deadline = time.monotonic() + budget
-        caller_deadline_ms = epoch_ms() + round(budget * 1000)
+        caller_deadline_ms = now_epoch_ms() + round(budget * 1000)
         if self.retry_budget is not None:
             self.retry_budget.deposit()
         attempt = 0

@@ -71,14 +71,27 @@ def shutting_down(name: str, state: State) -> TtsError:
     )
 
 
+BUSY_FIX = "Retry after retry_after_ms, or add instances (they share the queue group)."
+
+
 def queue_full(name: str, queued: int, state: State, retry_after_ms: int = 500) -> TtsError:
     """``retry_after_ms``: this caller's slot on the backend's comeback schedule (``lifecycle/comeback.py``)."""
     return TtsError(
         ErrorCode.BUSY,
         f"backend {name} has {queued} requests queued (TTS_BACKEND_QUEUE_DEPTH)",
-        "Retry after retry_after_ms, or add instances (they share the queue group).",
+        BUSY_FIX,
         backend=name,
         state=state.value,
+        retry_after_ms=retry_after_ms,
+    )
+
+
+def inflight_full(inflight: int, cap: int, retry_after_ms: int) -> TtsError:
+    """The instance's own cap (TTS_MAX_INFLIGHT), before any backend is asked."""
+    return TtsError(
+        ErrorCode.BUSY,
+        f"{inflight} requests in flight (TTS_MAX_INFLIGHT={cap})",
+        BUSY_FIX,
         retry_after_ms=retry_after_ms,
     )
 

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.fleet.routing import Forward, InterestRouter
+from tts_actor.lifecycle import refusals
 from tts_actor.lifecycle.jobs import JobControl
 from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.nats_edge.respond import publisher, respond_error
@@ -28,7 +29,7 @@ from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, tracer
 from tts_actor.synthesis.pipeline import SynthesisPipeline
-from tts_actor.wire.deadlines import LateRequest, remaining_budget_ms
+from tts_actor.wire.deadlines import LateRequest, now_epoch_ms, remaining_budget_ms
 from tts_actor.wire.framing import echoed_request_id
 from tts_actor.wire.heartbeat import Heartbeat, ReplyLost, requested_interval_ms
 from tts_actor.wire.messages import Header, SynthesisRequest, parse_synthesis_request
@@ -61,13 +62,9 @@ class SynthesizeEndpoint:
             requested_interval_ms(req.headers)  # checked here; _serve's Heartbeat uses it
             route = self.routing.decide(request, req.headers)
             if len(self.inflight) >= self.settings.max_inflight:
-                raise TtsError(
-                    ErrorCode.BUSY,
-                    f"{len(self.inflight)} requests in flight (TTS_MAX_INFLIGHT={self.settings.max_inflight})",
-                    "Retry after retry_after_ms, or add instances (they share the queue group).",
-                    # paced by the backend's measured job time, so a burst's callers come back staggered
-                    retry_after_ms=route.actor.retry_after_ms() if isinstance(route, Route) else BUSY_RETRY_MS,
-                )
+                # paced by the backend's measured job time, so a burst's callers come back staggered
+                pace = route.actor.retry_after_ms() if isinstance(route, Route) else BUSY_RETRY_MS
+                raise refusals.inflight_full(len(self.inflight), self.settings.max_inflight, pace)
             if isinstance(route, Forward):  # loaded on another instance, or maybe: the hop decides
                 self._track(self._forward(req, request, route, started))
                 return
@@ -99,8 +96,7 @@ class SynthesizeEndpoint:
         A request buffered through an outage looks fresh by ``deadline_ms`` alone; raises :class:`LateRequest`
         when nobody waits for it any more.
         """
-        now_ms = time.time_ns() // 1_000_000
-        budget = remaining_budget_ms(req.headers, request.deadline_ms, now_ms, self.settings.clock_skew_ms)
+        budget = remaining_budget_ms(req.headers, request.deadline_ms, now_epoch_ms(), self.settings.clock_skew_ms)
         return request if budget == request.deadline_ms else dataclasses.replace(request, deadline_ms=budget)
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -11,6 +11,7 @@ in the caller's favour, and a header that is absent or not a plausible epoch (a 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 
 from tts_actor.errors import ErrorCode, TtsError
@@ -24,7 +25,12 @@ class LateRequest(TtsError):
     """The caller's deadline passed before its request arrived: nobody waits for this audio."""
 
 
-def epoch_ms(headers: Mapping[str, str] | None, header: Header, now_ms: int) -> int | None:
+def now_epoch_ms() -> int:
+    """Wall-clock unix time in ms: what ``Tts-Deadline`` and ``Tts-Sent-At`` carry (the monotonic clock is ours)."""
+    return time.time_ns() // 1_000_000
+
+
+def header_epoch_ms(headers: Mapping[str, str] | None, header: Header, now_ms: int) -> int | None:
     """``header`` as unix epoch ms, or None when absent or implausible (not digits, over a day from now)."""
     raw = (headers or {}).get(header.value, "").strip()
     if not _EPOCH_MS.match(raw):
@@ -43,8 +49,8 @@ def remaining_budget_ms(
     (``synthesis_timeout``) when the headers show the caller stopped waiting before now. Without
     the headers the body's ``deadline_ms`` is returned as it is (the service's old reading).
     """
-    caller_deadline = epoch_ms(headers, Header.DEADLINE, now_ms)
-    sent_at = epoch_ms(headers, Header.SENT_AT, now_ms)
+    caller_deadline = header_epoch_ms(headers, Header.DEADLINE, now_ms)
+    sent_at = header_epoch_ms(headers, Header.SENT_AT, now_ms)
     budgets: list[int] = []
     if caller_deadline is not None:
         budgets.append(caller_deadline + skew_ms - now_ms)
