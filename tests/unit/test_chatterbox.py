@@ -1,16 +1,7 @@
 """Chatterbox: the adapter's calls against a stand-in ``chatterbox`` package that behaves like 0.1.7.
 
-The stand-in lives in tests/support/stand_in_chatterbox.py.
-
-``chatterbox-tts`` pins its own torch and needs GBs of weights, so it is never
-installed here. The stand-in replaces only that package and follows its real
-signatures and state (tests/unit/test_upstream_contracts.py checks the names against
-the wheel): ``from_local`` reads ``conds.pt`` as the built-in voice,
-``generate(audio_prompt_path=...)`` replaces ``model.conds`` for good (upstream's
-``prepare_conditionals``) and swaps the exaggeration into the conditionals it holds,
-and the multilingual tokenizer asks ``hf_hub_download`` for ``Cangjie5_TC.json``.
-Its "voice" is a pitch: the built-in one from ``conds.pt``, a cloned one measured
-from the reference clip; it speaks a sine at that pitch, which the tests measure.
+The stand-in, what it keeps of the real package and why it is a fake, is described in
+tests/support/stand_in_chatterbox.py.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """XTTS v2 and Higgs Audio against stand-in packages; their missing-package and no-GPU paths for real.
 
-The stand-ins live in tests/support/stand_in_engines.py.
-
-``coqui-tts`` (module ``TTS``) and ``boson-multimodal`` pin their own torch and
-transformers and need GBs of weights: none of that runs here. The stand-ins
-replace only those packages, with the real signatures (tests/unit/test_upstream_contracts.py
-checks the names against the wheels) and the real side effects that matter: XTTS
-0.28 re-saves ``model.pth`` through its module's ``torch.save`` while loading, and
-the Higgs audio tokenizer asks its module's ``AutoModel`` for ``bosonai/hubert_base``.
-They record what the adapter passes and return real arrays, which the adapter
-converts for real.
+The stand-ins, what they keep of the real packages and why they are fakes, are described in
+tests/support/stand_in_engines.py.
 """
 
 from __future__ import annotations
