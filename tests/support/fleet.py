@@ -10,6 +10,7 @@ from statemachine import Reason, State
 from tests.support.backends import corrupt_piper
 from tts_actor.app import TtsApp
 from tts_actor.config import Settings
+from tts_actor.fleet.watch import FleetWatch
 
 
 @contextlib.asynccontextmanager
@@ -23,10 +24,18 @@ async def fleet_started(*apps: TtsApp) -> AsyncIterator[None]:
             for actor in app.registry.actors.values():
                 await actor.wait_settled(30)
             await app.publisher.flush()
-        names = {app.settings.instance for app in apps}
-        for app in apps:  # tts.status and routing read each instance's live copy: every one has read every one
+        actual = {
+            app.settings.instance: {name: actor.state for name, actor in app.registry.actors.items()}  # type: ignore[union-attr]
+            for app in apps
+        }
+
+        def seen_as_is(watch: FleetWatch) -> bool:
+            fleet = watch.fleet()
+            return {i: {b: e.to_state for b, e in fleet.get(i, {}).items()} for i in actual} == actual
+
+        for app in apps:  # tts.status and routing read each instance's live copy: every one has read every state
             watch = app.service.routing.fleet  # type: ignore[union-attr]
-            assert await watch.wait_until(lambda watch=watch: set(watch.fleet()) == names, 10), watch.entries
+            assert await watch.wait_until(lambda watch=watch: seen_as_is(watch), 10), watch.entries
         yield
     finally:
         for app in apps:
