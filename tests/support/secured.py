@@ -14,6 +14,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 
+from tests.support.helpers import eventually
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.wire.roles import roles
 from tts_actor.wire.subjects import tenant_inbox
@@ -56,6 +57,10 @@ class Violations:
 
     def about(self, subject: str) -> bool:
         return any("permissions violation" in e.lower() and subject.lower() in e.lower() for e in self.errors)
+
+    async def wait_for(self, *subjects: str, timeout_s: float = 5.0) -> None:
+        """Until the server has refused each subject: its -ERR may arrive after a flush's PONG (seen in CI)."""
+        await eventually(lambda: all(self.about(s) for s in subjects), timeout_s, explain=lambda: self.errors)
 
 
 async def connect_as(url: str, user: str, password: str, violations: Violations) -> Client:
