@@ -29,7 +29,8 @@ from tts_actor.config import load_settings
 from tts_actor.nats_edge.connection import connect
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.observability.logs import setup_logging
-from tts_actor.wire.messages import AudioFormat, Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import AudioFormat, SynthesisRequest
 
 ROUND_TRIPS = 2000
 WARMUP = 100

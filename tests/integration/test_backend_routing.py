@@ -21,7 +21,8 @@ from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.backends.mms import MmsBackend
 from tts_actor.backends.piper import PiperBackend
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import SynthesisRequest
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,9 @@ from tts_actor.config import load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.wire.deadlines import now_epoch_ms
+from tts_actor.wire.headers import Header
 from tts_actor.wire.link import LinkState
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest
 
 pytestmark = pytest.mark.timeout(120)
 OUTAGE_S = 1.5

@@ -13,7 +13,8 @@ from nats.aio.client import Client
 from prometheus_client import REGISTRY
 
 from tts_actor.app import TtsApp
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import SynthesisRequest
 
 
 def _dropped_late() -> float:

@@ -25,7 +25,8 @@ from tts_actor.backends.xtts import XttsBackend
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import TtsError
-from tts_actor.wire.messages import SynthesisRequest, parse_synthesis_request
+from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.request_parsing import parse_synthesis_request
 
 CLIP_HZ = 440.0
 

@@ -26,7 +26,8 @@ from tts_actor.backends.base import BackendFailure
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.wire.messages import AudioFormat, Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import AudioFormat, SynthesisRequest
 
 SUBJECT = "tts.backend.piper.synthesize"
 

@@ -31,7 +31,8 @@ from tts_actor.config import load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.observability import metrics
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import SynthesisRequest
 from tts_actor.wire.subjects import tenant_inbox
 
 LONG = " ".join(f"This is sentence number {n} of a text long enough to keep the engine busy." for n in range(10))

@@ -27,8 +27,9 @@ from tts_actor.client.retry import ClientRetryPolicy
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import ResponderSilent
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest
 
 DEAD_RESPONDER_BOUND_S = 15.0  # generous (3 heartbeats of 1 s is the design); the caller's timeout is 120 s
 

@@ -9,7 +9,7 @@ from tts_actor.audio.scripts import letter_scripts, script_mismatch, script_of
 from tts_actor.config import ConfigError, load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.http_edge.openai_compat import EdgeSettings, http_status, map_speech_request
-from tts_actor.wire.messages import parse_synthesis_request
+from tts_actor.wire.request_parsing import parse_synthesis_request
 
 
 def test_scripts_are_told_by_code_point() -> None:

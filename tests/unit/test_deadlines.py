@@ -7,7 +7,7 @@ import pytest
 from tts_actor.config import Settings, load_settings
 from tts_actor.errors import ErrorCode
 from tts_actor.wire.deadlines import LateRequest, remaining_budget_ms
-from tts_actor.wire.messages import Header
+from tts_actor.wire.headers import Header
 
 NOW = 1_800_000_000_000  # epoch ms
 SKEW = 2000

@@ -16,7 +16,8 @@ from tts_actor.backends.xtts import SPEC as XTTS_SPEC
 from tts_actor.config import Settings, load_settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.lifecycle.actor import BackendActor
-from tts_actor.wire.messages import MAX_REFERENCE_TEXT_CHARS, parse_synthesis_request
+from tts_actor.wire.messages import MAX_REFERENCE_TEXT_CHARS
+from tts_actor.wire.request_parsing import parse_synthesis_request
 
 
 async def settle(backend: MmsBackend, settings: Settings) -> BackendActor:

@@ -12,7 +12,7 @@ import pytest
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.http_edge.openai_compat import error_response
-from tts_actor.wire.messages import parse_synthesis_request
+from tts_actor.wire.request_parsing import parse_synthesis_request
 
 
 def service_error(**body: object) -> TtsError:

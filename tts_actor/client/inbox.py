@@ -23,8 +23,9 @@ from tts_actor.client.reply import SynthesisReply, raise_for_error
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability.tracing import inject_headers
 from tts_actor.wire.deadlines import now_epoch_ms
+from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import StallTimer
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest
 from tts_actor.wire.replies import ReplyKind, classify
 
 

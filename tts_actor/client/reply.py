@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.wire.messages import Header
+from tts_actor.wire.headers import Header
 from tts_actor.wire.replies import parse_timings
 
 

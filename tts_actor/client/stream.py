@@ -16,8 +16,9 @@ from typing import Protocol
 from tts_actor.client.inbox import Inbox
 from tts_actor.client.reply import raise_for_error
 from tts_actor.errors import TtsError
+from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import StallTimer
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest
 from tts_actor.wire.replies import ReplyKind, StreamChunk, chunk_from, classify, parse_timings
 
 

@@ -41,7 +41,8 @@ from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, inject_headers, tracer
 from tts_actor.wire.framing import HEADER_ROOM, echoed_request_id, end_headers, error_body
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import SynthesisRequest
 from tts_actor.wire.replies import ReplyKind, classify
 from tts_actor.wire.subjects import Subjects
 

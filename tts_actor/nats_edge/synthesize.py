@@ -31,8 +31,10 @@ from tts_actor.observability.tracing import extract_context, tracer
 from tts_actor.synthesis.pipeline import SynthesisPipeline
 from tts_actor.wire.deadlines import LateRequest, now_epoch_ms, remaining_budget_ms
 from tts_actor.wire.framing import echoed_request_id
+from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import Heartbeat, ReplyLost, requested_interval_ms
-from tts_actor.wire.messages import Header, SynthesisRequest, parse_synthesis_request
+from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.request_parsing import parse_synthesis_request
 
 log = get_logger(__name__)
 BUSY_RETRY_MS = 250  # a forwarded request's busy: the backend's pace is another instance's to know

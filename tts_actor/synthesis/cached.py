@@ -30,7 +30,8 @@ from tts_actor.synthesis.audio_cache import AudioCache, CachedAudio, audio_cache
 from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.synthesis.sinks import CacheTee
 from tts_actor.wire.framing import Framer
-from tts_actor.wire.messages import Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import SynthesisRequest
 from tts_actor.wire.replies import parse_timings
 
 log = get_logger(__name__)

@@ -30,7 +30,8 @@ from tts_actor.synthesis.cached import BYPASS, CachedSynthesis, cache_header
 from tts_actor.synthesis.reply import ReplySink, audio_headers, audio_totals
 from tts_actor.synthesis.sinks import CacheTee, EncodedSink, EncodeStage, QueuedSink
 from tts_actor.wire.framing import Framer, Publish
-from tts_actor.wire.messages import NAME_RE, Header, SynthesisRequest
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import NAME_RE, SynthesisRequest
 
 log = get_logger(__name__)
 

@@ -26,7 +26,8 @@ from tts_actor.audio.reference import validate_reference
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.observability.logs import get_logger
-from tts_actor.wire.messages import LANGUAGE_RE, decode_reference_audio, parse_json_object
+from tts_actor.wire.messages import LANGUAGE_RE
+from tts_actor.wire.request_parsing import decode_reference_audio, parse_json_object
 
 log = get_logger(__name__)
 ID_BYTES = 24  # secrets.token_urlsafe(24): 32 characters, 192 bits

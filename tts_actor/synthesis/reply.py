@@ -12,7 +12,7 @@ from tts_actor.audio.encoding import SpeechEncoder, Timing, timings_json
 from tts_actor.errors import TtsError
 from tts_actor.observability import metrics
 from tts_actor.wire.framing import Framer
-from tts_actor.wire.messages import Header
+from tts_actor.wire.headers import Header
 
 
 def audio_headers(encoder: SpeechEncoder) -> dict[str, str]:

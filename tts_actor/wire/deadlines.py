@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.wire.messages import Header
+from tts_actor.wire.headers import Header
 
 HORIZON_MS = 24 * 3600 * 1000  # an epoch further than this from our clock is garbage, not a deadline
 _EPOCH_MS = re.compile(r"^[0-9]{1,16}$")

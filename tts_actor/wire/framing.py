@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from tts_actor.errors import TtsError
-from tts_actor.wire.messages import NAME_RE, Header
+from tts_actor.wire.headers import Header
+from tts_actor.wire.messages import NAME_RE
 
 Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
 """One message on the reply subject: body and headers. The only way replies leave the service."""

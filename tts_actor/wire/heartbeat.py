@@ -19,7 +19,7 @@ import nats.errors
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.observability.logs import get_logger
 from tts_actor.wire.framing import Publish
-from tts_actor.wire.messages import Header
+from tts_actor.wire.headers import Header
 
 log = get_logger(__name__)
 MIN_INTERVAL_MS = 100

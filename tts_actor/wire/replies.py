@@ -10,7 +10,7 @@ import enum
 import json
 from dataclasses import dataclass, field
 
-from tts_actor.wire.messages import Header
+from tts_actor.wire.headers import Header
 
 
 class ReplyKind(enum.Enum):
