@@ -55,6 +55,8 @@ class Settings:
     audio_cache_bucket: str = "tts_audio"
     audio_cache_ttl_s: float = 7 * 24 * 3600.0
     audio_cache_max_bytes: int = 1024**3
+    audit_max_age_s: float = 365 * 24 * 3600.0  # how long the audit stream keeps events
+    erasure_max_age_s: float = 30 * 24 * 3600.0  # how long an instance that was away can still learn an erasure
     queue_group: str = "tts"
     backends: tuple[str, ...] = DEFAULT_BACKENDS
     # language -> backends in priority order; empty means the global order
@@ -303,6 +305,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         audio_cache_bucket=env.get("TTS_AUDIO_CACHE_BUCKET", "tts_audio"),
         audio_cache_ttl_s=_number(env, "TTS_AUDIO_CACHE_TTL_S", 7 * 24 * 3600.0, float, 1.0),
         audio_cache_max_bytes=int(_number(env, "TTS_AUDIO_CACHE_MAX_BYTES", 1024**3, int, 1024 * 1024)),
+        audit_max_age_s=_number(env, "TTS_AUDIT_MAX_AGE_S", 365 * 24 * 3600.0, float, 1.0),
+        erasure_max_age_s=_number(env, "TTS_ERASURE_MAX_AGE_S", 30 * 24 * 3600.0, float, 60.0),
         queue_group=env.get("TTS_QUEUE_GROUP", "tts"),
         backends=backends,
         language_priority=_language_priority(env.get("TTS_LANGUAGE_PRIORITY", "")),

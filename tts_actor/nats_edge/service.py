@@ -21,8 +21,11 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from tts_actor import __version__
 from tts_actor.config import Settings
 from tts_actor.errors import TtsError
+from tts_actor.fleet.audit import VOICE_CREATE, VOICE_DELETE, AuditTrail
+from tts_actor.fleet.erasure import FleetErasure, erasure_failed
 from tts_actor.fleet.view import fleet_status
 from tts_actor.lifecycle.registry import Registry
+from tts_actor.nats_edge.callers import caller_of
 from tts_actor.nats_edge.control import ControlEndpoints
 from tts_actor.nats_edge.respond import respond_error
 from tts_actor.nats_edge.stats import endpoint_data
@@ -51,7 +54,11 @@ class TtsService:
         self.profiles = ProfileStore(nc, settings)
         self.cached = CachedSynthesis(nc, settings, self.profiles)  # profiles in, the audio cache around
         self.pipeline = SynthesisPipeline(registry, settings, self.cached)
-        self.synthesize = SynthesizeEndpoint(nc, registry, settings, self.pipeline)
+        # who created, deleted or used a voice or consent: `await self.audit.record(action, actor, id, **fields)`
+        self.audit = AuditTrail(nc, settings)
+        # a deleted voice's clip, cached audio and every instance's conditioning
+        self.erasure = FleetErasure(nc, settings, registry, self.profiles, self.cached.cache)
+        self.synthesize = SynthesizeEndpoint(nc, registry, settings, self.pipeline, self.audit)
         self.control = ControlEndpoints(nc, registry, settings, self.pipeline)
         self.routing = self.synthesize.routing
 
@@ -90,6 +97,7 @@ class TtsService:
         # cancel reaches every instance too: the one serving the request acts
         self._control_subs.append(await self.nc.subscribe(self.subjects.cancel, cb=self.control.on_cancel))
         await self.routing.start()  # tts.backend.<name>.synthesize while <name> is loaded here
+        await self.erasure.start()  # replays the erasures made while this instance was away
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
 
@@ -117,6 +125,8 @@ class TtsService:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await self.cached.drain()  # audio already answered, still being stored: a bounded wait
+        await self.erasure.stop()
+        await self.audit.drain()
 
     # --- small endpoints ---------------------------------------------------
     async def _reply_json(self, req: Request, body: dict[str, Any]) -> None:
@@ -147,15 +157,26 @@ class TtsService:
         except TtsError as error:
             await self._respond_error(req, error)
             return
+        await self.audit.record(VOICE_CREATE, caller_of(req._msg.reply, req.headers), profile.id)
         await self._reply_json(req, profile.public())
 
     async def _on_voice_delete(self, req: Request) -> None:
+        """Delete the profile and every copy made from its clip (cached audio, every instance's conditioning)."""
         try:
-            deleted = await self.profiles.delete(parse_profile_id(req.data))
+            profile_id = parse_profile_id(req.data)
+            erased = await self.erasure.erase_voice(profile_id)
         except TtsError as error:
             await self._respond_error(req, error)
             return
-        await self._reply_json(req, {"deleted": deleted})
+        except Exception as exc:  # a store or the stream went away mid-way: not done, and the caller may retry
+            log.warning("voice_erasure_failed", error=repr(exc))
+            await self._respond_error(req, erasure_failed(exc))
+            return
+        if erased is not None:
+            await self.audit.record(
+                VOICE_DELETE, caller_of(req._msg.reply, req.headers), profile_id, cached_files=erased.cached_files
+            )
+        await self._reply_json(req, {"deleted": erased is not None})
 
     async def _on_health(self, req: Request) -> None:
         await self._reply_json(req, self.registry.health())

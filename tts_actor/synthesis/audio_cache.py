@@ -5,17 +5,24 @@ sound the same share one entry whichever instance made it. The cache is an optim
 only: every failure (no JetStream, a lost bucket, a full bucket, a slow server) is a miss
 or a dropped put with a log line, never an error for the caller. A lost bucket is made
 again on the next put.
+
+Erasure is the exception to "optional": cloned audio is stored only once the index from its
+reference clip's digest to the key is written (:mod:`tts_actor.synthesis.audio_refs`), and
+:meth:`AudioCache.erase_reference` deletes every file made from a clip, leaving no trace in the
+bucket. Whatever keeps cached audio in front of this bucket (an in-memory copy) registers with
+:meth:`AudioCache.on_erase` and hears of each erasure, this instance's or another's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import re
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +33,16 @@ from nats.js.object_store import ObjectStore
 
 from tts_actor.config import Settings
 from tts_actor.observability.logs import get_logger
+from tts_actor.synthesis.audio_refs import ReferenceIndex
 
 log = get_logger(__name__)
 KEY_VERSION = 1  # bump when the audio a key stands for changes meaning
 _SPACE = re.compile(r"\s+")
 REOPEN_AFTER_S = 5.0  # after a failure to open the bucket, calls are misses for this long, not round trips
+REFERENCE_HEADER = "Tts-Reference-Digest"  # in a cloned file's object headers: which clip made it
+# told (reference digest, cache keys) when a voice's audio is erased; must not block
+GUARD_S = 60.0  # after an erasure, audio from that clip is refused for this long (syntheses that were running)
+EraseListener = Callable[[str, tuple[str, ...]], None]
 
 
 def normalize_text(text: str) -> str:
@@ -92,6 +104,9 @@ class AudioCache:
         self._store: ObjectStore | None = None
         self._open_failed_at: float | None = None
         self._lock = asyncio.Lock()
+        self.index = ReferenceIndex(nc, settings, timeout_s)
+        self._erase_listeners: list[EraseListener] = []
+        self._guard: dict[str, float] = {}  # reference digest -> when it was erased (epoch s), for GUARD_S
 
     async def _open(self, create: bool) -> ObjectStore | None:
         if self._store is not None:
@@ -145,15 +160,34 @@ class AudioCache:
             headers = {}
         return CachedAudio(result.data, {str(k): str(v) for k, v in headers.items()})
 
-    async def put(self, key: str, data: bytes, headers: Mapping[str, str] | None = None) -> bool:
-        """Store the audio; False (logged) when the cache cannot take it now: full, lost, unreachable."""
+    async def put(
+        self, key: str, data: bytes, headers: Mapping[str, str] | None = None, reference: str | None = None
+    ) -> bool:
+        """Store the audio; False (logged) when the cache cannot take it now: full, lost, unreachable.
+
+        ``reference``: the digest of the clip a cloned voice came from. Its index entry is written first,
+        and when that fails the audio is not cached at all: an erasure must be able to find every file.
+        """
+        if reference is not None:
+            if self._guarded(reference):
+                log.info("audio_cache_put_skipped", key=key[:16], why="its voice was just erased")
+                return False
+            try:
+                await self.index.add(reference, key)
+            except Exception as exc:
+                log.warning("audio_cache_put_skipped", key=key[:16], why="reference index unavailable", error=repr(exc))
+                return False
         for attempt in (1, 2):
             store = await self._open(create=True)
             if store is None:
                 return False
-            meta = ObjectMeta(name=key, description=json.dumps(dict(headers or {})))
+            object_headers = {REFERENCE_HEADER: [reference]} if reference is not None else None
+            meta = ObjectMeta(name=key, description=json.dumps(dict(headers or {})), headers=object_headers)
             try:
                 await asyncio.wait_for(store.put(key, data, meta=meta), self.timeout_s * 4)
+                if reference is not None and self._guarded(reference):  # erased while this put was under way
+                    await self._delete(store, key)
+                    return False
                 return True
             except Exception as exc:  # a full bucket refuses (discard new); a lost one is made again
                 self._store = None
@@ -161,3 +195,64 @@ class AudioCache:
                 if isinstance(exc, TimeoutError):  # the server is slow or away: do not wait twice
                     return False
         return False
+
+    # --- erasure ------------------------------------------------------------------------------------
+    def on_erase(self, listener: EraseListener) -> None:
+        """``listener(digest, keys)`` after each erasure made or heard here (a copy in memory drops those keys)."""
+        self._erase_listeners.append(listener)
+
+    def erased(self, digest: str, keys: tuple[str, ...], at: float | None = None) -> None:
+        """Note an erasure (``at``: when it was made, epoch s) and tell the listeners; for this instance's or another's.
+
+        For :data:`GUARD_S` after it, audio from that clip is not stored: a synthesis that was running during
+        the delete must not put the voice back into the cache.
+        """
+        at = time.time() if at is None else at
+        if time.time() - at < GUARD_S:
+            self._guard[digest] = at
+        for listener in self._erase_listeners:
+            try:
+                listener(digest, keys)
+            except Exception as exc:  # one listener's bug must not keep the others from forgetting
+                log.warning("audio_cache_erase_listener_failed", error=repr(exc))
+
+    async def _delete(self, store: ObjectStore, key: str) -> bool:
+        """Delete one file and its metadata (the delete's own meta message keeps the headers: purged too)."""
+        try:
+            await asyncio.wait_for(store.delete(key), self.timeout_s)
+            found = True
+        except (ObjectNotFoundError, NotFoundError):
+            found = False  # aged out, or never stored (the put failed after its index entry)
+        js = self.nc.jetstream(timeout=self.timeout_s)
+        await js.purge_stream(f"OBJ_{self.bucket}", subject=meta_subject(self.bucket, key))
+        return found
+
+    def _guarded(self, digest: str) -> bool:
+        now = time.time()
+        for old in [d for d, at in self._guard.items() if now - at >= GUARD_S]:
+            del self._guard[old]
+        return digest in self._guard
+
+    async def erase_reference(self, digest: str) -> tuple[str, ...]:
+        """Delete every cached file made from the clip ``digest``, with its metadata; the keys that were erased.
+
+        Raises when the bucket cannot be reached: an erasure that did not happen must not look done.
+        """
+        keys = tuple(await asyncio.wait_for(self.index.keys(digest), self.timeout_s * 4))
+        erased: list[str] = []
+        if keys:  # opened directly, not through _open: a failure here must raise, not read as a miss
+            try:
+                store = await self.nc.jetstream(timeout=self.timeout_s).object_store(self.bucket)
+            except BucketNotFoundError:
+                pass  # the bucket is gone, and its files with it
+            else:
+                erased = [key for key in keys if await self._delete(store, key)]
+        await self.index.forget(digest)
+        log.info("audio_cache_erased", reference=digest[:12], files=len(erased), indexed=len(keys))
+        self.erased(digest, keys)
+        return keys
+
+
+def meta_subject(bucket: str, name: str) -> str:
+    """The subject of an object's metadata in its bucket's stream (nats-py's and the Go client's layout)."""
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"

@@ -83,8 +83,7 @@ class CachedSynthesis:
     def key(request: SynthesisRequest, route: Route) -> str:
         """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id."""
         voice = route.voice.id
-        if request.reference_audio is not None:
-            digest = request.reference_digest or hashlib.sha256(request.reference_audio).hexdigest()
+        if (digest := reference_of(request)) is not None:
             voice = f"{voice}+{digest}"
         options: dict[str, Any] = dataclasses.asdict(request.options)
         options |= {"reference_text": request.reference_text, "reference_language": request.reference_language}
@@ -113,18 +112,21 @@ class CachedSynthesis:
         metrics.AUDIO_CACHE.labels(outcome).inc()
         return cached if outcome == HIT else None
 
-    def store_later(self, tee: CacheTee | None, headers: dict[str, str]) -> None:
-        """Cache a reply that went out whole, in the background: the caller has its answer already."""
+    def store_later(self, tee: CacheTee | None, headers: dict[str, str], reference: str | None = None) -> None:
+        """Cache a reply that went out whole, in the background: the caller has its answer already.
+
+        ``reference``: the digest of the clip of a cloned voice (:func:`reference_of`), indexed for erasure.
+        """
         if tee is None or not tee.file:
             return
         kept = {h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers}
-        task = asyncio.create_task(self._store(tee.key, tee.file, kept))
+        task = asyncio.create_task(self._store(tee.key, tee.file, kept, reference))
         self._stores.add(task)
         task.add_done_callback(self._stores.discard)
 
-    async def _store(self, key: str, data: bytes, headers: dict[str, str]) -> None:
+    async def _store(self, key: str, data: bytes, headers: dict[str, str], reference: str | None) -> None:
         try:
-            stored = await self.cache.put(key, data, headers)
+            stored = await self.cache.put(key, data, headers, reference)
         except Exception as exc:  # the put logs its own failures; this is for anything else
             log.warning("audio_cache_store_failed", error=repr(exc))
             return
@@ -150,6 +152,13 @@ class CachedSynthesis:
         framer.first = headers
         await _stream_file(framer, cached.data, parse_timings(totals), int(totals.get(Header.DURATION_MS.value) or 0))
         await framer.end(totals | {Header.CACHE.value: HIT, Header.FIRST_AUDIO_MS.value: _ms_since(started)})
+
+
+def reference_of(request: SynthesisRequest) -> str | None:
+    """The digest of a cloned voice's clip (a profile's, or an inline clip's), None for a built-in voice."""
+    if request.reference_audio is None:
+        return None
+    return request.reference_digest or hashlib.sha256(request.reference_audio).hexdigest()
 
 
 def cache_header(request: SynthesisRequest) -> dict[str, str]:

@@ -26,7 +26,7 @@ from tts_actor.lifecycle.jobs import JobControl, SynthesisJob
 from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
-from tts_actor.synthesis.cached import BYPASS, CachedSynthesis, cache_header
+from tts_actor.synthesis.cached import BYPASS, CachedSynthesis, cache_header, reference_of
 from tts_actor.synthesis.reply import ReplySink, audio_headers, audio_totals
 from tts_actor.synthesis.sinks import CacheTee, EncodedSink, EncodeStage, QueuedSink
 from tts_actor.wire.framing import Framer, Publish
@@ -187,7 +187,7 @@ class SynthesisRun:
         synth_seconds = time.perf_counter() - synth_started
         await stage.finish()
         if store is not None:  # in the background: the reply is out already
-            store.store_later(tee, first | audio_headers(encoder) | audio_totals(encoder))
+            store.store_later(tee, first | audio_headers(encoder) | audio_totals(encoder), reference_of(request))
         self._done(encoder, len(segments), synth_seconds)
 
     async def _cache_key(self, store: CachedSynthesis) -> str | None:

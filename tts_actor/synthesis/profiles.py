@@ -26,6 +26,7 @@ from tts_actor.audio.reference import validate_reference
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.observability.logs import get_logger
+from tts_actor.synthesis.audio_cache import meta_subject
 from tts_actor.wire.messages import LANGUAGE_RE
 from tts_actor.wire.request_parsing import decode_reference_audio, parse_json_object
 
@@ -196,15 +197,26 @@ class ProfileStore:
 
     async def delete(self, profile_id: str) -> bool:
         """True when there was such a profile; it is gone for every instance."""
+        return await self.remove(profile_id) is not None
+
+    async def remove(self, profile_id: str) -> str | None:
+        """Delete the clip and its metadata (transcript included, no tombstone); its digest, None when unknown.
+
+        The digest is what the caller erases next: the cached audio and the conditioning made from the clip.
+        """
         if not _ID_RE.match(profile_id):
-            return False
+            return None
         try:
             store = await self._open()
+            found = await asyncio.wait_for(store.get(profile_id), self.timeout_s)
             await asyncio.wait_for(store.delete(profile_id), self.timeout_s)
+            # the delete keeps a meta message with the description (the transcript): purge its subject as well
+            js = self.nc.jetstream(timeout=self.timeout_s)
+            await js.purge_stream(f"OBJ_{self.bucket}", subject=meta_subject(self.bucket, profile_id))
         except (ObjectNotFoundError, NotFoundError):
-            return False
+            return None
         except Exception as exc:
             self._store = None
             raise unavailable(exc) from None
         log.info("voice_profile_deleted")
-        return True
+        return hashlib.sha256(found.data).hexdigest()  # what get() and create() key on: the stored clip's digest

@@ -31,6 +31,7 @@ class Header(enum.StrEnum):
     DEADLINE = "Tts-Deadline"  # on a request: unix epoch ms when the caller stops caring (wire/deadlines.py)
     SENT_AT = "Tts-Sent-At"  # on a request: unix epoch ms when this attempt was sent
     CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss or bypass
+    KEY_ID = "Tts-Key-Id"  # on a request from the HTTP edge: the id of the API key it checked (audit trail)
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

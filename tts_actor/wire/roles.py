@@ -44,8 +44,18 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
     service = Role(
         "SERVICE",
         SERVICE_USER,
-        "the tts-actor instances: serve the endpoints, forward between instances, publish state, keep the stores",
-        publish=(s.state(), s.backend_synthesize(), s.kv(), *s.object_stores(), "$JS.API.>"),
+        "the tts-actor instances: serve the endpoints, forward between instances, publish state, keep the stores, "
+        "tell the fleet of erasures, write the audit trail",
+        publish=(
+            s.state(),
+            s.backend_synthesize(),
+            s.kv(),
+            *s.object_stores(),
+            s.audio_refs(),
+            s.erasure,
+            s.audit(),
+            "$JS.API.>",
+        ),
         subscribe=(
             *endpoints,
             s.cancel,
@@ -66,19 +76,22 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
         )
         for tenant in tenants
     )
+    # the state bucket and the audit stream, read (`tts-actor watch`, `tts-actor audit`); $JS.API.INFO once
+    audit_readers_api = tuple(dict.fromkeys((*s.kv_read_api(), *s.stream_read_api(s.audit_stream))))
     monitor = Role(
         "MONITOR",
         "monitor",
-        "monitoring (`tts-actor watch`, dashboards): live state events and reads of the state bucket, no writes",
-        publish=(*s.kv_read_api(), s.health),
-        subscribe=(s.state(), inbox_subscription(tenant_inbox("monitor"))),
+        "monitoring (`tts-actor watch`, dashboards): live state events, reads of the state bucket and of the audit "
+        "trail, no writes",
+        publish=(*audit_readers_api, s.health),
+        subscribe=(s.state(), s.audit(), inbox_subscription(tenant_inbox("monitor"))),
     )
     operator = Role(
         "OPERATOR",
         "operator",
         "operators: the control subjects (retry, unload), $SRV discovery and stats, and everything a monitor reads",
-        publish=(s.subject("control", ">"), s.status, s.voices, s.health, "$SRV.>", *s.kv_read_api()),
-        subscribe=(s.state(), inbox_subscription(tenant_inbox("operator"))),
+        publish=(s.subject("control", ">"), s.status, s.voices, s.health, "$SRV.>", *audit_readers_api),
+        subscribe=(s.state(), s.audit(), inbox_subscription(tenant_inbox("operator"))),
     )
     return (service, *translators, monitor, operator)
 

@@ -102,10 +102,41 @@ class Subjects:
     def backend_queue(self, backend: str) -> str:
         return f"{self.queue_group}-{backend}"
 
+    # --- erasure and audit: JetStream streams the service publishes into -------------------------------
+    @property
+    def erasure(self) -> str:
+        """A deleted voice's reference digest, to every instance (and kept for the ones that were away)."""
+        return self.subject("erasure", "voice")
+
+    @property
+    def erasure_stream(self) -> str:
+        return self._stream_name("ERASURES")
+
+    def audit(self, action: str = ">") -> str:
+        """``<prefix>.audit.<action>``: who created, deleted or used a voice or consent (``>``: all of them)."""
+        return self.subject("audit", action)
+
+    @property
+    def audit_stream(self) -> str:
+        return self._stream_name("AUDIT")
+
+    def _stream_name(self, what: str) -> str:
+        """``TTS_AUDIT`` for prefix ``tts``; stream names may not hold dots, so ``acme.tts`` -> ``ACME_TTS_AUDIT``."""
+        return f"{self.prefix.replace('.', '_').replace('*', '_').replace('>', '_').upper()}_{what}"
+
+    @property
+    def audio_refs_bucket(self) -> str:
+        """The KV index from a reference clip's digest to the audio cache keys made from it (``<digest>.<key>``)."""
+        return f"{self.audio_cache_bucket}_refs"
+
     # --- JetStream: the state KV and the two object stores ----------------------------------------------
     def kv(self) -> str:
         """Writes to the state bucket."""
         return f"$KV.{self.kv_bucket}.>"
+
+    def audio_refs(self) -> str:
+        """Writes to the audio cache's index bucket."""
+        return f"$KV.{self.audio_refs_bucket}.>"
 
     def object_stores(self) -> tuple[str, ...]:
         """Chunks and metadata of the voice profiles and the audio cache."""
@@ -113,7 +144,10 @@ class Subjects:
 
     def kv_read_api(self) -> tuple[str, ...]:
         """The JetStream API calls a reader (get, watch) of the state bucket makes, and nothing that writes."""
-        stream = f"KV_{self.kv_bucket}"
+        return self.stream_read_api(f"KV_{self.kv_bucket}")
+
+    def stream_read_api(self, stream: str) -> tuple[str, ...]:
+        """The JetStream API calls a reader of ``stream`` makes (info, gets, an ordered consumer), no writes."""
         return (
             "$JS.API.INFO",
             f"$JS.API.STREAM.INFO.{stream}",
@@ -135,3 +169,15 @@ def inbox_subscription(prefix: str) -> str:
 def tenant_inbox(user: str) -> str:
     """The inbox prefix of a NATS user: ``_INBOX_<user>`` (set it as NATS_INBOX_PREFIX for that user)."""
     return f"{DEFAULT_INBOX}_{user}"
+
+
+def inbox_user(reply: str | None) -> str | None:
+    """The NATS user a reply subject belongs to (``_INBOX_<user>.…``), None for the shared default inbox.
+
+    Each user may subscribe only its own prefix (:mod:`tts_actor.wire.roles`), so on a secured server this names
+    who can read the answer: the caller, as far as the service can know it.
+    """
+    head = f"{DEFAULT_INBOX}_"
+    if not reply or not reply.startswith(head):
+        return None
+    return reply[len(head) :].split(".", 1)[0] or None

@@ -1,0 +1,136 @@
+"""Deleting a voice reaches every copy: the clip, the cached audio made from it, every instance's conditioning.
+
+Two (then three) TtsApps share one real nats-server, its object stores and its streams. Chatterbox is the
+stand-in package of tests/support/stand_in_chatterbox.py (its weights cannot run here); everything else is
+real: NATS, JetStream, the service, the adapters and their conditioning LRUs.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from statemachine import State
+from tests.support.backends import install_stand_in, next_state, tone_wav
+from tests.support.helpers import eventually
+from tests.support.stand_in_chatterbox import checkpoint, stand_in_chatterbox  # noqa: F401
+from tts_actor.app import TtsApp
+from tts_actor.backends.chatterbox import ChatterboxBackend
+from tts_actor.client.tts_client import TtsClient
+from tts_actor.config import Settings
+from tts_actor.errors import TtsError
+from tts_actor.synthesis.audio_cache import REFERENCE_HEADER
+from tts_actor.wire.messages import SynthesisRequest
+
+TEXTS = ("Guten Tag, wie geht es Ihnen?", "Bonjour, comment allez-vous?", "Wie spät ist es jetzt?")
+
+
+@pytest.fixture
+def findable_chatterbox(stand_in_chatterbox: None, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The service's package probe (importlib.util.find_spec) finds the stand-ins; torchaudio is one too."""
+    if "torchaudio" not in sys.modules:
+        install_stand_in(monkeypatch, "torchaudio")
+    for name in ("chatterbox", "torchaudio"):
+        monkeypatch.setattr(sys.modules[name], "__spec__", importlib.machinery.ModuleSpec(name, None), raising=False)
+
+
+def chatterbox_settings(settings: Settings, tmp_path: Path, instance: str) -> Settings:
+    checkpoint(tmp_path / "ckpt" / "multilingual", multilingual=True)
+    return settings.with_(
+        instance=instance,
+        backends=("chatterbox",),
+        language_overrides={"chatterbox": ("de", "fr")},
+        local_model_dirs={"chatterbox": tmp_path / "ckpt"},
+    )
+
+
+def holds(adapter: ChatterboxBackend, digest: str) -> bool:
+    """The adapter's conditioning LRU has an entry computed from the clip ``digest``."""
+    return any(key[-1] == digest for key in list(adapter._profiles._entries))
+
+
+async def cached_objects(nc: Client, bucket: str, ignore_deletes: bool = True) -> dict[str, str | None]:
+    """The objects in the audio cache bucket, each with the clip digest it was made from (None: a built-in voice).
+
+    With ``ignore_deletes=False`` deleted objects' tombstones are listed too.
+    """
+    store = await nc.jetstream().object_store(bucket)
+    try:
+        infos = await store.list(ignore_deletes=ignore_deletes)
+    except NotFoundError:
+        return {}
+    return {info.name: ((info.headers or {}).get(REFERENCE_HEADER) or [None])[0] for info in infos}
+
+
+@pytest.mark.usefixtures("findable_chatterbox")
+async def test_deleting_a_voice_erases_its_cached_audio_and_every_instances_conditioning(
+    settings: Settings, tmp_path: Path, client: TtsClient, nc: Client
+) -> None:
+    adapters = {name: ChatterboxBackend(chatterbox_settings(settings, tmp_path, name)) for name in ("a", "b", "c")}
+    apps = {
+        name: TtsApp(chatterbox_settings(settings, tmp_path, name), adapters={"chatterbox": adapters[name]})
+        for name in ("a", "b", "c")
+    }
+    a, b, c = apps["a"], apps["b"], apps["c"]
+    for app in (a, b, c):
+        await app.start()
+        await next_state(app, "chatterbox", State.LOADED)
+    try:
+        doomed = await client.create_voice(tone_wav(3.0, hz=440.0), reference_text="A secret phrase.", language="de")
+        kept = await client.create_voice(tone_wav(3.0, hz=330.0), language="de")
+        digest = (await a.service.profiles.get(doomed["voice_profile"])).digest  # type: ignore[union-attr]
+        kept_digest = (await a.service.profiles.get(kept["voice_profile"])).digest  # type: ignore[union-attr]
+        # the queue group spreads requests: clone until every instance computed the doomed clip's conditioning
+        for n in range(60):
+            profile = doomed["voice_profile"] if n % 2 == 0 else kept["voice_profile"]
+            text = f"{TEXTS[n % len(TEXTS)]} {n}"
+            await client.synthesize(SynthesisRequest(text=text, language="de", voice_profile=profile))
+            if all(holds(adapter, digest) for adapter in adapters.values()) and n >= 5:
+                break
+        assert all(holds(adapter, digest) for adapter in adapters.values()), "not every instance cloned the voice"
+        await client.synthesize(SynthesisRequest(text="Ohne Profil gesprochen.", language="de"))  # built-in voice
+        for app in (a, b, c):
+            await app.service.cached.drain()  # type: ignore[union-attr]
+        bucket = settings.audio_cache_bucket
+        before = await cached_objects(nc, bucket)
+        assert len(before) >= 7, before
+
+        key = ("chatterbox", "multilingual", digest)
+        survivor = adapters["c"]._profiles.get(key)
+        await c.stop()  # away during the delete
+        reply = await client.delete_voice(doomed["voice_profile"])
+        assert reply == {"deleted": True}
+
+        after = await cached_objects(nc, bucket)
+        doomed_files = {name for name, ref in before.items() if ref == digest}
+        print(f"\naudio cache objects: {len(before)} before the delete, {len(after)} after, {len(doomed_files)} erased")
+        assert doomed_files and set(after) == set(before) - doomed_files, "the doomed voice's audio is gone, only that"
+        assert set(after.values()) == {kept_digest, None}, "the other voice's and the built-in voice's audio stayed"
+        tombstones = set(await cached_objects(nc, bucket, ignore_deletes=False)) - set(after)
+        assert not tombstones, "a deleted file left its metadata (and the clip's digest) in the bucket"
+        await eventually(lambda: not holds(adapters["a"], digest) and not holds(adapters["b"], digest), 5.0)
+        assert holds(adapters["a"], kept_digest) or holds(adapters["b"], kept_digest), "the other voice was dropped"
+        # the instance that was stopped: give its adapter the entry back, as an LRU that outlived an outage would
+        adapters["c"]._profiles.put(key, survivor)
+        assert holds(adapters["c"], digest)
+        c = apps["c"] = TtsApp(chatterbox_settings(settings, tmp_path, "c"), adapters={"chatterbox": adapters["c"]})
+        await c.start()
+        erasure = c.service.erasure  # type: ignore[union-attr]
+        await eventually(lambda: not holds(adapters["c"], digest), 5.0, explain=lambda: erasure.applied)
+
+        with pytest.raises(TtsError) as gone:
+            again = SynthesisRequest(text="Noch einmal bitte.", language="de", voice_profile=doomed["voice_profile"])
+            await client.synthesize(again)
+        assert gone.value.code.value == "unknown_voice"
+        profiles = await nc.jetstream().object_store(settings.profiles_bucket)
+        names = {info.name for info in await profiles.list(ignore_deletes=False)}
+        assert doomed["voice_profile"] not in names, "the deleted profile's metadata (its transcript) is still there"
+        assert await client.delete_voice(doomed["voice_profile"]) == {"deleted": False}
+    finally:
+        for app in apps.values():
+            await app.stop()
