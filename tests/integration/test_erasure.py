@@ -7,8 +7,6 @@ real: NATS, JetStream, the service, the adapters and their conditioning LRUs.
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,9 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from statemachine import State
-from tests.support.backends import install_stand_in, next_state, tone_wav
+from tests.support.backends import next_state, tone_wav
 from tests.support.helpers import eventually
-from tests.support.stand_in_chatterbox import checkpoint, stand_in_chatterbox  # noqa: F401
+from tests.support.stand_in_chatterbox import checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.client.tts_client import TtsClient
@@ -28,15 +26,6 @@ from tts_actor.synthesis.audio_cache import REFERENCE_HEADER
 from tts_actor.wire.messages import SynthesisRequest
 
 TEXTS = ("Guten Tag, wie geht es Ihnen?", "Bonjour, comment allez-vous?", "Wie spät ist es jetzt?")
-
-
-@pytest.fixture
-def findable_chatterbox(stand_in_chatterbox: None, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """The service's package probe (importlib.util.find_spec) finds the stand-ins; torchaudio is one too."""
-    if "torchaudio" not in sys.modules:
-        install_stand_in(monkeypatch, "torchaudio")
-    for name in ("chatterbox", "torchaudio"):
-        monkeypatch.setattr(sys.modules[name], "__spec__", importlib.machinery.ModuleSpec(name, None), raising=False)
 
 
 def chatterbox_settings(settings: Settings, tmp_path: Path, instance: str) -> Settings:
