@@ -1,7 +1,7 @@
 """The audit trail: voice create/delete and cloned syntheses as events in a JetStream stream, read back after a restart.
 
-A real nats-server and TtsApp; Chatterbox is the stand-in package of tests/support/stand_in_chatterbox.py
-(its weights cannot run here), so that a cloned voice can be spoken.
+A real nats-server (also one with the shipped roles) and TtsApp; Chatterbox is the stand-in package of
+tests/support/stand_in_chatterbox.py (its weights cannot run here), so that a cloned voice can be spoken.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from nats.aio.client import Client
 
 from statemachine import State
 from tests.support.backends import next_state, tone_wav
+from tests.support.secured import Violations, connect_as, role_passwords, secured_server, server_violations
 from tests.support.stand_in_chatterbox import checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.client.audit import read_audit
 from tts_actor.client.tts_client import TtsClient
-from tts_actor.config import Settings
+from tts_actor.config import Settings, load_settings
 from tts_actor.wire.messages import SynthesisRequest
 from tts_actor.wire.subjects import Subjects
 
@@ -95,3 +96,48 @@ async def test_voice_create_delete_and_cloned_synthesis_are_kept_in_the_audit_st
 
 async def test_a_trail_never_written_reads_empty(nc: Client) -> None:
     assert await read_audit(nc) == []
+
+
+async def test_on_the_shipped_roles_the_service_writes_the_trail_readers_read_it_and_nobody_forges_it(
+    tmp_path: Path,
+) -> None:
+    passwords = role_passwords()
+    for server in secured_server(tmp_path, passwords):
+        settings = load_settings(
+            {
+                "NATS_URL": server.url,
+                "NATS_USER": "tts-service",
+                "NATS_PASSWORD": passwords["tts-service"],
+                "NATS_INBOX_PREFIX": "_INBOX_tts-service",
+            }
+        ).with_(cache_dir=tmp_path / "cache", instance="secured", backends=("piper",), allow_download=False)
+        app = TtsApp(settings)
+        await app.start()
+        seen = {user: Violations() for user in ("translator-a", "monitor", "operator")}
+        conns = {user: await connect_as(server.url, user, passwords[user], seen[user]) for user in seen}
+        try:
+            tenant = TtsClient(conns["translator-a"], timeout_s=30, retry_policy=None)
+            created = await tenant.create_voice(tone_wav(3.0), language="en")
+            assert (await tenant.delete_voice(created["voice_profile"]))["deleted"] is True
+            await app.service.audit.drain()  # type: ignore[union-attr]
+            for reader in ("monitor", "operator"):  # may read the trail (and listen to it live)
+                events = await read_audit(conns[reader], timeout_s=2)
+                assert [(e["action"], e["actor"]) for e in events] == [
+                    ("voice_create", "nats:translator-a"),
+                    ("voice_delete", "nats:translator-a"),
+                ], seen[reader].errors
+                await conns[reader].subscribe("tts.audit.>")
+            # nobody but the service writes it; a translator does not read it
+            for user in seen:
+                await conns[user].publish("tts.audit.voice_delete", b'{"forged": true}')
+            with pytest.raises(Exception):  # noqa: B017 - refused: nats-py reports a timeout or a permission error
+                await read_audit(conns["translator-a"], timeout_s=1)
+            for user, violations in seen.items():
+                await conns[user].flush()
+                await violations.wait_for("tts.audit.voice_delete")
+            assert len(await read_audit(conns["monitor"], timeout_s=2)) == 2, "a forged event reached the stream"
+            assert server_violations(server) and not any("tts-service" in line for line in server_violations(server))
+        finally:
+            for conn in conns.values():
+                await conn.close()
+            await app.stop()
