@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 from statemachine import State
 from tests.support.backends import next_state, tone_wav
 from tests.support.helpers import eventually
+from tests.support.proxy import CuttableProxy
 from tests.support.stand_in_chatterbox import checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.backends.chatterbox import ChatterboxBackend
@@ -122,4 +123,42 @@ async def test_deleting_a_voice_erases_its_cached_audio_and_every_instances_cond
         assert await client.delete_voice(doomed["voice_profile"]) == {"deleted": False}
     finally:
         for app in apps.values():
+            await app.stop()
+
+
+@pytest.mark.usefixtures("findable_chatterbox")
+async def test_an_instance_cut_off_during_the_delete_drops_the_conditioning_when_it_is_back(
+    settings: Settings, tmp_path: Path, nats_url: str, client: TtsClient
+) -> None:
+    """b's NATS link is pulled (a TCP relay cut) while a deletes; once b reconnects, its erasure consumer catches up."""
+    proxy = CuttableProxy(int(nats_url.rsplit(":", 1)[1]))
+    adapter_b = ChatterboxBackend(chatterbox_settings(settings, tmp_path, "b"))
+    a = TtsApp(chatterbox_settings(settings, tmp_path, "a"))
+    b = TtsApp(
+        chatterbox_settings(settings, tmp_path, "b").with_(nats_url=await proxy.listen()),
+        adapters={"chatterbox": adapter_b},
+    )
+    for app in (a, b):
+        await app.start()
+        await next_state(app, "chatterbox", State.LOADED)
+    try:
+        voice = (await client.create_voice(tone_wav(3.0, hz=440.0), language="de"))["voice_profile"]
+        digest = (await a.service.profiles.get(voice)).digest  # type: ignore[union-attr]
+        for n in range(40):  # the queue group spreads requests: until b has computed the conditioning
+            await client.synthesize(SynthesisRequest(text=f"{TEXTS[n % 3]} {n}", language="de", voice_profile=voice))
+            if holds(adapter_b, digest):
+                break
+        assert holds(adapter_b, digest)
+        await proxy.cut()
+        await eventually(lambda: b.nc is not None and not b.nc.is_connected, 5.0)
+        assert await client.delete_voice(voice) == {"deleted": True}
+        assert holds(adapter_b, digest), "b heard of it while cut off?"
+        await proxy.listen()
+        erasure = b.service.erasure  # type: ignore[union-attr]
+        await eventually(lambda: not holds(adapter_b, digest), 30.0, explain=lambda: erasure.applied)
+        print(f"\nb dropped the conditioning after reconnecting (erasures applied there: {erasure.applied})")
+    finally:
+        if proxy._server is not None and not proxy._server.is_serving():
+            await proxy.listen()  # back, so that b stops as usual
+        for app in (a, b):
             await app.stop()
