@@ -93,6 +93,9 @@ async def test_deleting_a_voice_erases_its_cached_audio_and_every_instances_cond
         key = ("chatterbox", "multilingual", digest)
         survivor = adapters["c"]._profiles.get(key)
         await c.stop()  # away during the delete
+        heard: dict[str, list[tuple[str, tuple[str, ...]]]] = {"a": [], "b": []}
+        for name in heard:  # what an in-memory copy in front of the bucket hooks into
+            apps[name].service.cached.cache.on_erase(lambda d, keys, name=name: heard[name].append((d, keys)))  # type: ignore[union-attr]
         reply = await client.delete_voice(doomed["voice_profile"])
         assert reply == {"deleted": True}
 
@@ -105,6 +108,11 @@ async def test_deleting_a_voice_erases_its_cached_audio_and_every_instances_cond
         assert not tombstones, "a deleted file left its metadata (and the clip's digest) in the bucket"
         await eventually(lambda: not holds(adapters["a"], digest) and not holds(adapters["b"], digest), 5.0)
         assert holds(adapters["a"], kept_digest) or holds(adapters["b"], kept_digest), "the other voice was dropped"
+        await eventually(lambda: all(heard.values()), 5.0)
+        assert all(d == digest and set(keys) == doomed_files for got in heard.values() for d, keys in got), heard
+        # a synthesis that was running during the delete cannot put the voice back
+        late = await a.service.cached.cache.put("f" * 64, b"RIFF late", {}, reference=digest)  # type: ignore[union-attr]
+        assert late is False and "f" * 64 not in await cached_objects(nc, bucket)
         # the instance that was stopped: give its adapter the entry back, as an LRU that outlived an outage would
         adapters["c"]._profiles.put(key, survivor)
         assert holds(adapters["c"], digest)

@@ -120,20 +120,25 @@ class FleetErasure:
         keys = await self.cache.erase_reference(digest)
         if await self.profiles.remove(profile_id) is None:
             return None  # deleted meanwhile by another caller, who tells the fleet
-        self._apply(digest, keys, time.time())  # here at once; the others when the event reaches them
-        event = {"digest": digest, "keys": list(keys[:MAX_EVENT_KEYS]), "at": time.time(), "by": self.settings.instance}
-        js = self.nc.jetstream(timeout=self.timeout_s)
-        await js.publish(self.subjects.erasure, json.dumps(event).encode(), stream=self.subjects.erasure_stream)
+        await self._tell_fleet(digest, keys)
         task = asyncio.create_task(self._sweep(digest))
         self._sweeps.add(task)
         task.add_done_callback(self._sweeps.discard)
         return Erased(digest, len(keys))
+
+    async def _tell_fleet(self, digest: str, keys: tuple[str, ...]) -> None:
+        """Applied here at once; the others when the event reaches them (now, or when they are back)."""
+        self._apply(digest, keys, time.time())
+        event = {"digest": digest, "keys": list(keys[:MAX_EVENT_KEYS]), "at": time.time(), "by": self.settings.instance}
+        js = self.nc.jetstream(timeout=self.timeout_s)
+        await js.publish(self.subjects.erasure, json.dumps(event).encode(), stream=self.subjects.erasure_stream)
 
     async def _sweep(self, digest: str) -> None:
         await asyncio.sleep(SWEEP_AFTER_S)
         try:
             if late := await self.cache.erase_reference(digest):
                 log.info("erasure_swept_late_put", files=len(late))
+                await self._tell_fleet(digest, late)  # an in-memory copy of a late put may be on any instance
         except Exception as exc:
             log.warning("erasure_sweep_failed", error=repr(exc))
 

@@ -236,7 +236,8 @@ class AudioCache:
     async def erase_reference(self, digest: str) -> tuple[str, ...]:
         """Delete every cached file made from the clip ``digest``, with its metadata; the keys that were erased.
 
-        Raises when the bucket cannot be reached: an erasure that did not happen must not look done.
+        Raises when the bucket cannot be reached: an erasure that did not happen must not look done. The
+        listeners hear of it through :meth:`erased`, which the fleet's erasure calls on every instance.
         """
         keys = tuple(await asyncio.wait_for(self.index.keys(digest), self.timeout_s * 4))
         erased: list[str] = []
@@ -249,7 +250,6 @@ class AudioCache:
                 erased = [key for key in keys if await self._delete(store, key)]
         await self.index.forget(digest)
         log.info("audio_cache_erased", reference=digest[:12], files=len(erased), indexed=len(keys))
-        self.erased(digest, keys)
         return keys
 
 
