@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.backends import tone_wav
 from tests.support.cli import cli_env, free_port, run_cli, serve_until_sample
 from tests.support.helpers import wav_info
 from tts_actor.app import TtsApp
+from tts_actor.client.tts_client import TtsClient
 
 
 def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:
@@ -128,3 +130,22 @@ def test_status_says_in_words_when_a_backend_is_loaded_on_no_instance(capsys: py
     assert "mms         not loaded on any instance" in out and "nowhere" not in out
     assert "piper       loaded on a, b" in out
     assert "failed on b: package_missing; fix: pip install torch" in out
+
+
+async def test_audit_prints_the_trail_as_json_lines(app: TtsApp, nats_url: str) -> None:
+    import asyncio
+
+    assert app.nc is not None and app.service is not None
+    client = TtsClient(app.nc, timeout_s=10, retry_policy=None)
+    created = await client.create_voice(tone_wav(3.0), language="en")
+    await client.delete_voice(created["voice_profile"])
+    env = cli_env(NATS_URL=nats_url)
+    everything = await asyncio.to_thread(run_cli, "audit", env=env)
+    assert everything.returncode == 0, everything.stderr
+    events = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert [(e["action"], e["id"]) for e in events] == [
+        ("voice_create", created["voice_profile"]),
+        ("voice_delete", created["voice_profile"]),
+    ]
+    deletes = await asyncio.to_thread(run_cli, "audit", "--action", "voice_delete", env=env)
+    assert [json.loads(line)["action"] for line in deletes.stdout.splitlines()] == ["voice_delete"]
