@@ -55,6 +55,9 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
             s.erasure,
             s.audit(),
             "$JS.API.>",
+            # flow-control replies of the ordered consumers it reads: the erasures, the audio cache's index
+            f"$JS.FC.{s.erasure_stream}.>",
+            f"$JS.FC.KV_{s.audio_refs_bucket}.>",
         ),
         subscribe=(
             *endpoints,
