@@ -19,9 +19,9 @@ from nats.aio.client import Client
 from nats.errors import MaxPayloadError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from tts_actor.client.caller import request_headers
 from tts_actor.client.reply import SynthesisReply, raise_for_error
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.observability.tracing import inject_headers
 from tts_actor.wire.deadlines import now_epoch_ms
 from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import StallTimer
@@ -127,7 +127,7 @@ async def open_inbox(
         payload = request.to_json()
         headers[Header.SENT_AT.value] = str(now_epoch_ms())
         try:
-            await nc.publish(subject, payload, reply=inbox, headers=request_headers(headers))
+            await nc.publish(subject, payload, reply=inbox, headers=inject_headers(headers))
         except MaxPayloadError:
             raise TtsError(
                 ErrorCode.PAYLOAD_TOO_LARGE,

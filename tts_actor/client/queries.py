@@ -15,9 +15,9 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from tts_actor.client.caller import request_headers
 from tts_actor.client.reply import NoResponders, raise_for_error
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.observability.tracing import inject_headers
 from tts_actor.wire.subjects import Subjects
 
 CANCEL_WAIT_S = 1.0  # a found cancel is answered within a round trip; silence this long means no instance has it
@@ -36,7 +36,7 @@ class ServiceQueries:
 
     async def _request_json(self, subject: str, payload: bytes = b"") -> dict[str, Any]:
         try:
-            msg = await self.nc.request(subject, payload, timeout=self._ctl_timeout_s, headers=request_headers())
+            msg = await self.nc.request(subject, payload, timeout=self._ctl_timeout_s, headers=inject_headers())
         except NatsTimeoutError:
             raise TtsError(
                 ErrorCode.INTERNAL,

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tts_actor.client.caller import KEY_ID, key_id
 from tts_actor.http_edge.openai_compat import auth_error
 
 PATHS = (
@@ -71,13 +70,6 @@ class BearerAuth:
                 response = JSONResponse(auth_error(*problem), 401, headers=headers)
                 await response(scope, receive, send)
                 return
-            # the service's audit trail names the key (never the key itself) on this request's NATS calls
-            reset = KEY_ID.set(key_id(token.strip()))
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                KEY_ID.reset(reset)
-            return
         await self.app(scope, receive, send)
 
     def _known(self, token: bytes) -> bool:
