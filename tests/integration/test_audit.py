@@ -73,7 +73,7 @@ async def test_voice_create_delete_and_cloned_synthesis_are_kept_in_the_audit_st
     by_action = {event["action"]: event for event in events}
     assert [e["action"] for e in events] == ["voice_create", "synthesize", "voice_delete"], events
     for event in events:
-        assert event["actor"] == "nats:translator-a" and event["id"] == voice_id and event["instance"] == "first"
+        assert event["actor"] == "translator-a" and event["id"] == voice_id and event["instance"] == "first"
         assert datetime.fromisoformat(event["at"]).tzinfo is not None
     assert by_action["synthesize"]["backend"] == "chatterbox" and by_action["synthesize"]["language"] == "de"
     assert by_action["voice_delete"]["cached_files"] == 1
@@ -123,8 +123,8 @@ async def test_on_the_shipped_roles_the_service_writes_the_trail_readers_read_it
             for reader in ("monitor", "operator"):  # may read the trail (and listen to it live)
                 events = await read_audit(conns[reader], timeout_s=2)
                 assert [(e["action"], e["actor"]) for e in events] == [
-                    ("voice_create", "nats:translator-a"),
-                    ("voice_delete", "nats:translator-a"),
+                    ("voice_create", "translator-a"),
+                    ("voice_delete", "translator-a"),
                 ], seen[reader].errors
                 await conns[reader].subscribe("tts.audit.>")
             # nobody but the service writes it; a translator does not read it

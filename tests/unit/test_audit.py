@@ -11,8 +11,8 @@ from tts_actor.wire.subjects import Subjects
 
 
 def test_an_event_names_who_what_when_and_where() -> None:
-    event = audit_event(VOICE_CREATE, "nats:translator-a", "p" * 32, "instance-1", consent="cons_1", bytes=None)
-    assert event["action"] == "voice_create" and event["actor"] == "nats:translator-a"
+    event = audit_event(VOICE_CREATE, "translator-a", "p" * 32, "instance-1", consent="cons_1", bytes=None)
+    assert event["action"] == "voice_create" and event["actor"] == "translator-a"
     assert event["id"] == "p" * 32 and event["instance"] == "instance-1" and event["consent"] == "cons_1"
     assert datetime.fromisoformat(event["at"]).utcoffset() is not None
     assert audit_event(SYNTHESIZE, None, "x", "i")["actor"] == "unknown"

@@ -104,6 +104,13 @@ class FleetErasure:
                 await asyncio.wait_for(self._sub.unsubscribe(), 2.0)
             self._sub = None
 
+    async def delete(self, profile_id: str) -> bool:
+        """:meth:`ProfileStore.delete`'s shape (True when there was such a voice), with the erasure behind it.
+
+        What a use case below this layer (the consent cascade, say) is handed instead of the profile store's own.
+        """
+        return await self.erase_voice(profile_id) is not None
+
     async def erase_voice(self, profile_id: str) -> Erased | None:
         """Delete the profile and everything made from its clip, fleet-wide; None when there was no such profile.
 

@@ -1,26 +1,21 @@
-"""Who sent a request, as far as the service can know it: for the audit trail, never for access control.
+"""Who sent a request, for the audit trail: the identity the consent records use, never an error.
 
-On a secured server each NATS user may subscribe only its own inbox prefix (``_INBOX_<user>``), so the
-reply subject names the user who reads the answer. The HTTP edge adds the id of the API key it
-checked (``Tts-Key-Id``, never the key); another client could claim one too, so it is recorded
-beside the NATS user that carried it, not instead of it.
+:func:`tts_actor.wire.caller.caller_identity` names the caller (the NATS user its reply inbox belongs to,
+``/<Tts-Caller>`` below it: the HTTP edge's ``http:<key id>``) and refuses a malformed ``Tts-Caller``;
+an audit event must still be written for such a request, so here that header is only marked as bad.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
-from tts_actor.wire.headers import Header
-from tts_actor.wire.subjects import inbox_user
-
-_KEY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+from tts_actor.errors import TtsError
+from tts_actor.wire.caller import caller_identity, inbox_user
 
 
-def caller_of(reply: str | None, headers: Mapping[str, str] | None) -> str:
-    """``nats:<user>``, ``http:<key id> via nats:<user>``, or ``nats:?`` when the default inbox hides the user."""
-    nats = f"nats:{inbox_user(reply) or '?'}"
-    key_id = (headers or {}).get(Header.KEY_ID.value)
-    if key_id and _KEY_ID_RE.match(key_id):
-        return f"http:{key_id} via {nats}"
-    return nats
+def audit_actor(reply: str | None, headers: Mapping[str, str] | None) -> str:
+    """``<user>``, ``<user>/<Tts-Caller>``, ``<user>/?`` for a malformed header; ``anonymous`` on ``_INBOX``."""
+    try:
+        return caller_identity(reply, headers)
+    except TtsError:
+        return f"{inbox_user(reply)}/?"

@@ -25,7 +25,7 @@ from tts_actor.fleet.audit import VOICE_CREATE, VOICE_DELETE, AuditTrail
 from tts_actor.fleet.erasure import FleetErasure, erasure_failed
 from tts_actor.fleet.view import fleet_status
 from tts_actor.lifecycle.registry import Registry
-from tts_actor.nats_edge.callers import caller_of
+from tts_actor.nats_edge.callers import audit_actor
 from tts_actor.nats_edge.control import ControlEndpoints
 from tts_actor.nats_edge.respond import respond_error
 from tts_actor.nats_edge.stats import endpoint_data
@@ -157,7 +157,7 @@ class TtsService:
         except TtsError as error:
             await self._respond_error(req, error)
             return
-        await self.audit.record(VOICE_CREATE, caller_of(req._msg.reply, req.headers), profile.id)
+        await self.audit.record(VOICE_CREATE, audit_actor(req._msg.reply, req.headers), profile.id)
         await self._reply_json(req, profile.public())
 
     async def _on_voice_delete(self, req: Request) -> None:
@@ -174,7 +174,7 @@ class TtsService:
             return
         if erased is not None:
             await self.audit.record(
-                VOICE_DELETE, caller_of(req._msg.reply, req.headers), profile_id, cached_files=erased.cached_files
+                VOICE_DELETE, audit_actor(req._msg.reply, req.headers), profile_id, cached_files=erased.cached_files
             )
         await self._reply_json(req, {"deleted": erased is not None})
 

@@ -26,7 +26,7 @@ from tts_actor.fleet.routing import Forward, InterestRouter
 from tts_actor.lifecycle import refusals
 from tts_actor.lifecycle.jobs import JobControl
 from tts_actor.lifecycle.registry import Registry, Route
-from tts_actor.nats_edge.callers import caller_of
+from tts_actor.nats_edge.callers import audit_actor
 from tts_actor.nats_edge.respond import publisher, respond_error
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
@@ -119,7 +119,7 @@ class SynthesizeEndpoint:
             voice_id = "clip:" + hashlib.sha256(request.reference_audio or b"").hexdigest()[:32]
         self.audit.record_soon(
             SYNTHESIZE,
-            caller_of(req._msg.reply, req.headers),
+            audit_actor(req._msg.reply, req.headers),
             voice_id,
             backend=route.actor.name if route is not None else None,
             forwarded=route is None,

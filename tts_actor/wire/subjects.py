@@ -169,15 +169,3 @@ def inbox_subscription(prefix: str) -> str:
 def tenant_inbox(user: str) -> str:
     """The inbox prefix of a NATS user: ``_INBOX_<user>`` (set it as NATS_INBOX_PREFIX for that user)."""
     return f"{DEFAULT_INBOX}_{user}"
-
-
-def inbox_user(reply: str | None) -> str | None:
-    """The NATS user a reply subject belongs to (``_INBOX_<user>.…``), None for the shared default inbox.
-
-    Each user may subscribe only its own prefix (:mod:`tts_actor.wire.roles`), so on a secured server this names
-    who can read the answer: the caller, as far as the service can know it.
-    """
-    head = f"{DEFAULT_INBOX}_"
-    if not reply or not reply.startswith(head):
-        return None
-    return reply[len(head) :].split(".", 1)[0] or None
