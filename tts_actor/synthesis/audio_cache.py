@@ -25,6 +25,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundErr
 from nats.js.object_store import ObjectStore
 
 from tts_actor.config import Settings
+from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -147,6 +148,11 @@ class AudioCache:
 
     async def put(self, key: str, data: bytes, headers: Mapping[str, str] | None = None) -> bool:
         """Store the audio; False (logged) when the cache cannot take it now: full, lost, unreachable."""
+        stored = await self._put(key, data, headers)
+        metrics.AUDIO_CACHE_WRITES.labels("ok" if stored else "failed").inc()
+        return stored
+
+    async def _put(self, key: str, data: bytes, headers: Mapping[str, str] | None) -> bool:
         for attempt in (1, 2):
             store = await self._open(create=True)
             if store is None:
