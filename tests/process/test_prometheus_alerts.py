@@ -4,7 +4,9 @@ Prometheus scrapes and evaluates every second, with the shipped rules' ``for`` s
 waits are minutes; see :mod:`tests.support.prometheus`). A healthy service fires nothing, and every
 dashboard query evaluates there; a service with a backend whose package is missing (xtts: coqui-tts is
 not installed here) and more requests than its one in-flight slot fires the backend-failed and
-saturation alerts, read through Prometheus' HTTP API.
+saturation alerts, read through Prometheus' HTTP API; a download that stalls against the fake hub fires
+"downloading too long" while it hangs, then backend-failed with ``download_stalled`` once the service's
+watchdog gives up on it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ import nats
 import pytest
 
 from tests.support.cli import free_port
+from tests.support.fakehub import FakeHub, Fault
 from tests.support.helpers import eventually
 from tests.support.prometheus import PROMETHEUS_MISSING, Prometheus, prometheus_binary, running_prometheus
 from tests.support.promql import alerts as shipped_alerts
@@ -141,3 +145,36 @@ async def test_a_failed_backend_and_a_saturated_service_fire_their_alerts(tmp_pa
     unserved = {labels["language"] for labels in firing["TtsLanguageUnserved"]}
     assert "de" in unserved and "en" not in unserved  # xtts speaks German, Piper (loaded) English
     assert "TtsNatsDisconnected" not in firing and "TtsStateKvWritesFailing" not in firing
+
+
+async def test_a_stalled_download_fires_while_it_hangs_then_as_a_failure(tmp_path: Path) -> None:
+    """MMS (its package is installed) downloads from the fake hub, whose weights file never answers."""
+    if not os.environ.get("CI"):  # in CI `make test` installs the [mms] extra: a missing one must fail
+        pytest.importorskip("transformers")
+    files = {name: b"{}" for name in ("config.json", "vocab.json", "tokenizer_config.json")}
+    files["model.safetensors"] = b"\0" * 100_000
+    with FakeHub() as hub:
+        hub.add_repo("facebook/mms-tts-eng", files)
+        hub.set_fault("facebook/mms-tts-eng", Fault.SILENT, only="model.safetensors")
+        settings = {
+            "TTS_BACKENDS": "piper,mms",
+            "TTS_MMS_LANGUAGES": "en",
+            "TTS_ACCEPT_LICENSES": "cc-by-nc-4.0",
+            "HF_ENDPOINT": hub.url,
+            "TTS_DOWNLOAD_STALL_TIMEOUT_S": "15",  # long enough for Prometheus to see it downloading
+            "TTS_DOWNLOAD_READ_TIMEOUT_S": "60",  # the stall watchdog decides, not the read timeout
+            "TTS_RETRY_MAX_ATTEMPTS": "0",
+        }
+        async with service_and_prometheus(tmp_path, **settings) as (_, prometheus):
+
+            async def firing(alert: str) -> list[dict[str, str]]:
+                return (await prometheus.firing()).get(alert, [])
+
+            await eventually(lambda: firing("TtsDownloadTooLong"), timeout_s=30, interval_s=0.25)
+            hanging = await firing("TtsDownloadTooLong")
+            await eventually(lambda: firing("TtsBackendFailed"), timeout_s=60, interval_s=0.25)
+            failed = await firing("TtsBackendFailed")
+            still_downloading = await firing("TtsDownloadTooLong")
+    assert [(a["backend"], a["state"]) for a in hanging] == [("mms", "downloading")]
+    assert [(a["backend"], a["reason"]) for a in failed] == [("mms", "download_stalled")]
+    assert still_downloading == []  # out of downloading: that alert resolved
