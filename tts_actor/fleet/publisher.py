@@ -108,12 +108,12 @@ class StatePublisher:
 
     @property
     def _kv_ok(self) -> bool:
-        return self.__kv_ok
+        return self._kv_ok_now
 
     @_kv_ok.setter
     def _kv_ok(self, ok: bool) -> None:
         """Every change of the KV's health is also ``tts_state_kv_up``, for the "KV writes failing" alert."""
-        self.__kv_ok = ok
+        self._kv_ok_now = ok
         metrics.STATE_KV_UP.set(1 if ok else 0)
 
     async def start(self, nc: Client) -> None:
