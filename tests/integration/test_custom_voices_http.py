@@ -107,6 +107,8 @@ async def test_consent_voice_speech_and_delete_through_the_official_sdk(
         plain = await speak(bob, "The next caller, in the built-in voice.", "alloy")
         assert pitch(plain) == pytest.approx(BUILTIN_HZ, abs=5), "the cloned voice reached the next caller"
 
+        with pytest.raises(openai.NotFoundError):  # another key's voice: as if there were none
+            await bob.audio.voices.delete(voice.id)
         deleted = await alice.audio.voices.delete(voice.id)
         assert (deleted.object, deleted.id, deleted.deleted) == ("audio.voice.deleted", voice.id, True)
         with pytest.raises(openai.NotFoundError) as gone:

@@ -81,7 +81,7 @@ class CustomVoiceEndpoints:
         return (await self.voices.create_voice(new, caller(req))).public()
 
     async def _voice_delete(self, req: Request) -> dict[str, Any]:
-        return {"deleted": await self.voices.delete_voice(parse_profile_id(req.data))}
+        return {"deleted": await self.voices.delete_voice(parse_profile_id(req.data), caller(req))}
 
     async def _consent_create(self, req: Request) -> dict[str, Any]:
         new = parse_consent_create(req.data, self.settings.max_request_bytes)

@@ -63,8 +63,21 @@ class CustomVoices:
         log.info("voice_created", consent=profile.consent, duration_ms=profile.duration_ms)
         return profile
 
-    async def delete_voice(self, profile_id: str) -> bool:
-        """True when there was such a voice; it is gone for every instance. The only path a voice is deleted by."""
+    async def delete_voice(self, profile_id: str, owner: str | None = None) -> bool:
+        """True when there was such a voice; it is gone for every instance. The only path a voice is deleted by.
+
+        ``owner``: a voice another caller made reads as not there (``None``: any, for the consent cascade).
+        A profile made before consents has no owner: whoever holds its id may delete it, as before.
+        """
+        if owner is not None:
+            try:
+                made_by = (await self.profiles.get(profile_id)).owner
+            except TtsError as error:
+                if error.code is ErrorCode.UNKNOWN_VOICE:
+                    return False
+                raise
+            if made_by not in (None, owner):
+                return False
         return await self.profiles.delete(profile_id)
 
     async def consent_page(self, page: ConsentPage, owner: str | None) -> dict[str, Any]:
