@@ -15,6 +15,7 @@ import pytest
 from tests.support.cli import cli_env, free_port, run_cli, serve_until_sample
 from tests.support.helpers import wav_info
 from tts_actor.app import TtsApp
+from tts_actor.client.tts_client import TtsClient
 
 
 def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:
@@ -86,6 +87,27 @@ async def test_voices_and_unload_commands(piper_loaded: TtsApp, nats_url: str) -
     assert ["piper", "loaded", "en", "en_US-joe-medium"] in [row.split()[:4] for row in rows], table.stdout
     unloaded = await asyncio.to_thread(run_cli, "unload", "piper", env=env)
     assert json.loads(unloaded.stdout)["state"] == "missing"
+
+
+async def test_voices_reports_the_profiles_made_without_a_consent(
+    piper_loaded: TtsApp, nats_url: str, client: TtsClient
+) -> None:
+    import asyncio
+
+    from tests.support.backends import tone_wav
+    from tts_actor.synthesis.profiles import NewProfile
+
+    assert piper_loaded.service is not None
+    legacy = await piper_loaded.service.profiles.create(NewProfile(tone_wav(2.0)))  # as stored before consents
+    consent = await client.create_consent(tone_wav(1.0), "a speaker", "en-US")
+    await client.create_voice(tone_wav(2.0), consent=consent["id"])
+    env = cli_env(NATS_URL=nats_url)
+    table = (await asyncio.to_thread(run_cli, "voices", env=env)).stdout
+    assert "voice profiles: 2 (1 with a consent, 1 without)" in table, table
+    unconsented = [line.split()[0] for line in table.splitlines() if line.endswith("unconsented")]
+    assert unconsented == [legacy.id[:10] + "…"]
+    report = json.loads((await asyncio.to_thread(run_cli, "voices", "--json", env=env)).stdout)["profiles"]
+    assert (report["total"], report["consented"], report["require_consent"]) == (2, 1, True)
 
 
 async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
