@@ -53,6 +53,9 @@ class Settings:
     js_replicas: int = 1
     profiles_bucket: str = "tts_voices"
     audio_cache_bucket: str = "tts_audio"
+    consents_bucket: str = "tts_consents"
+    # a voice profile needs a consent record (tts.consents.create) unless consent is kept elsewhere
+    require_consent: bool = True
     audio_cache_ttl_s: float = 7 * 24 * 3600.0
     audio_cache_max_bytes: int = 1024**3
     audit_max_age_s: float = 365 * 24 * 3600.0  # how long the audit stream keeps events
@@ -303,6 +306,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         js_replicas=int(_number(env, "TTS_JS_REPLICAS", 1, int, 1)),
         profiles_bucket=env.get("TTS_PROFILES_BUCKET", "tts_voices"),
         audio_cache_bucket=env.get("TTS_AUDIO_CACHE_BUCKET", "tts_audio"),
+        consents_bucket=env.get("TTS_CONSENTS_BUCKET", "tts_consents"),
+        require_consent=_bool(env, "TTS_REQUIRE_CONSENT", True),
         audio_cache_ttl_s=_number(env, "TTS_AUDIO_CACHE_TTL_S", 7 * 24 * 3600.0, float, 1.0),
         audio_cache_max_bytes=int(_number(env, "TTS_AUDIO_CACHE_MAX_BYTES", 1024**3, int, 1024 * 1024)),
         audit_max_age_s=_number(env, "TTS_AUDIT_MAX_AGE_S", 365 * 24 * 3600.0, float, 1.0),

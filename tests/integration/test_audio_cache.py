@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nats
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from tests.support.backends import tone_wav
 from tts_actor.config import Settings
@@ -65,11 +66,17 @@ async def test_entries_expire_after_the_ttl(settings: Settings, nc: Client) -> N
     assert await cache.get(key) is None
 
 
+def writes(outcome: str) -> float:
+    return REGISTRY.get_sample_value("tts_audio_cache_writes_total", {"outcome": outcome}) or 0.0
+
+
 async def test_a_full_cache_refuses_puts_without_raising(settings: Settings, nc: Client) -> None:
     cache = AudioCache(nc, settings.with_(audio_cache_bucket="tts_audio_small", audio_cache_max_bytes=1024 * 1024))
     first, second = audio_cache_key(**KEY_ARGS), audio_cache_key(**{**KEY_ARGS, "text": "Two."})
+    failed_before = writes("failed")
     assert await cache.put(first, b"x" * 700_000)
     assert await cache.put(second, b"y" * 700_000) is False  # over the cap: refused, logged
+    assert writes("failed") == failed_before + 1  # what the "audio cache writes failing" alert reads
     assert (await cache.get(first)) is not None  # what is there stays whole
     assert await cache.get(second) is None
 

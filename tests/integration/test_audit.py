@@ -52,11 +52,12 @@ async def test_voice_create_delete_and_cloned_synthesis_are_kept_in_the_audit_st
     clip = tone_wav(3.0, hz=440.0)
     try:
         await next_state(first, "chatterbox", State.LOADED)
-        created = await client.create_voice(clip, reference_text=SECRET_TRANSCRIPT, language="de")
+        consent = (await client.create_consent(tone_wav(2.0, hz=300.0), "The speaker", "de-DE"))["id"]
+        created = await client.create_voice(clip, reference_text=SECRET_TRANSCRIPT, language="de", consent=consent)
         voice_id = created["voice_profile"]
         await client.synthesize(SynthesisRequest(text=SECRET_TEXT, language="de", voice_profile=voice_id))
         await client.synthesize(SynthesisRequest(text="Ohne geklonte Stimme.", language="de"))  # not audited
-        assert await client.delete_voice(voice_id) == {"deleted": True}
+        assert (await client.delete_consent(consent))["voices_deleted"] == [voice_id]  # the voice goes with it
         await first.service.audit.drain()  # type: ignore[union-attr]
     finally:
         await first.stop()
@@ -71,13 +72,15 @@ async def test_voice_create_delete_and_cloned_synthesis_are_kept_in_the_audit_st
         await tenant.close()
 
     by_action = {event["action"]: event for event in events}
-    assert [e["action"] for e in events] == ["voice_create", "synthesize", "voice_delete"], events
+    expected = ["consent_create", "voice_create", "synthesize", "voice_delete", "consent_delete"]
+    assert [e["action"] for e in events] == expected, events
     for event in events:
-        assert event["actor"] == "translator-a" and event["id"] == voice_id and event["instance"] == "first"
+        assert event["actor"] == "translator-a" and event["instance"] == "first"
+        assert event["id"] == (consent if event["action"].startswith("consent") else voice_id)
         assert datetime.fromisoformat(event["at"]).tzinfo is not None
+    assert by_action["voice_create"]["consent"] == consent and by_action["consent_delete"]["voices_deleted"] == 1
     assert by_action["synthesize"]["backend"] == "chatterbox" and by_action["synthesize"]["language"] == "de"
-    assert by_action["voice_delete"]["cached_files"] == 1
-    assert deletes == [by_action["voice_delete"]] and consents == []
+    assert deletes == [by_action["voice_delete"]] and consents == [by_action["consent_create"]]
 
     # never the text or the audio: read the raw messages the stream keeps
     subjects = Subjects()
@@ -85,7 +88,7 @@ async def test_voice_create_delete_and_cloned_synthesis_are_kept_in_the_audit_st
     info = await js.stream_info(subjects.audit_stream)
     assert info.config.max_age == 3600.0 and info.config.subjects == ["tts.audit.>"]
     raw = [await js.get_msg(subjects.audit_stream, seq) for seq in range(1, info.state.last_seq + 1)]
-    assert [m.subject for m in raw] == ["tts.audit.voice_create", "tts.audit.synthesize", "tts.audit.voice_delete"]
+    assert [m.subject for m in raw] == [f"tts.audit.{action}" for action in expected]
     blob = b"".join(m.data or b"" for m in raw)
     for secret in (SECRET_TEXT, SECRET_TRANSCRIPT, "midnight", "passport"):
         assert secret.encode() not in blob
@@ -117,12 +120,14 @@ async def test_on_the_shipped_roles_the_service_writes_the_trail_readers_read_it
         conns = {user: await connect_as(server.url, user, passwords[user], seen[user]) for user in seen}
         try:
             tenant = TtsClient(conns["translator-a"], timeout_s=30, retry_policy=None)
-            created = await tenant.create_voice(tone_wav(3.0), language="en")
+            consent = await tenant.create_consent(tone_wav(2.0), "the speaker", "en")
+            created = await tenant.create_voice(tone_wav(3.0), language="en", consent=consent["id"])
             assert (await tenant.delete_voice(created["voice_profile"]))["deleted"] is True
             await app.service.audit.drain()  # type: ignore[union-attr]
             for reader in ("monitor", "operator"):  # may read the trail (and listen to it live)
                 events = await read_audit(conns[reader], timeout_s=2)
                 assert [(e["action"], e["actor"]) for e in events] == [
+                    ("consent_create", "translator-a"),
                     ("voice_create", "translator-a"),
                     ("voice_delete", "translator-a"),
                 ], seen[reader].errors
@@ -135,7 +140,7 @@ async def test_on_the_shipped_roles_the_service_writes_the_trail_readers_read_it
             for user, violations in seen.items():
                 await conns[user].flush()
                 await violations.wait_for("tts.audit.voice_delete")
-            assert len(await read_audit(conns["monitor"], timeout_s=2)) == 2, "a forged event reached the stream"
+            assert len(await read_audit(conns["monitor"], timeout_s=2)) == 3, "a forged event reached the stream"
             assert server_violations(server) and not any("tts-service" in line for line in server_violations(server))
         finally:
             for conn in conns.values():

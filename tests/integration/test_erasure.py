@@ -37,6 +37,7 @@ def chatterbox_settings(settings: Settings, tmp_path: Path, instance: str) -> Se
         backends=("chatterbox",),
         language_overrides={"chatterbox": ("de", "fr")},
         local_model_dirs={"chatterbox": tmp_path / "ckpt"},
+        require_consent=False,  # consents are test_consents.py's and test_audit.py's business
     )
 
 

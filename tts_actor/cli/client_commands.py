@@ -146,7 +146,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
     async def run(client: Any) -> int:
-        voices = await client.voices()
+        voices = await client.voices(profiles=True)
         print(json.dumps(voices, indent=2)) if args.json else print_voices(voices)
         return 0
 

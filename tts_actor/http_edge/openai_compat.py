@@ -18,6 +18,7 @@ from typing import Any
 
 from tts_actor.errors import SERVICE_STATUS, ErrorCode, TtsError, invalid
 from tts_actor.http_edge.edge_settings import DEFAULT_VOICE, ROUTED, EdgeSettings
+from tts_actor.wire.consent_requests import VOICE_PREFIX
 from tts_actor.wire.messages import AudioFormat, SynthesisOptions, SynthesisRequest
 
 # OpenAI's response formats, in the order its API lists them
@@ -46,6 +47,7 @@ SPEECH_FIELDS = {
     "allow_script_mismatch",
 }
 MAX_INSTRUCTIONS_CHARS = 4096
+MAX_VOICE_ID_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,12 @@ def map_speech_request(
     backend = settings.model_aliases.get(model, model)
     if backend != ROUTED:
         wire["backend"] = backend
-    voice = _voice(body.get("voice"), settings)
-    if voice is not None:
+    raw_voice = body.get("voice")
+    profile = _custom_voice(raw_voice)
+    voice = None if profile is not None else _voice(raw_voice, settings)
+    if profile is not None:
+        wire["voice_profile"] = profile
+    elif voice is not None:
         wire["voice"] = voice
     language = _string(body, "language")
     wire["language"] = (language or voice_languages.get(voice or "") or settings.default_language).lower()
@@ -162,6 +168,19 @@ def map_speech_request(
     if fmt == "pcm" and "sample_rate" in extra:
         wire["sample_rate"] = OPENAI_PCM_RATE
     return SpeechCall(wire, fmt, stream_format)
+
+
+def _custom_voice(raw: Any) -> str | None:
+    """``{"id": "voice_..."}`` (a voice made by ``POST /v1/audio/voices``): the voice profile it names."""
+    if isinstance(raw, dict):
+        if set(raw) - {"id"}:
+            raise _param_error("voice", "a custom voice is {'id': 'voice_...'}, with nothing else")
+        voice_id = raw.get("id")
+        if isinstance(voice_id, str) and voice_id.startswith(VOICE_PREFIX):
+            if len(voice_id) > MAX_VOICE_ID_CHARS:
+                raise _param_error("voice", f"a voice id has at most {MAX_VOICE_ID_CHARS} characters")
+            return voice_id
+    return None
 
 
 def _voice(raw: Any, settings: EdgeSettings) -> str | None:

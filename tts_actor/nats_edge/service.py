@@ -21,19 +21,21 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from tts_actor import __version__
 from tts_actor.config import Settings
 from tts_actor.errors import TtsError
-from tts_actor.fleet.audit import VOICE_CREATE, VOICE_DELETE, AuditTrail
-from tts_actor.fleet.erasure import FleetErasure, erasure_failed
+from tts_actor.fleet.audit import AuditTrail
+from tts_actor.fleet.erasure import FleetErasure
 from tts_actor.fleet.view import fleet_status
 from tts_actor.lifecycle.registry import Registry
-from tts_actor.nats_edge.callers import audit_actor
 from tts_actor.nats_edge.control import ControlEndpoints
+from tts_actor.nats_edge.custom_voices import CustomVoiceEndpoints
 from tts_actor.nats_edge.respond import respond_error
 from tts_actor.nats_edge.stats import endpoint_data
 from tts_actor.nats_edge.synthesize import SynthesizeEndpoint
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.cached import CachedSynthesis
+from tts_actor.synthesis.consents import ConsentStore
+from tts_actor.synthesis.custom_voices import CustomVoices
 from tts_actor.synthesis.pipeline import SynthesisPipeline
-from tts_actor.synthesis.profiles import ProfileStore, parse_create_request, parse_profile_id
+from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
@@ -58,6 +60,10 @@ class TtsService:
         self.audit = AuditTrail(nc, settings)
         # a deleted voice's clip, cached audio and every instance's conditioning
         self.erasure = FleetErasure(nc, settings, registry, self.profiles, self.cached.cache)
+        self.custom_voices = CustomVoices(
+            self.profiles, ConsentStore(nc, settings), settings, erase=self.erasure.delete, audit=self.audit.record
+        )
+        self.custom_voice_endpoints = CustomVoiceEndpoints(self.custom_voices, settings, lambda: nc.max_payload)
         self.synthesize = SynthesizeEndpoint(nc, registry, settings, self.pipeline, self.audit)
         self.control = ControlEndpoints(nc, registry, settings, self.pipeline)
         self.routing = self.synthesize.routing
@@ -85,8 +91,7 @@ class TtsService:
             "status": self._on_status,
             "voices": self._on_voices,
             "health": self._on_health,
-            "voices_create": self._on_voice_create,
-            "voices_delete": self._on_voice_delete,
+            **self.custom_voice_endpoints.handlers(),
         }
         for name, subject in self.subjects.endpoints():
             await self._service.add_endpoint(
@@ -148,38 +153,27 @@ class TtsService:
         return fleet_status(watch.fleet(), local)
 
     async def _on_voices(self, req: Request) -> None:
-        await self._reply_json(req, self.registry.voices())
-
-    async def _on_voice_create(self, req: Request) -> None:
-        """Store a reference clip as a voice profile; the answer is its opaque id."""
-        try:
-            profile = await self.profiles.create(parse_create_request(req.data, self.settings))
-        except TtsError as error:
-            await self._respond_error(req, error)
-            return
-        await self.audit.record(VOICE_CREATE, audit_actor(req._msg.reply, req.headers), profile.id)
-        await self._reply_json(req, profile.public())
-
-    async def _on_voice_delete(self, req: Request) -> None:
-        """Delete the profile and every copy made from its clip (cached audio, every instance's conditioning)."""
-        try:
-            profile_id = parse_profile_id(req.data)
-            erased = await self.erasure.erase_voice(profile_id)
-        except TtsError as error:
-            await self._respond_error(req, error)
-            return
-        except Exception as exc:  # a store or the stream went away mid-way: not done, and the caller may retry
-            log.warning("voice_erasure_failed", error=repr(exc))
-            await self._respond_error(req, erasure_failed(exc))
-            return
-        if erased is not None:
-            await self.audit.record(
-                VOICE_DELETE, audit_actor(req._msg.reply, req.headers), profile_id, cached_files=erased.cached_files
-            )
-        await self._reply_json(req, {"deleted": erased is not None})
+        """The engines' voices; with ``{"profiles": true}`` also the voice profiles' consent report."""
+        voices = self.registry.voices()
+        if _asks_for_profiles(req.data):
+            try:
+                voices["profiles"] = await self.custom_voices.profile_report()
+            except TtsError as error:
+                voices["profiles"] = {"error": error.to_dict()["error"]}
+        await self._reply_json(req, voices)
 
     async def _on_health(self, req: Request) -> None:
         await self._reply_json(req, self.registry.health())
 
     async def _respond_error(self, req: Request, error: TtsError) -> None:
         await respond_error(req, error, self.nc.max_payload)
+
+
+def _asks_for_profiles(data: bytes) -> bool:
+    if not data.strip() or len(data) > 1024:
+        return False
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("profiles") is True

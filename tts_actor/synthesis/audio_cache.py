@@ -32,6 +32,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundErr
 from nats.js.object_store import ObjectStore
 
 from tts_actor.config import Settings
+from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_refs import ReferenceIndex
 
@@ -168,10 +169,15 @@ class AudioCache:
         ``reference``: the digest of the clip a cloned voice came from. Its index entry is written first,
         and when that fails the audio is not cached at all: an erasure must be able to find every file.
         """
+        if reference is not None and self._guarded(reference):  # not a failed write: it must not be written
+            log.info("audio_cache_put_skipped", key=key[:16], why="its voice was just erased")
+            return False
+        stored = await self._put(key, data, headers, reference)
+        metrics.AUDIO_CACHE_WRITES.labels("ok" if stored else "failed").inc()
+        return stored
+
+    async def _put(self, key: str, data: bytes, headers: Mapping[str, str] | None, reference: str | None) -> bool:
         if reference is not None:
-            if self._guarded(reference):
-                log.info("audio_cache_put_skipped", key=key[:16], why="its voice was just erased")
-                return False
             try:
                 await self.index.add(reference, key)
             except Exception as exc:

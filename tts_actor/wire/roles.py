@@ -41,6 +41,8 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
     """The service, one translator per tenant, the monitor and the operator."""
     s = s or Subjects()
     endpoints = tuple(subject for _, subject in s.endpoints())
+    tenant_endpoints = tuple(subject for _, subject in s.tenant_endpoints())
+    operator_endpoints = tuple(subject for _, subject in s.operator_endpoints())
     service = Role(
         "SERVICE",
         SERVICE_USER,
@@ -73,8 +75,9 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
         Role(
             tenant.replace("-", "_").upper(),
             tenant,
-            f"translator tenant {tenant}: synthesis, voices, profiles, cancel; the replies on its own inbox only",
-            publish=(*endpoints, s.cancel),
+            f"translator tenant {tenant}: synthesis, voices, its own consents and voice profiles, cancel;"
+            " the replies on its own inbox only",
+            publish=(*tenant_endpoints, s.cancel),
             subscribe=(inbox_subscription(tenant_inbox(tenant)),),
         )
         for tenant in tenants
@@ -92,8 +95,17 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
     operator = Role(
         "OPERATOR",
         "operator",
-        "operators: the control subjects (retry, unload), $SRV discovery and stats, and everything a monitor reads",
-        publish=(s.subject("control", ">"), s.status, s.voices, s.health, "$SRV.>", *audit_readers_api),
+        "operators: the control subjects (retry, unload), every caller's consents (list, delete), $SRV discovery"
+        " and stats, and everything a monitor reads (the audit trail included)",
+        publish=(
+            s.subject("control", ">"),
+            s.status,
+            s.voices,
+            s.health,
+            *operator_endpoints,
+            "$SRV.>",
+            *audit_readers_api,
+        ),
         subscribe=(s.state(), s.audit(), inbox_subscription(tenant_inbox("operator"))),
     )
     return (service, *translators, monitor, operator)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 DEFAULT_INBOX = "_INBOX"  # nats-py's inbox prefix when NATS_INBOX_PREFIX is not set
+CONSENT_ACTIONS = ("create", "get", "update", "list", "delete")
+CONSENT_ADMIN_ACTIONS = ("list", "delete")
 
 
 class _Names(Protocol):
@@ -21,6 +23,7 @@ class _Names(Protocol):
     kv_bucket: str
     profiles_bucket: str
     audio_cache_bucket: str
+    consents_bucket: str
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Subjects:
     kv_bucket: str = "tts_state"
     profiles_bucket: str = "tts_voices"
     audio_cache_bucket: str = "tts_audio"
+    consents_bucket: str = "tts_consents"
 
     @classmethod
     def of(cls, settings: _Names) -> Subjects:
@@ -41,6 +45,7 @@ class Subjects:
             settings.kv_bucket,
             settings.profiles_bucket,
             settings.audio_cache_bucket,
+            settings.consents_bucket,
         )
 
     def subject(self, *parts: str) -> str:
@@ -71,8 +76,20 @@ class Subjects:
     def voices_delete(self) -> str:
         return self.subject("voices", "delete")
 
+    def consents(self, action: str) -> str:
+        """``<prefix>.consents.<action>``: create, get, update, list, delete, each on the caller's own records."""
+        return self.subject("consents", action)
+
+    def consents_admin(self, action: str) -> str:
+        """``<prefix>.consents.admin.<action>`` (list, delete): every caller's records; the operator's alone."""
+        return self.subject("consents", "admin", action)
+
     def endpoints(self) -> tuple[tuple[str, str], ...]:
         """(endpoint name, subject) of every nats.micro endpoint, in registration order."""
+        return self.tenant_endpoints() + self.operator_endpoints()
+
+    def tenant_endpoints(self) -> tuple[tuple[str, str], ...]:
+        """The endpoints a translator may call: synthesis, the small reads, its voices and consents."""
         return (
             ("synthesize", self.synthesize),
             ("status", self.status),
@@ -80,7 +97,12 @@ class Subjects:
             ("health", self.health),
             ("voices_create", self.voices_create),
             ("voices_delete", self.voices_delete),
+            *((f"consents_{action}", self.consents(action)) for action in CONSENT_ACTIONS),
         )
+
+    def operator_endpoints(self) -> tuple[tuple[str, str], ...]:
+        """The endpoints over every caller's records: only the operator role may publish on them."""
+        return tuple((f"consents_admin_{action}", self.consents_admin(action)) for action in CONSENT_ADMIN_ACTIONS)
 
     # --- fan-out subjects (every instance, no queue group) -----------------------------------------
     @property
@@ -130,6 +152,7 @@ class Subjects:
         return f"{self.audio_cache_bucket}_refs"
 
     # --- JetStream: the state KV and the two object stores ----------------------------------------------
+    # --- JetStream: the state KV and the object stores ----------------------------------------------
     def kv(self) -> str:
         """Writes to the state bucket."""
         return f"$KV.{self.kv_bucket}.>"
@@ -139,8 +162,8 @@ class Subjects:
         return f"$KV.{self.audio_refs_bucket}.>"
 
     def object_stores(self) -> tuple[str, ...]:
-        """Chunks and metadata of the voice profiles and the audio cache."""
-        return (f"$O.{self.profiles_bucket}.>", f"$O.{self.audio_cache_bucket}.>")
+        """Chunks and metadata of the voice profiles, the audio cache and the consent records."""
+        return (f"$O.{self.profiles_bucket}.>", f"$O.{self.audio_cache_bucket}.>", f"$O.{self.consents_bucket}.>")
 
     def kv_read_api(self) -> tuple[str, ...]:
         """The JetStream API calls a reader (get, watch) of the state bucket makes, and nothing that writes."""
