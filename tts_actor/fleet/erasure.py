@@ -107,9 +107,16 @@ class FleetErasure:
     async def delete(self, profile_id: str) -> bool:
         """:meth:`ProfileStore.delete`'s shape (True when there was such a voice), with the erasure behind it.
 
-        What a use case below this layer (the consent cascade, say) is handed instead of the profile store's own.
+        What a use case below this layer (the consent cascade, say) is handed instead of the profile store's own;
+        a failure is the structured ``internal`` error that tells the caller to send the delete again.
         """
-        return await self.erase_voice(profile_id) is not None
+        try:
+            return await self.erase_voice(profile_id) is not None
+        except TtsError:
+            raise
+        except Exception as exc:
+            log.warning("voice_erasure_failed", error=repr(exc))
+            raise erasure_failed(exc) from None
 
     async def erase_voice(self, profile_id: str) -> Erased | None:
         """Delete the profile and everything made from its clip, fleet-wide; None when there was no such profile.
