@@ -62,7 +62,7 @@ def test_whole_and_streamed_files_decode_to_the_input_length(fmt: str, rate: int
 
 
 def test_a_whole_m4a_is_a_regular_mp4_with_its_real_duration_and_the_priming_in_an_edit_list() -> None:
-    outputs, whole = segment_wise("m4a", tone(), 24000)
+    _, whole = segment_wise("m4a", tone(), 24000)
     boxes = dict(mp4_boxes(whole))
     assert [name for name, _ in mp4_boxes(whole) if "/" not in name] == ["ftyp", "moov", "mdat"]
     assert "moof" not in boxes and "moov/mvex" not in boxes
