@@ -1,4 +1,4 @@
-"""Reading MP4 boxes and WebM elements back in tests by hand: what the container says, not what a demuxer makes of it."""
+"""MP4 boxes and WebM elements read back in tests by hand: what the container says, not what a demuxer makes of it."""
 
 from __future__ import annotations
 
