@@ -162,14 +162,13 @@ class OpusEncoder(OpusCodec):
         super().__init__(fmt, in_rate, out_rate, bitrate or FORMATS["opus"].default_bitrate, mark, application)
         self._ogg = containers.OggStream(self.SERIAL)
         self._granule = 0
-        self._scale = self.scale
         opus_tags = b"OpusTags" + tags.vorbis_comments(VENDOR, mark)
         self._headers = self._ogg.page([self.opus_head], 0, 0x02) + self._ogg.page([opus_tags], 0, 0)
 
     def _wrap(self, packets: list[bytes], last: bool) -> bytes:
         out = bytearray(self._headers)
         self._headers = b""
-        frame_granules = self.frame_size * self._scale
+        frame_granules = self.frame_size * self.scale
         group: list[bytes] = []
         lacing = 0
         for index, packet in enumerate(packets):
@@ -182,12 +181,12 @@ class OpusEncoder(OpusCodec):
             self._granule += frame_granules
             if index == len(packets) - 1:
                 if last:  # the end: the granule says how many samples are real, the rest is padding
-                    granule = min(self._granule, self.pre_skip + self.samples_out * self._scale)
+                    granule = min(self._granule, self.pre_skip + self.samples_out * self.scale)
                     out += self._ogg.page(group, granule, 0x04)
                 else:
                     out += self._ogg.page(group, self._granule, 0)
         if last and not packets:
-            out += self._ogg.page([], self.pre_skip + self.samples_out * self._scale, 0x04)
+            out += self._ogg.page([], self.pre_skip + self.samples_out * self.scale, 0x04)
         return bytes(out)
 
 
