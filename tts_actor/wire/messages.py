@@ -44,7 +44,7 @@ class AudioFormat(enum.StrEnum):
     def from_extension(cls, path: str) -> AudioFormat | None:
         """``reply.opus`` -> opus; None for an extension that names no format."""
         suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
-        aliases = {"ogg": cls.OPUS, "oga": cls.OPUS, "raw": cls.PCM}
+        aliases = {"ogg": cls.OPUS, "oga": cls.OPUS, "raw": cls.PCM, "mp4": cls.M4A, "weba": cls.WEBM}
         return aliases.get(suffix) or (cls(suffix) if suffix in cls._value2member_map_ else None)
 
 
