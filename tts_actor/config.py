@@ -84,6 +84,8 @@ class Settings:
     shutdown_grace_s: float = 10.0
     idle_unload_s: float = 0.0
     segment_silence_ms: int = 150  # silence between two segments of one reply
+    # TTS_MARK_SYNTHETIC: the "AI-generated" comment in every container's metadata (EU AI Act Art. 50(2))
+    mark_synthetic: bool = True
     cache_dir: Path = field(default_factory=_default_cache_dir)
     piper_voices_dir: Path | None = None
     log_level: str = "info"
@@ -335,6 +337,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace_s=_seconds(env, "TTS_SHUTDOWN_GRACE_S", 10.0, positive=False),
         idle_unload_s=_seconds(env, "TTS_IDLE_UNLOAD_S", 0.0, positive=False),
         segment_silence_ms=int(_number(env, "TTS_SEGMENT_SILENCE_MS", 150, int, maximum=5000)),
+        mark_synthetic=_bool(env, "TTS_MARK_SYNTHETIC", True),
         log_level=env.get("TTS_LOG_LEVEL", "info").lower(),
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),
         metrics_port=_port(env, "TTS_METRICS_PORT", 0, allow_zero=True),

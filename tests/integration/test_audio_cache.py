@@ -32,6 +32,7 @@ def test_the_key_changes_with_everything_that_changes_the_audio() -> None:
         audio_cache_key(**KEY_ARGS, sample_rate=16000),
         audio_cache_key(**KEY_ARGS, bitrate=32000),
         audio_cache_key(**KEY_ARGS, model_revision="abc123"),
+        audio_cache_key(**KEY_ARGS, marked=False),  # TTS_MARK_SYNTHETIC=0: the file's metadata differs
     ]
     assert len({base, *changed}) == len(changed) + 1
     assert normalize_text("e\u0301  x") == "\u00e9 x"  # NFC: one way to write é

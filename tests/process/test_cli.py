@@ -119,10 +119,15 @@ async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
     from tests.support.audio_checks import decode
 
     env = cli_env(NATS_URL=nats_url)
-    out = tmp_path / "reply.opus"
-    said = await asyncio.to_thread(run_cli, "say", "Format from the name.", "-o", str(out), env=env)
-    assert said.returncode == 0, said.stderr
-    assert out.read_bytes().startswith(b"OggS") and decode(out.read_bytes()).duration_ms > 500
+    for name, magic in (
+        ("reply.opus", b"OggS"),
+        ("reply.m4a", b"\0\0\0 ftypM4A "),
+        ("reply.webm", b"\x1a\x45\xdf\xa3"),
+    ):
+        out = tmp_path / name
+        said = await asyncio.to_thread(run_cli, "say", "Format from the name.", "-o", str(out), env=env)
+        assert said.returncode == 0, said.stderr
+        assert out.read_bytes().startswith(magic) and decode(out.read_bytes()).duration_ms > 500
     streamed = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "tts_actor", "say", "One. Two. Three.", "--stream", "--format", "mp3", "-o", "-"],

@@ -23,6 +23,9 @@ from tts_actor.wire.messages import AudioFormat, SynthesisOptions, SynthesisRequ
 
 # OpenAI's response formats, in the order its API lists them
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+# the service's own, beside them: what iOS/Safari and browsers' MediaSource play natively
+EXTRA_FORMATS = ("m4a", "webm")
+RESPONSE_FORMATS = OPENAI_FORMATS + EXTRA_FORMATS
 CONTENT_TYPES = {
     "mp3": "audio/mpeg",
     "opus": "audio/ogg; codecs=opus",
@@ -30,6 +33,8 @@ CONTENT_TYPES = {
     "flac": "audio/flac",
     "wav": "audio/wav",
     "pcm": "audio/L16",
+    "m4a": "audio/mp4",
+    "webm": "audio/webm; codecs=opus",
 }
 OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz; asked for when the service can resample
 STREAM_FORMATS = ("audio", "sse")
@@ -127,8 +132,9 @@ def map_speech_request(
     model = _string(body, "model", required=True)
     assert model is not None
     fmt = _string(body, "response_format") or "mp3"
-    if fmt not in OPENAI_FORMATS:
-        raise _param_error("response_format", f"response_format {fmt[:20]!r} is not one of {', '.join(OPENAI_FORMATS)}")
+    if fmt not in RESPONSE_FORMATS:
+        offered = ", ".join(RESPONSE_FORMATS)
+        raise _param_error("response_format", f"response_format {fmt[:20]!r} is not one of {offered}")
     stream_format = _string(body, "stream_format") or "audio"
     if stream_format not in STREAM_FORMATS:
         raise _param_error("stream_format", f"stream_format {stream_format[:20]!r} is not one of audio, sse")

@@ -37,7 +37,7 @@ from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_refs import ReferenceIndex
 
 log = get_logger(__name__)
-KEY_VERSION = 1  # bump when the audio a key stands for changes meaning
+KEY_VERSION = 2  # bump when the audio a key stands for changes meaning (2: files carry the synthetic mark)
 _SPACE = re.compile(r"\s+")
 REOPEN_AFTER_S = 5.0  # after a failure to open the bucket, calls are misses for this long, not round trips
 REFERENCE_HEADER = "Tts-Reference-Digest"  # in a cloned file's object headers: which clip made it
@@ -62,6 +62,7 @@ def audio_cache_key(
     sample_rate: int | None = None,
     bitrate: int | None = None,
     model_revision: str | None = None,
+    marked: bool = True,
 ) -> str:
     """A hex digest of everything that changes the audio.
 
@@ -80,6 +81,7 @@ def audio_cache_key(
         "sample_rate": sample_rate,
         "bitrate": bitrate,
         "model_revision": model_revision,
+        "marked": marked,  # TTS_MARK_SYNTHETIC: the file's metadata differs
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

@@ -21,6 +21,8 @@ from nats.aio.client import Client
 from opentelemetry.trace import Span
 
 from tts_actor import __version__
+from tts_actor.audio import waveform
+from tts_actor.audio.encoding import SpeechEncoder
 from tts_actor.backends.base import BackendAdapter
 from tts_actor.config import Settings
 from tts_actor.lifecycle.registry import Route
@@ -46,8 +48,15 @@ KEPT_HEADERS = (
     Header.SEGMENT_COUNT,
     Header.TIMINGS,
 )
+# the waveform a cached file keeps: 256 points, reduced to what each hit asks for
+CACHED_WAVEFORM = f"{Header.WAVEFORM.value}-{waveform.CACHED_POINTS}"
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
-TOTALS = (Header.DURATION_MS, Header.SEGMENT_COUNT, Header.TIMINGS)  # a stream has them on its end message
+TOTALS = (
+    Header.DURATION_MS,
+    Header.SEGMENT_COUNT,
+    Header.TIMINGS,
+    Header.WAVEFORM,
+)  # a stream has them on its end message
 
 
 def adapter_identity(adapter: BackendAdapter) -> str:
@@ -64,6 +73,7 @@ class CachedSynthesis:
         self.nc = nc
         self.profiles = profiles
         self.cache = AudioCache(nc, settings)
+        self.marked = settings.mark_synthetic
         self._stores: set[asyncio.Task[None]] = set()
 
     async def with_profile(self, request: SynthesisRequest) -> SynthesisRequest:
@@ -79,8 +89,7 @@ class CachedSynthesis:
             reference_digest=profile.digest,
         )
 
-    @staticmethod
-    def key(request: SynthesisRequest, route: Route) -> str:
+    def key(self, request: SynthesisRequest, route: Route) -> str:
         """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id."""
         voice = route.voice.id
         if (digest := reference_of(request)) is not None:
@@ -98,6 +107,7 @@ class CachedSynthesis:
             sample_rate=request.sample_rate,
             bitrate=request.bitrate,
             model_revision=actor.model_revision or adapter_identity(actor.adapter),
+            marked=self.marked,
         )
 
     async def lookup(self, request: SynthesisRequest, key: str, span: Span) -> CachedAudio | None:
@@ -112,7 +122,9 @@ class CachedSynthesis:
         metrics.AUDIO_CACHE.labels(outcome).inc()
         return cached if outcome == HIT else None
 
-    def store_later(self, tee: CacheTee | None, headers: dict[str, str], reference: str | None = None) -> None:
+    def store_later(
+        self, tee: CacheTee | None, headers: dict[str, str], encoder: SpeechEncoder, reference: str | None = None
+    ) -> None:
         """Cache a reply that went out whole, in the background: the caller has its answer already.
 
         ``reference``: the digest of the clip of a cloned voice (:func:`reference_of`), indexed for erasure.
@@ -120,6 +132,7 @@ class CachedSynthesis:
         if tee is None or not tee.file:
             return
         kept = {h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers}
+        kept[CACHED_WAVEFORM] = waveform.encode(encoder.waveform.points(waveform.CACHED_POINTS))
         task = asyncio.create_task(self._store(tee.key, tee.file, kept, reference))
         self._stores.add(task)
         task.add_done_callback(self._stores.discard)
@@ -141,9 +154,13 @@ class CachedSynthesis:
         self, framer: Framer, cached: CachedAudio, request: SynthesisRequest, route: Route, started: float
     ) -> None:
         """Send a cached file as the reply: whole, or as a stream with its end message."""
-        headers = dict(cached.headers) | {Header.CACHE.value: HIT}
+        headers = dict(cached.headers) | {Header.CACHE.value: HIT, Header.SYNTHETIC.value: "true"}
         if route.fallback_from:
             headers[Header.FALLBACK_FROM.value] = route.fallback_from
+        fine = headers.pop(CACHED_WAVEFORM, None)
+        if fine:
+            points = waveform.fewer_points(waveform.decode(fine), request.waveform_points)
+            headers[Header.WAVEFORM.value] = waveform.encode(points)
         if not request.stream:
             framer.first = headers
             await framer.whole(cached.data, {})

@@ -17,8 +17,10 @@ import uuid
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from tts_actor import __version__
 from tts_actor.audio.encoding import FormatRequest, SpeechEncoder
 from tts_actor.audio.segmenter import segment_text
+from tts_actor.audio.tags import Mark, synthetic_mark
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.lifecycle.actor import BackendActor
@@ -152,7 +154,10 @@ class SynthesisRun:
         cost = functools.partial(actor.adapter.spoken_cost, voice=self.route.voice)  # the engine's own units
         segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language, cost)
         span.set_attribute("tts.segments", len(segments))
-        wanted = FormatRequest(request.format.value, request.sample_rate, request.bitrate)
+        mark = self._mark() if pipeline.settings.mark_synthetic else None
+        wanted = FormatRequest(
+            request.format.value, request.sample_rate, request.bitrate, mark, request.waveform_points
+        )
         encoder = SpeechEncoder(
             wanted, pipeline.settings.segment_silence_ms, len(segments), actor.name, split_first=request.stream
         )
@@ -187,7 +192,9 @@ class SynthesisRun:
         synth_seconds = time.perf_counter() - synth_started
         await stage.finish()
         if store is not None:  # in the background: the reply is out already
-            store.store_later(tee, first | audio_headers(encoder) | audio_totals(encoder), reference_of(request))
+            store.store_later(
+                tee, first | audio_headers(encoder) | audio_totals(encoder), encoder, reference_of(request)
+            )
         self._done(encoder, len(segments), synth_seconds)
 
     async def _cache_key(self, store: CachedSynthesis) -> str | None:
@@ -211,6 +218,13 @@ class SynthesisRun:
                 "Send reference_audio instead, or run the pipeline with a CachedSynthesis store.",
             )
         return ""
+
+    def _mark(self) -> Mark:
+        """The synthetic-speech comment: backend, model (its hub repositories, else the voice) and our version."""
+        actor = self.route.actor
+        repos = "+".join(f"{ref.repo_id}@{ref.revision or 'main'}" for ref in actor.adapter.models())
+        model = f"{repos}:{self.route.voice.id}" if repos else self.route.voice.id
+        return synthetic_mark(actor.name, model, __version__)
 
     def _first_headers(self, cached: bool) -> dict[str, str]:
         headers = {

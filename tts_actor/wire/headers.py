@@ -30,6 +30,8 @@ class Header(enum.StrEnum):
     HEARTBEAT_MS = "Tts-Heartbeat-Ms"  # on a request: ack it and send a heartbeat every this many ms
     DEADLINE = "Tts-Deadline"  # on a request: unix epoch ms when the caller stops caring (wire/deadlines.py)
     SENT_AT = "Tts-Sent-At"  # on a request: unix epoch ms when this attempt was sent
+    WAVEFORM = "Tts-Waveform"  # whole reply, a stream's end: base64 of waveform_points peaks, 0-255 each
+    SYNTHETIC = "Tts-Synthetic"  # every audio reply: "true" (EU AI Act Art. 50(2): machine-readable marking)
     CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss or bypass
     KEY_ID = "Tts-Key-Id"  # on a request from the HTTP edge: the id of the API key it checked (audit trail)
     ERROR_CODE = "Tts-Error-Code"
