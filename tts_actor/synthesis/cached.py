@@ -2,19 +2,17 @@
 
 :class:`CachedSynthesis` is what :mod:`tts_actor.synthesis.pipeline` calls: it turns a ``voice_profile`` into
 the reference fields the cloning adapters take, keys the audio cache on everything that
-changes the audio, answers a hit without a backend (whole or streamed, ``Tts-Cache: hit``),
-and stores the copy a :class:`~tts_actor.synthesis.sinks.CacheTee` kept of a synthesized reply
-from a background task once the reply is out, so the
-cache never delays an answer. The cache is an optimisation: when it is unavailable the
-request is synthesized as if it were a miss.
+changes the audio, and leaves the rest to :class:`~tts_actor.synthesis.coalescing.Coalescer`: a hit
+answered without a backend, a join to the same synthesis in progress (here or on another instance), and
+the store of the copy a :class:`~tts_actor.synthesis.sinks.CacheTee` kept of a synthesized reply, in the
+background once the reply is out, so the cache never delays an answer. The cache is an optimisation: when
+it is unavailable the request is synthesized as if it were a miss.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
-import time
 from typing import Any
 
 from nats.aio.client import Client
@@ -24,17 +22,14 @@ from tts_actor import __version__
 from tts_actor.backends.base import BackendAdapter
 from tts_actor.config import Settings
 from tts_actor.lifecycle.registry import Route
-from tts_actor.observability import metrics
-from tts_actor.observability.logs import get_logger
-from tts_actor.synthesis.audio_cache import AudioCache, CachedAudio, audio_cache_key
+from tts_actor.synthesis.audio_cache import AudioCache, audio_cache_key
+from tts_actor.synthesis.claims import FleetClaims
+from tts_actor.synthesis.coalescing import BYPASS, MISS, Answer, Coalescer, Lead
 from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.synthesis.sinks import CacheTee
-from tts_actor.wire.framing import Framer
 from tts_actor.wire.headers import Header
 from tts_actor.wire.messages import SynthesisRequest
-from tts_actor.wire.replies import parse_timings
 
-log = get_logger(__name__)
 # what a cached file keeps of its reply's headers: what describes the audio, nothing about the request
 KEPT_HEADERS = (
     Header.CONTENT_TYPE,
@@ -46,8 +41,6 @@ KEPT_HEADERS = (
     Header.SEGMENT_COUNT,
     Header.TIMINGS,
 )
-HIT, MISS, BYPASS = "hit", "miss", "bypass"
-TOTALS = (Header.DURATION_MS, Header.SEGMENT_COUNT, Header.TIMINGS)  # a stream has them on its end message
 
 
 def adapter_identity(adapter: BackendAdapter) -> str:
@@ -64,7 +57,7 @@ class CachedSynthesis:
         self.nc = nc
         self.profiles = profiles
         self.cache = AudioCache(nc, settings)
-        self._stores: set[asyncio.Task[None]] = set()
+        self.coalescer = Coalescer(self.cache, FleetClaims(nc, settings))
 
     async def with_profile(self, request: SynthesisRequest) -> SynthesisRequest:
         """The request with its profile's clip, transcript and language as the reference; unknown ids raise."""
@@ -101,81 +94,24 @@ class CachedSynthesis:
             model_revision=actor.model_revision or adapter_identity(actor.adapter),
         )
 
-    async def lookup(self, request: SynthesisRequest, key: str, span: Span) -> CachedAudio | None:
-        """The cached reply, or None (a miss, a bypass, or the cache unavailable)."""
-        if not request.cache:
-            span.set_attribute("tts.audio_cache", BYPASS)
-            metrics.AUDIO_CACHE.labels(BYPASS).inc()
-            return None
-        cached = await self.cache.get(key)
-        outcome = HIT if cached is not None and cached.data else MISS
-        span.set_attribute("tts.audio_cache", outcome)
-        metrics.AUDIO_CACHE.labels(outcome).inc()
-        return cached if outcome == HIT else None
+    async def settle(self, key: str, answer: Answer, span: Span) -> Lead | str:
+        """A :class:`Lead` to synthesize, or how the request was answered without a backend (hit, joined)."""
+        return await self.coalescer.settle(key, answer, span)
 
-    def store_later(self, tee: CacheTee | None, headers: dict[str, str]) -> None:
-        """Cache a reply that went out whole, in the background: the caller has its answer already."""
-        if tee is None or not tee.file:
-            return
+    def finish(self, lead: Lead, tee: CacheTee | None, headers: dict[str, str]) -> None:
+        """The reply went out: joiners get the file, the cache stores it in the background (the caller has it)."""
         kept = {h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers}
-        task = asyncio.create_task(self._store(tee.key, tee.file, kept))
-        self._stores.add(task)
-        task.add_done_callback(self._stores.discard)
+        self.coalescer.finish(lead, tee.file if tee is not None else None, kept)
 
-    async def _store(self, key: str, data: bytes, headers: dict[str, str]) -> None:
-        try:
-            stored = await self.cache.put(key, data, headers)
-        except Exception as exc:  # the put logs its own failures; this is for anything else
-            log.warning("audio_cache_store_failed", error=repr(exc))
-            return
-        log.debug("audio_cache_stored", key=key[:16], bytes=len(data), stored=stored)
+    async def abandon(self, lead: Lead, error: BaseException) -> None:
+        """The synthesis stopped without a file: joiners try again, the fleet's claim goes."""
+        await self.coalescer.abandon(lead, error)
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Let puts in flight finish (shutdown, tests), within a bound."""
-        if self._stores:
-            await asyncio.wait(set(self._stores), timeout=timeout_s)
-
-    async def answer(
-        self, framer: Framer, cached: CachedAudio, request: SynthesisRequest, route: Route, started: float
-    ) -> None:
-        """Send a cached file as the reply: whole, or as a stream with its end message."""
-        headers = dict(cached.headers) | {Header.CACHE.value: HIT}
-        if route.fallback_from:
-            headers[Header.FALLBACK_FROM.value] = route.fallback_from
-        if not request.stream:
-            framer.first = headers
-            await framer.whole(cached.data, {})
-            return
-        totals = {k.value: headers.pop(k.value) for k in TOTALS if k.value in headers}
-        framer.first = headers
-        await _stream_file(framer, cached.data, parse_timings(totals), int(totals.get(Header.DURATION_MS.value) or 0))
-        await framer.end(totals | {Header.CACHE.value: HIT, Header.FIRST_AUDIO_MS.value: _ms_since(started)})
+        await self.coalescer.drain(timeout_s)
 
 
 def cache_header(request: SynthesisRequest) -> dict[str, str]:
     """A synthesized reply's ``Tts-Cache``: a miss, or a bypass when the caller said ``cache: false``."""
     return {Header.CACHE.value: MISS if request.cache else BYPASS}
-
-
-async def _stream_file(framer: Framer, data: bytes, timings: list[dict[str, int]], duration_ms: int) -> None:
-    """A cached file as a stream: max_payload-sized messages, each naming the segment its bytes mostly belong to
-    (by position: a cached file has no segment boundaries in bytes).
-    """
-    offset = 0
-    while offset < len(data):
-        position_ms = duration_ms * offset / len(data)
-        timing = next((t for t in timings if t["end_ms"] > position_ms), timings[-1] if timings else None)
-        headers: dict[str, str] = {}
-        if timing is not None:
-            headers = {
-                Header.SEGMENT_INDEX.value: str(timing["index"]),
-                Header.SEGMENT_START_MS.value: str(timing["start_ms"]),
-                Header.SEGMENT_END_MS.value: str(timing["end_ms"]),
-            }
-        room = framer.room(headers)
-        await framer.stream(data[offset : offset + room], headers)
-        offset += room
-
-
-def _ms_since(started: float) -> str:
-    return str(round((time.perf_counter() - started) * 1000))

@@ -21,6 +21,7 @@ class _Names(Protocol):
     kv_bucket: str
     profiles_bucket: str
     audio_cache_bucket: str
+    audio_claims_bucket: str
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Subjects:
     kv_bucket: str = "tts_state"
     profiles_bucket: str = "tts_voices"
     audio_cache_bucket: str = "tts_audio"
+    audio_claims_bucket: str = "tts_claims"
 
     @classmethod
     def of(cls, settings: _Names) -> Subjects:
@@ -41,6 +43,7 @@ class Subjects:
             settings.kv_bucket,
             settings.profiles_bucket,
             settings.audio_cache_bucket,
+            settings.audio_claims_bucket,
         )
 
     def subject(self, *parts: str) -> str:
@@ -102,10 +105,19 @@ class Subjects:
     def backend_queue(self, backend: str) -> str:
         return f"{self.queue_group}-{backend}"
 
-    # --- JetStream: the state KV and the two object stores ----------------------------------------------
+    # --- JetStream: the state KV, the claims KV and the two object stores ----------------------------------
     def kv(self) -> str:
         """Writes to the state bucket."""
         return f"$KV.{self.kv_bucket}.>"
+
+    def claims(self) -> str:
+        """Writes to the coalescing claims bucket: who synthesizes which audio cache key now."""
+        return f"$KV.{self.audio_claims_bucket}.>"
+
+    def audio_cache_gone(self) -> tuple[str, ...]:
+        """The server's advisories that the audio cache's stream was deleted or purged (memory copies go too)."""
+        stream = f"OBJ_{self.audio_cache_bucket}"
+        return (f"$JS.EVENT.ADVISORY.STREAM.DELETED.{stream}", f"$JS.EVENT.ADVISORY.STREAM.PURGED.{stream}")
 
     def object_stores(self) -> tuple[str, ...]:
         """Chunks and metadata of the voice profiles and the audio cache."""
