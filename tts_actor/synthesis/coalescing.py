@@ -105,9 +105,7 @@ class Coalescer:
                     self.flights.end(flight)
                     return None
                 if waited is Waited.DEAD:
-                    log.info(
-                        "audio_claim_holder_gone", key=flight.key[:16], holder=got.holder, note="synthesizing here"
-                    )
+                    log.info("audio_claim_holder_gone", key=flight.key[:16], holder=got.holder, then="synthesize")
                 stale = revision if waited is Waited.DEAD else None
         except BaseException as exc:
             flight.fail(exc)
