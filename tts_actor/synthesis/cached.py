@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections import OrderedDict
 from typing import Any
 
 from nats.aio.client import Client
@@ -50,6 +51,9 @@ def adapter_identity(adapter: BackendAdapter) -> str:
     return f"{type(adapter).__module__}.{type(adapter).__qualname__}/{__version__}/{refs}/{local or ''}"
 
 
+KEY_MEMO = 1024
+
+
 class CachedSynthesis:
     """Profiles and the audio cache for the synthesis pipeline."""
 
@@ -58,6 +62,7 @@ class CachedSynthesis:
         self.profiles = profiles
         self.cache = AudioCache(nc, settings)
         self.coalescer = Coalescer(self.cache, FleetClaims(nc, settings))
+        self._keys: OrderedDict[tuple[object, ...], str] = OrderedDict()  # see key()
 
     async def with_profile(self, request: SynthesisRequest) -> SynthesisRequest:
         """The request with its profile's clip, transcript and language as the reference; unknown ids raise."""
@@ -72,27 +77,36 @@ class CachedSynthesis:
             reference_digest=profile.digest,
         )
 
-    @staticmethod
-    def key(request: SynthesisRequest, route: Route) -> str:
-        """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id."""
-        voice = route.voice.id
-        if request.reference_audio is not None:
-            digest = request.reference_digest or hashlib.sha256(request.reference_audio).hexdigest()
-            voice = f"{voice}+{digest}"
-        options: dict[str, Any] = dataclasses.asdict(request.options)
-        options |= {"reference_text": request.reference_text, "reference_language": request.reference_language}
+    def key(self, request: SynthesisRequest, route: Route) -> str:
+        """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id.
+
+        Remembered for the last :data:`KEY_MEMO` requests: a digest of canonical JSON costs more than the rest
+        of a hit from memory, and hot requests repeat.
+        """
+        if request.reference_audio is not None and request.reference_digest is None:
+            return _key(request, route)  # a raw clip: hashing it is the key's cost either way
         actor = route.actor
-        return audio_cache_key(
-            text=request.text,
-            language=request.language,
-            backend=actor.name,
-            voice=voice,
-            audio_format=request.format.value,
-            options=options,
-            sample_rate=request.sample_rate,
-            bitrate=request.bitrate,
-            model_revision=actor.model_revision or adapter_identity(actor.adapter),
+        memo = (
+            request.text,
+            request.language,
+            request.options,
+            request.reference_digest,
+            request.reference_text,
+            request.reference_language,
+            request.format,
+            request.sample_rate,
+            request.bitrate,
+            route.voice.id,
+            actor.name,
+            actor.model_revision,
+            id(actor.adapter),
         )
+        key = self._keys.get(memo)
+        if key is None:
+            key = self._keys[memo] = _key(request, route)
+            if len(self._keys) > KEY_MEMO:
+                self._keys.popitem(last=False)
+        return key
 
     async def settle(self, key: str, answer: Answer, span: Span) -> Lead | str:
         """A :class:`Lead` to synthesize, or how the request was answered without a backend (hit, joined)."""
@@ -110,6 +124,27 @@ class CachedSynthesis:
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Let puts in flight finish (shutdown, tests), within a bound."""
         await self.coalescer.drain(timeout_s)
+
+
+def _key(request: SynthesisRequest, route: Route) -> str:
+    voice = route.voice.id
+    if request.reference_audio is not None:
+        digest = request.reference_digest or hashlib.sha256(request.reference_audio).hexdigest()
+        voice = f"{voice}+{digest}"
+    options: dict[str, Any] = dataclasses.asdict(request.options)
+    options |= {"reference_text": request.reference_text, "reference_language": request.reference_language}
+    actor = route.actor
+    return audio_cache_key(
+        text=request.text,
+        language=request.language,
+        backend=actor.name,
+        voice=voice,
+        audio_format=request.format.value,
+        options=options,
+        sample_rate=request.sample_rate,
+        bitrate=request.bitrate,
+        model_revision=actor.model_revision or adapter_identity(actor.adapter),
+    )
 
 
 def cache_header(request: SynthesisRequest) -> dict[str, str]:
