@@ -399,8 +399,8 @@ async def throughput_row(client: TtsClient) -> Row:
 
 
 async def cache_hit_rows(app: TtsApp, client: TtsClient, nc: Any) -> list[Row]:
-    """(k) a cache hit against a bare request-reply carrying a reply of the same size, interleaved; the hit
-    from the object store (the in-memory copies off: what it cost before them) and from memory."""
+    """(k) a cache hit against a bare request-reply carrying a reply of the same size, interleaved: first with
+    the in-memory copies off (every hit read from the object store: what a hit cost before them), then on."""
     request = SynthesisRequest(text=SENTENCE)
     first = await client.synthesize(request)  # a miss; the store runs in the background
     assert app.service is not None
@@ -412,37 +412,38 @@ async def cache_hit_rows(app: TtsApp, client: TtsClient, nc: Any) -> list[Row]:
         await msg.respond(body)
 
     sub = await nc.subscribe("bench.sized", cb=sized)
-    hits: dict[str, list[float]] = {"object store": [], "memory": []}
-    bare: list[float] = []
+    size = f"{len(body) / 1024:.0f} KiB"
+    rows: list[Row] = []
     bound = memory.max_bytes
     try:
-        for round_ in range(WARMUP // 10 + CACHE_HIT_RUNS):
-            for where in hits:
-                memory.max_bytes = bound if where == "memory" else 0
-                memory.clear()  # the object store's turn reads it from there; the memory's keeps it after one read
-                if where == "memory":
-                    await client.synthesize(request)
-                began = time.perf_counter()
-                reply = await client.synthesize(request)
-                hit_ms = (time.perf_counter() - began) * 1000
-                if reply.headers.get(Header.CACHE.value) != "hit":
-                    raise RuntimeError(f"expected a cache hit, got {reply.headers.get(Header.CACHE.value)}")
-                if round_ >= WARMUP // 10:
-                    hits[where].append(hit_ms)
-            began = time.perf_counter()
-            await nc.request("bench.sized", b"", timeout=2)
-            bare_ms = (time.perf_counter() - began) * 1000
-            if round_ >= WARMUP // 10:
-                bare.append(bare_ms)
+        for where, max_bytes in (("the object store", 0), ("memory", bound)):
+            memory.max_bytes = max_bytes
+            memory.clear()
+            hits, bare = await _hits_beside_bare(client, request, nc)
+            rows.append(latency_row(f"(k) bare NATS request-reply, {size} reply (beside the next row)", bare))
+            rows.append(latency_row(f"(k) synthesize, audio cache hit from {where} ({size} WAV)", hits, bare))
     finally:
         memory.max_bytes = bound
         await sub.unsubscribe()
-    size = f"{len(body) / 1024:.0f} KiB"
-    return [
-        latency_row(f"(k) bare NATS request-reply, {size} reply", bare),
-        latency_row(f"(k) synthesize, audio cache hit from the object store ({size} WAV)", hits["object store"], bare),
-        latency_row(f"(k) synthesize, audio cache hit from memory ({size} WAV)", hits["memory"], bare),
-    ]
+    return rows
+
+
+async def _hits_beside_bare(client: TtsClient, request: SynthesisRequest, nc: Any) -> tuple[list[float], list[float]]:
+    hits: list[float] = []
+    bare: list[float] = []
+    for round_ in range(WARMUP // 10 + CACHE_HIT_RUNS):
+        began = time.perf_counter()
+        reply = await client.synthesize(request)
+        hit_ms = (time.perf_counter() - began) * 1000
+        if reply.headers.get(Header.CACHE.value) != "hit":
+            raise RuntimeError(f"expected a cache hit, got {reply.headers.get(Header.CACHE.value)}")
+        began = time.perf_counter()
+        await nc.request("bench.sized", b"", timeout=2)
+        bare_ms = (time.perf_counter() - began) * 1000
+        if round_ >= WARMUP // 10:
+            hits.append(hit_ms)
+            bare.append(bare_ms)
+    return hits, bare
 
 
 async def coalescing_rows(client: TtsClient) -> list[Row]:
