@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
 from prometheus_client import REGISTRY
 
 from tests.support.fleet import fleet_started
@@ -96,7 +97,7 @@ async def test_cache_false_never_joins(piper_loaded: TtsApp, client: TtsClient) 
     assert engine_calls(piper_loaded) - calls == 6, "three syntheses of two segments"
 
 
-async def test_two_instances_synthesize_it_once(settings: Settings, tmp_path: Path, nc: TtsClient) -> None:
+async def test_two_instances_synthesize_it_once(settings: Settings, tmp_path: Path, nc: Client) -> None:
     a = TtsApp(settings.with_(instance="a", backends=("piper",), cache_dir=tmp_path / "a"))
     b = TtsApp(settings.with_(instance="b", backends=("piper",), cache_dir=tmp_path / "b", subject_prefix="tb"))
     async with fleet_started(a, b):
@@ -112,7 +113,7 @@ async def test_two_instances_synthesize_it_once(settings: Settings, tmp_path: Pa
 
 
 async def test_the_holders_instance_stops_mid_synthesis_and_the_joiners_synthesize(
-    settings: Settings, tmp_path: Path, nc: TtsClient
+    settings: Settings, tmp_path: Path, nc: Client
 ) -> None:
     """``a`` holds the claim with its engine held at a gate; ``a`` stops; ``b``'s waiters take over."""
     gated_a, gated_b = GatedPiper(settings), GatedPiper(settings)

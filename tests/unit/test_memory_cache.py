@@ -37,7 +37,7 @@ def test_an_entry_never_outlives_the_stores_ttl() -> None:
     memory.put("old", b"x" * 10, {}, ttl_s=-1)  # already aged out of the store: not kept
     memory.put("soon", b"x" * 10, {}, ttl_s=0.01)
     assert "old" not in memory and memory.get("soon") is not None
-    time.sleep(0.02)  # noqa: ASYNC  (a clock bound, not a sync)
+    time.sleep(0.02)  # a clock bound, not a sync
     assert memory.get("soon") is None and memory.bytes == 0
 
 

@@ -116,7 +116,7 @@ class TtsService:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        await self.cached.drain()  # audio already answered, still being stored: a bounded wait
+        await self.cached.close()  # audio already answered, still being stored: a bounded wait
 
     # --- small endpoints ---------------------------------------------------
     async def _reply_json(self, req: Request, body: dict[str, Any]) -> None:

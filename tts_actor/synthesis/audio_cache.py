@@ -14,6 +14,7 @@ bucket's watch, the bucket deleted or purged (the server's advisory), or the ent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -161,6 +162,17 @@ class AudioCache:
                     self.memory.invalidate(info.name)
         except Exception as exc:
             log.warning("audio_cache_watch_ended", error=repr(exc))
+        self.memory.clear()
+        self._store = None  # reopened on the next call, with a new watch
+
+    async def close(self) -> None:
+        """Stop following the store (shutdown): the watch and the advisories."""
+        if self._watch is not None:
+            self._watch.cancel()
+        for sub in self._gone_subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._gone_subs = []
         self.memory.clear()
 
     async def _bucket_gone(self, msg: Msg) -> None:

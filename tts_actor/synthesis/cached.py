@@ -125,6 +125,11 @@ class CachedSynthesis:
         """Let puts in flight finish (shutdown, tests), within a bound."""
         await self.coalescer.drain(timeout_s)
 
+    async def close(self) -> None:
+        """Shutdown: stores in flight finished (bounded), the cache's watch stopped."""
+        await self.drain()
+        await self.cache.close()
+
 
 def _key(request: SynthesisRequest, route: Route) -> str:
     voice = route.voice.id

@@ -35,6 +35,7 @@ class Waited(enum.Enum):
     RELEASED = "released"  # the holder deleted its claim: its file is stored (or its synthesis failed)
     DEAD = "dead"  # no refresh for a whole TTL: take the claim over
     TIMEOUT = "timeout"  # the waiter's own deadline passed
+    UNKNOWN = "unknown"  # the claim could not be watched (the KV went away): synthesize without it
 
 
 @dataclass
@@ -86,10 +87,16 @@ class FleetClaims:
                             replicas=self.replicas,
                             storage=StorageType.MEMORY,
                         )
+                    # the bucket's TTL, not ours, is when a claim ages out: refresh and judge by it
+                    ttl_s = (await self._kv.status()).ttl
                 except Exception as exc:
+                    self._kv = None
                     self._open_failed_at = time.monotonic()
                     log.warning("audio_claims_unavailable", bucket=self.bucket, error=repr(exc))
                     return None
+                if ttl_s and ttl_s != self.ttl_s:
+                    log.info("audio_claims_bucket_ttl", bucket=self.bucket, ttl_s=ttl_s, configured_s=self.ttl_s)
+                    self.ttl_s = ttl_s
                 self._open_failed_at = None
             return self._kv
 
@@ -162,8 +169,12 @@ class FleetClaims:
         """
         kv = await self._open()
         if kv is None:
-            return Waited.RELEASED, 0
-        watcher = await kv.watch(key)  # the current value first (or nothing), then every change
+            return Waited.UNKNOWN, 0
+        try:
+            watcher = await kv.watch(key)  # the current value first (or nothing), then every change
+        except Exception as exc:
+            log.warning("audio_claim_watch_failed", key=key[:16], error=repr(exc))
+            return Waited.UNKNOWN, 0
         revision, seen = 0, False
         try:
             while True:
@@ -175,7 +186,7 @@ class FleetClaims:
                 except nats.errors.TimeoutError:
                     if deadline is not None and time.monotonic() >= deadline:
                         return Waited.TIMEOUT, revision
-                    return Waited.DEAD, revision
+                    return (Waited.DEAD if seen else Waited.UNKNOWN), revision
                 if entry is None:  # the end of what was there: nothing means nobody holds it
                     if not seen:
                         return Waited.RELEASED, revision

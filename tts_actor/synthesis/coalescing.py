@@ -99,6 +99,8 @@ class Coalescer:
                 waited, revision = await self.claims.wait(flight.key, control.deadline)
                 if waited is Waited.TIMEOUT:
                     raise control.stop_error() or TimeoutError("deadline")
+                if waited is Waited.UNKNOWN:  # the fleet cannot say: synthesize here rather than wait blind
+                    return Lead(flight.key, flight, None)
                 cached = await self.cache.get(flight.key)
                 if cached is not None and cached.data:
                     flight.finish(cached.data, cached.headers)
@@ -132,7 +134,10 @@ class Coalescer:
         if lead.flight is not None:
             lead.flight.fail(error)
             self.flights.end(lead.flight)
-        await asyncio.wait_for(self.claims.release(lead.claim), RELEASE_BOUND_S)
+        try:
+            await asyncio.wait_for(self.claims.release(lead.claim), RELEASE_BOUND_S)
+        except Exception as exc:  # cleanup: the claim's TTL ends it
+            log.info("audio_claim_release_failed", key=lead.key[:16], error=repr(exc))
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Let stores in flight finish (shutdown, tests), within a bound."""
