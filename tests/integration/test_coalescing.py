@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,11 +18,11 @@ from nats.aio.client import Client
 from prometheus_client import REGISTRY
 
 from tests.support.fleet import fleet_started
-from tests.support.helpers import GatedPiper, eventually, wav_info
+from tests.support.helpers import GatedPiper, eventually, serving, wav_info
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
-from tts_actor.errors import TtsError
+from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.messages import SynthesisRequest
 
 TEXT = "Everyone in the group gets the same sentence. It is spoken only once."
@@ -104,12 +106,32 @@ async def test_two_instances_synthesize_it_once(settings: Settings, tmp_path: Pa
         on_a, on_b = TtsClient(nc, timeout_s=60, retry_policy=None), TtsClient(nc, prefix="tb", timeout_s=60)
         spoken, calls = audio_seconds(), engine_calls(a) + engine_calls(b)
         requests = [(on_a if n % 2 else on_b).synthesize(SynthesisRequest(text=TEXT)) for n in range(10)]
+        requests.append(on_b.synthesize(SynthesisRequest(text=TEXT, stream=True)))  # a stream joins too
         replies = await asyncio.gather(*requests)
-        assert len({r.audio for r in replies}) == 1
+        assert len({r.audio[44:] for r in replies}) == 1, "the same samples for all (a stream's header differs)"
         outcomes = Counter(r.headers["Tts-Cache"] for r in replies)
-        assert outcomes["miss"] == 1 and outcomes["joined"] + outcomes["hit"] == 9, outcomes
+        assert outcomes["miss"] == 1 and outcomes["joined"] + outcomes["hit"] == 10, outcomes
         assert engine_calls(a) + engine_calls(b) - calls == 2
         assert audio_seconds() - spoken == pytest.approx(replies[0].duration_ms / 1000, abs=0.05)
+
+
+async def test_a_joiner_waits_no_longer_than_its_own_deadline(settings: Settings, client: TtsClient) -> None:
+    gated = GatedPiper(settings)
+    async with serving(settings, gated) as (_, actor):
+        gated.synth_gate.clear()
+        request = SynthesisRequest(text=TEXT, backend="gated")
+        leader = asyncio.create_task(client.synthesize(request))
+        assert await asyncio.to_thread(gated.synth_started.wait, 30)
+        patient = asyncio.create_task(client.synthesize(request))
+        began = time.monotonic()
+        with pytest.raises(TtsError) as hurried:
+            await client.synthesize(dataclasses.replace(request, deadline_ms=300))
+        assert hurried.value.code is ErrorCode.SYNTHESIS_TIMEOUT and time.monotonic() - began < 5
+        assert not leader.done() and not patient.done()
+        gated.synth_gate.set()
+        first, second = await asyncio.gather(leader, patient)
+        assert first.audio == second.audio and second.headers["Tts-Cache"] == "joined"
+        assert actor.engine_calls == 2
 
 
 async def test_the_holders_instance_stops_mid_synthesis_and_the_joiners_synthesize(
