@@ -60,6 +60,11 @@ class Settings:
     audio_cache_max_bytes: int = 1024**3
     audit_max_age_s: float = 365 * 24 * 3600.0  # how long the audit stream keeps events
     erasure_max_age_s: float = 30 * 24 * 3600.0  # how long an instance that was away can still learn an erasure
+    # hot files kept in this instance's memory in front of the object store (0: none)
+    audio_cache_memory_bytes: int = 64 * 1024**2
+    # fleet-wide coalescing: a synthesis in progress holds a claim in this KV bucket, refreshed every third of its TTL
+    audio_claims_bucket: str = "tts_claims"
+    audio_claim_ttl_s: float = 10.0
     queue_group: str = "tts"
     backends: tuple[str, ...] = DEFAULT_BACKENDS
     # language -> backends in priority order; empty means the global order
@@ -314,6 +319,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         audio_cache_max_bytes=int(_number(env, "TTS_AUDIO_CACHE_MAX_BYTES", 1024**3, int, 1024 * 1024)),
         audit_max_age_s=_number(env, "TTS_AUDIT_MAX_AGE_S", 365 * 24 * 3600.0, float, 1.0),
         erasure_max_age_s=_number(env, "TTS_ERASURE_MAX_AGE_S", 30 * 24 * 3600.0, float, 60.0),
+        audio_cache_memory_bytes=int(_number(env, "TTS_AUDIO_CACHE_MEMORY_BYTES", 64 * 1024**2, int, 0, maximum=2**40)),
+        audio_claims_bucket=env.get("TTS_AUDIO_CLAIMS_BUCKET", "tts_claims"),
+        audio_claim_ttl_s=_number(env, "TTS_AUDIO_CLAIM_TTL_S", 10.0, float, 1.0, maximum=3600),
         queue_group=env.get("TTS_QUEUE_GROUP", "tts"),
         backends=backends,
         language_priority=_language_priority(env.get("TTS_LANGUAGE_PRIORITY", "")),

@@ -129,7 +129,7 @@ class TtsService:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        await self.cached.drain()  # audio already answered, still being stored: a bounded wait
+        await self.cached.close()  # audio already answered, still being stored: a bounded wait
         await self.erasure.stop()
         await self.audit.drain()
 

@@ -38,7 +38,12 @@ LOAD_SECONDS = Histogram(
 BACKEND_STATE = Gauge("tts_backend_state", "1 for the state a backend is in, 0 for the others", ["backend", "state"])
 TRANSITIONS = Counter("tts_state_transitions_total", "State transitions", ["backend", "to", "reason"])
 DOWNLOAD_BYTES = Gauge("tts_download_bytes", "Bytes downloaded so far for the current download", ["backend"])
-AUDIO_CACHE = Counter("tts_audio_cache_total", "Audio cache lookups by outcome (hit, miss, bypass)", ["outcome"])
+AUDIO_CACHE = Counter(
+    "tts_audio_cache_total", "Audio cache lookups by outcome (hit, miss, bypass, joined)", ["outcome"]
+)
+AUDIO_CACHE_MEMORY_BYTES = Gauge(
+    "tts_audio_cache_memory_bytes", "Bytes of hot cached audio held in this instance's memory"
+)
 NATS_PERMISSION_ERRORS = Counter(
     "tts_nats_permission_errors",
     "Subscriptions and publishes the NATS server refused (Permissions Violation), by operation",

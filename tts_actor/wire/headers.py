@@ -32,8 +32,7 @@ class Header(enum.StrEnum):
     SENT_AT = "Tts-Sent-At"  # on a request: unix epoch ms when this attempt was sent
     WAVEFORM = "Tts-Waveform"  # whole reply, a stream's end: base64 of waveform_points peaks, 0-255 each
     SYNTHETIC = "Tts-Synthetic"  # every audio reply: "true" (EU AI Act Art. 50(2): machine-readable marking)
-    CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss or bypass
-    KEY_ID = "Tts-Key-Id"  # on a request from the HTTP edge: the id of the API key it checked (audit trail)
+    CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss, bypass or joined
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

@@ -24,6 +24,7 @@ class _Names(Protocol):
     profiles_bucket: str
     audio_cache_bucket: str
     consents_bucket: str
+    audio_claims_bucket: str
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Subjects:
     profiles_bucket: str = "tts_voices"
     audio_cache_bucket: str = "tts_audio"
     consents_bucket: str = "tts_consents"
+    audio_claims_bucket: str = "tts_claims"
 
     @classmethod
     def of(cls, settings: _Names) -> Subjects:
@@ -46,6 +48,7 @@ class Subjects:
             settings.profiles_bucket,
             settings.audio_cache_bucket,
             settings.consents_bucket,
+            settings.audio_claims_bucket,
         )
 
     def subject(self, *parts: str) -> str:
@@ -151,8 +154,7 @@ class Subjects:
         """The KV index from a reference clip's digest to the audio cache keys made from it (``<digest>.<key>``)."""
         return f"{self.audio_cache_bucket}_refs"
 
-    # --- JetStream: the state KV and the two object stores ----------------------------------------------
-    # --- JetStream: the state KV and the object stores ----------------------------------------------
+    # --- JetStream: the state KV, the claims KV and the object stores ------------------------------------
     def kv(self) -> str:
         """Writes to the state bucket."""
         return f"$KV.{self.kv_bucket}.>"
@@ -160,6 +162,14 @@ class Subjects:
     def audio_refs(self) -> str:
         """Writes to the audio cache's index bucket."""
         return f"$KV.{self.audio_refs_bucket}.>"
+    def claims(self) -> str:
+        """Writes to the coalescing claims bucket: who synthesizes which audio cache key now."""
+        return f"$KV.{self.audio_claims_bucket}.>"
+
+    def audio_cache_gone(self) -> tuple[str, ...]:
+        """The server's advisories that the audio cache's stream was deleted or purged (memory copies go too)."""
+        stream = f"OBJ_{self.audio_cache_bucket}"
+        return (f"$JS.EVENT.ADVISORY.STREAM.DELETED.{stream}", f"$JS.EVENT.ADVISORY.STREAM.PURGED.{stream}")
 
     def object_stores(self) -> tuple[str, ...]:
         """Chunks and metadata of the voice profiles, the audio cache and the consent records."""
