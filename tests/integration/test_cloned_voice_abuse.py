@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 
 from statemachine import State
 from tests.support.backends import next_state, tone_wav
+from tests.support.helpers import eventually
 from tests.support.stand_in_chatterbox import checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.audio.pcm import Audio
@@ -38,11 +39,10 @@ from tts_actor.wire.messages import SynthesisRequest
 def chatterbox_settings(settings: Settings, tmp_path: Path, **changes: Any) -> Settings:
     checkpoint(tmp_path / "ckpt" / "multilingual", multilingual=True)
     return settings.with_(
-        instance="solo",
+        **{"instance": "solo", **changes},
         backends=("chatterbox",),
         language_overrides={"chatterbox": ("de",)},
         local_model_dirs={"chatterbox": tmp_path / "ckpt"},
-        **changes,
     )
 
 
@@ -220,3 +220,42 @@ async def test_hostile_consent_and_voice_ids_over_nats_are_refused_and_the_servi
                     "payload_too_large",
                 }, answer
     assert (await owner.consent(mine))["id"] == mine, "a hostile id touched a real record"
+
+
+class KilledAfterRemoving(ProfileStore):
+    """The real store; the deleting instance is killed the moment the clip is removed (its task cancelled)."""
+
+    async def remove(self, profile_id: str) -> str | None:
+        await super().remove(profile_id)
+        raise asyncio.CancelledError  # the process died here: nothing after this line of the erasure ran
+
+
+@pytest.mark.usefixtures("findable_chatterbox")
+async def test_an_instance_killed_mid_erasure_still_leaves_no_conditioning_on_the_others(
+    settings: Settings, tmp_path: Path, nc: Client, client: TtsClient
+) -> None:
+    """Once the clip is gone nobody can erase by id again: the fleet must have heard of it by then."""
+    per = {name: chatterbox_settings(settings, tmp_path, instance=name, require_consent=False) for name in "ab"}
+    adapter_b = ChatterboxBackend(per["b"])
+    a, b = TtsApp(per["a"]), TtsApp(per["b"], adapters={"chatterbox": adapter_b})
+    for app in (a, b):
+        await app.start()
+        await next_state(app, "chatterbox", State.LOADED)
+    try:
+        voice = (await client.create_voice(tone_wav(3.0, hz=440.0), language="de"))["voice_profile"]
+        digest = (await a.service.profiles.get(voice)).digest  # type: ignore[union-attr]
+        for n in range(40):  # the queue group spreads requests: until b has computed the conditioning
+            await client.synthesize(SynthesisRequest(text=f"Satz Nummer {n}.", language="de", voice_profile=voice))
+            if holds(adapter_b, digest):
+                break
+        assert holds(adapter_b, digest)
+        erasure = a.service.erasure  # type: ignore[union-attr]
+        erasure.profiles = KilledAfterRemoving(a.nc, per["a"])  # type: ignore[arg-type]
+        with pytest.raises(asyncio.CancelledError):
+            await erasure.delete(voice)
+        await a.stop()  # the rest of the killed instance goes too
+        assert await client.delete_voice(voice) == {"deleted": False}, "the operator's retry finds nothing to erase"
+        await eventually(lambda: not holds(adapter_b, digest), 5.0, explain=lambda: b.service.erasure.applied)  # type: ignore[union-attr]
+    finally:
+        for app in (a, b):
+            await app.stop()
