@@ -334,3 +334,33 @@ async def test_hostile_uploads_and_ids_on_the_http_edge_get_openais_errors_and_i
     finally:
         await edge.stop()
         await app.stop()
+
+
+@pytest.mark.usefixtures("findable_chatterbox")
+async def test_turning_the_consent_rule_on_keeps_the_voices_made_without_and_refuses_new_ones(
+    settings: Settings, tmp_path: Path, client: TtsClient
+) -> None:
+    """An operator switches TTS_REQUIRE_CONSENT from 0 to 1 (a restart): what was made stays usable and reported."""
+    off = chatterbox_settings(settings, tmp_path, require_consent=False)
+    app = TtsApp(off)
+    await app.start()
+    try:
+        await next_state(app, "chatterbox", State.LOADED)
+        made = (await client.create_voice(tone_wav(3.0, hz=440.0), language="de"))["id"]
+    finally:
+        await app.stop()
+    app = TtsApp(off.with_(require_consent=True))
+    await app.start()
+    try:
+        await next_state(app, "chatterbox", State.LOADED)
+        spoken = await client.synthesize(SynthesisRequest(text="Immer noch da.", language="de", voice_profile=made))
+        assert spoken.audio and spoken.headers.get("Tts-Backend") == "chatterbox"
+        with pytest.raises(TtsError) as refused:
+            await client.create_voice(tone_wav(3.0), language="de")
+        assert refused.value.code.value == "consent_required"
+        report = (await client.voices(profiles=True))["profiles"]
+        assert (report["total"], report["consented"], report["require_consent"]) == (1, 0, True)
+        assert report["unconsented"][0]["id"] == made[:10] + "…"
+        assert await client.delete_voice(made) == {"deleted": True}  # its maker may still delete it
+    finally:
+        await app.stop()
