@@ -72,10 +72,10 @@ class GatedChatterbox(ChatterboxBackend):
 
 
 @pytest.mark.usefixtures("findable_chatterbox")
-async def test_a_voice_deleted_while_a_synthesis_with_it_streams_leaves_no_conditioning_behind(
+async def test_a_voice_deleted_while_a_synthesis_with_it_streams_stops_it_and_leaves_no_conditioning(
     settings: Settings, tmp_path: Path, client: TtsClient
 ) -> None:
-    """The stream started before the delete resolves the clip once; its later segments must not re-cache it."""
+    """A stream that resolved the clip before the delete stops at its next segment, and leaves nothing behind."""
     own = chatterbox_settings(settings, tmp_path, require_consent=False)
     adapter = GatedChatterbox(own)
     app = TtsApp(own, adapters={"chatterbox": adapter})
@@ -87,16 +87,22 @@ async def test_a_voice_deleted_while_a_synthesis_with_it_streams_leaves_no_condi
         text = " ".join(f"Das ist der Satz Nummer {n}, gesprochen in einer geklonten Stimme." for n in range(4))
         request = SynthesisRequest(text=text, language="de", voice_profile=voice, stream=True)
 
-        async def listen() -> int:
-            return len([chunk async for chunk in client.stream(request)])
+        heard: list[bytes] = []
+
+        async def listen() -> None:
+            async for chunk in client.stream(request):
+                heard.append(chunk.data)
 
         streaming = asyncio.create_task(listen())
         assert await asyncio.to_thread(adapter.started.wait, 30), "the stream's second segment never started"
         assert holds(adapter, digest)
         assert await client.delete_voice(voice) == {"deleted": True}
         assert not holds(adapter, digest), "the delete did not drop the conditioning"
-        adapter.gate.set()
-        await asyncio.wait_for(streaming, 30)  # it finishes (or is stopped): either way it is over
+        adapter.gate.set()  # the engine call under way finishes; no further segment is spoken in the deleted voice
+        with pytest.raises(TtsError) as stopped:
+            await asyncio.wait_for(streaming, 30)
+        assert stopped.value.code.value == "unknown_voice" and "deleted" in stopped.value.message
+        assert heard and adapter.segments == 2, "segments were spoken after the voice was deleted"
         assert not holds(adapter, digest), "a stream that outlived the delete put the deleted voice back in the LRU"
     finally:
         adapter.gate.set()

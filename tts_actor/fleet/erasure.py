@@ -32,6 +32,7 @@ from tts_actor.lifecycle.registry import Registry
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_cache import AudioCache
 from tts_actor.synthesis.audio_refs import DIGEST_RE
+from tts_actor.synthesis.pipeline import SynthesisPipeline
 from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.wire.subjects import Subjects
 
@@ -52,9 +53,16 @@ class FleetErasure:
     """``erase_voice`` on the deleting instance; ``start`` on every instance to hear (and replay) erasures."""
 
     def __init__(
-        self, nc: Client, settings: Settings, registry: Registry, profiles: ProfileStore, cache: AudioCache
+        self,
+        nc: Client,
+        settings: Settings,
+        registry: Registry,
+        profiles: ProfileStore,
+        cache: AudioCache,
+        pipeline: SynthesisPipeline | None = None,
     ) -> None:
         self.nc = nc
+        self.pipeline = pipeline  # the syntheses running here: one speaking an erased voice stops
         self.settings = settings
         self.subjects = Subjects.of(settings)
         self.registry = registry
@@ -171,11 +179,18 @@ class FleetErasure:
         self._apply(digest, tuple(k for k in keys if isinstance(k, str)), at)
 
     def _apply(self, digest: str, keys: tuple[str, ...], at: float) -> None:
-        """Every backend drops the clip's conditioning; the audio cache guards against late puts, tells listeners."""
+        """Syntheses speaking the clip stop, every backend drops its conditioning; the audio cache guards, tells."""
+        stopped = self.pipeline.stop_voice(digest) if self.pipeline is not None else 0
         dropped = sum(actor.adapter.forget_reference(digest) for actor in self.registry.actors.values())
         self.cache.erased(digest, keys, at)
         self.applied += 1
-        log.info("erasure_applied", reference=digest[:12], conditioning_dropped=dropped, cached_keys=len(keys))
+        log.info(
+            "erasure_applied",
+            reference=digest[:12],
+            conditioning_dropped=dropped,
+            cached_keys=len(keys),
+            syntheses_stopped=stopped,
+        )
 
 
 def erasure_failed(exc: BaseException) -> TtsError:
