@@ -370,3 +370,35 @@ async def test_turning_the_consent_rule_on_keeps_the_voices_made_without_and_ref
         assert await client.delete_voice(made) == {"deleted": True}  # its maker may still delete it
     finally:
         await app.stop()
+
+
+@pytest.mark.usefixtures("findable_chatterbox")
+async def test_an_sse_stream_whose_voice_is_deleted_ends_with_openais_error_event(
+    settings: Settings, tmp_path: Path, nc: Client, client: TtsClient
+) -> None:
+    """Over the edge: the status (200) went out with the first delta, so the end is a speech.audio.error event."""
+    own = chatterbox_settings(settings, tmp_path, require_consent=False)
+    adapter = GatedChatterbox(own)
+    app = TtsApp(own, adapters={"chatterbox": adapter})
+    edge = HttpEdge(settings, EdgeSettings(), "127.0.0.1", 0)
+    await app.start()
+    await edge.start(nc)
+    try:
+        await next_state(app, "chatterbox", State.LOADED)
+        voice = (await client.create_voice(tone_wav(3.0, hz=440.0), language="de"))["voice_profile"]
+        text = " ".join(f"Das ist der Satz Nummer {n}, gesprochen in einer geklonten Stimme." for n in range(4))
+        body = {"model": "chatterbox", "input": text, "voice": {"id": voice}, "stream_format": "sse"}
+        async with httpx2.AsyncClient(base_url=edge.url, timeout=30) as http:
+            speaking = asyncio.create_task(http.post("/v1/audio/speech", json=body | {"language": "de"}))
+            assert await asyncio.to_thread(adapter.started.wait, 30), "the stream's second segment never started"
+            assert await client.delete_voice(voice) == {"deleted": True}
+            adapter.gate.set()
+            reply = await speaking
+        events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
+        assert reply.status_code == 200 and events[0]["type"] == "speech.audio.delta", reply.text[:300]
+        assert events[-1]["type"] == "speech.audio.error" and events[-1]["error"]["code"] == "unknown_voice", events[-1]
+        assert "speech.audio.done" not in [e["type"] for e in events]
+    finally:
+        adapter.gate.set()
+        await edge.stop()
+        await app.stop()
