@@ -22,6 +22,7 @@ from nats.js.errors import NotFoundError
 
 from statemachine import State
 from tests.support.backends import next_state, tone_wav
+from tests.support.cloning import holds
 from tests.support.helpers import eventually
 from tests.support.stand_in_chatterbox import (  # noqa: F401
     BUILTIN_HZ,
@@ -47,11 +48,6 @@ ALICE_HZ, BOB_HZ = 440.0, 330.0
 def pitch(wav: bytes) -> float:
     audio = read_wav(wav)
     return dominant_hz(np.frombuffer(audio.pcm, dtype="<i2"), audio.sample_rate)
-
-
-def holds(adapter: ChatterboxBackend, digest: str) -> bool:
-    """The adapter's conditioning LRU has an entry computed from the clip ``digest``."""
-    return any(key[-1] == digest for key in list(adapter._profiles._entries))
 
 
 async def cached_objects(nc: Client, bucket: str) -> dict[str, str | None]:
