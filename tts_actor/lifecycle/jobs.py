@@ -30,9 +30,17 @@ class JobControl:
     deadline: float | None = None  # time.monotonic() after which no new segment starts
     deadline_ms: int | None = None
     cancelled: bool = False
+    voice_erased: bool = False  # its cloned voice was deleted while it ran (set with ``cancelled``)
 
     def stop_error(self, backend: str | None = None) -> TtsError | None:
         """Why the job must stop now, or None to go on."""
+        if self.voice_erased:
+            return TtsError(
+                ErrorCode.UNKNOWN_VOICE,
+                f"the voice of request {self.request_id} was deleted while it was spoken; the rest was not spoken",
+                "Nothing to fix: a deleted voice is gone; use another voice.",
+                backend=backend,
+            )
         if self.cancelled:
             return TtsError(
                 ErrorCode.CANCELLED,

@@ -59,7 +59,7 @@ class TtsService:
         # who created, deleted or used a voice or consent: `await self.audit.record(action, actor, id, **fields)`
         self.audit = AuditTrail(nc, settings)
         # a deleted voice's clip, cached audio and every instance's conditioning
-        self.erasure = FleetErasure(nc, settings, registry, self.profiles, self.cached.cache)
+        self.erasure = FleetErasure(nc, settings, registry, self.profiles, self.cached.cache, self.pipeline)
         self.custom_voices = CustomVoices(
             self.profiles, ConsentStore(nc, settings), settings, erase=self.erasure.delete, audit=self.audit.record
         )

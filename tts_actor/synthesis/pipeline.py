@@ -78,6 +78,22 @@ class SynthesisPipeline:
             job.future.set_exception(stop)
         return True
 
+    def stop_voice(self, digest: str) -> int:
+        """Stop every request served here with the clip ``digest`` (its voice was erased); how many there were.
+
+        Each stops at its next segment with ``unknown_voice``: a deleted voice is not spoken on.
+        """
+        stopped = 0
+        for job in list(self.jobs.values()):
+            if job.request.reference_digest != digest:
+                continue
+            job.control.voice_erased = job.control.cancelled = True
+            stop = job.control.stop_error()
+            if stop is not None and not job.future.done():
+                job.future.set_exception(stop)
+            stopped += 1
+        return stopped
+
     def run(
         self,
         request: SynthesisRequest,
