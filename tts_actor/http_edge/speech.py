@@ -29,7 +29,13 @@ from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.http_edge.access_log import error_reply, log_request, mark_started
 from tts_actor.http_edge.edge_settings import EdgeSettings
 from tts_actor.http_edge.middleware import StreamCut
-from tts_actor.http_edge.openai_compat import CONTENT_TYPES, SpeechCall, map_speech_request, voice_languages
+from tts_actor.http_edge.openai_compat import (
+    CONTENT_TYPES,
+    PRIORITY_HEADER,
+    SpeechCall,
+    map_speech_request,
+    voice_languages,
+)
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, tracer
 from tts_actor.wire.messages import SynthesisRequest
@@ -76,7 +82,11 @@ class SpeechRoute:
                     retry_after_ms=1000,
                 )
             call = map_speech_request(
-                await self._read_json(request), self.edge, await self._voice_languages(), REQUEST_FIELDS
+                await self._read_json(request),
+                self.edge,
+                await self._voice_languages(),
+                REQUEST_FIELDS,
+                request.headers.get(PRIORITY_HEADER),
             )
             span.set_attributes({"tts.format": call.response_format, "tts.stream_format": call.stream_format})
             chunks = self._chunks(call)

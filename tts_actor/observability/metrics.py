@@ -45,6 +45,26 @@ HTTP_DROPPED = Counter(
     "HTTP edge connections closed by the server: header_timeout, body_timeout, over_limit",
     ["reason"],
 )
+QUEUE_DEPTH = Gauge("tts_queue_depth", "Jobs waiting in a backend's inbox, by priority", ["backend", "priority"])
+QUEUE_WAIT_SECONDS = Histogram(
+    "tts_queue_wait_seconds",
+    "From a job entering a backend's inbox to its first segment starting, by priority",
+    ["backend", "priority"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+DEADLINE_REFUSALS = Counter(
+    "tts_deadline_refusals_total",
+    "Requests refused at once (deadline_unreachable): their first audio would have come after their deadline",
+    ["backend", "priority"],
+)
+MEMORY_GUARD_BYTES = Gauge(
+    "tts_memory_guard_bytes", "The configured memory guard (resident bytes) of this process; 0 when there is none"
+)
+MEMORY_GUARD_ACTIONS = Counter(
+    "tts_memory_guard_actions_total",
+    "What the memory guard did: tripped (stopped taking work), reloaded (backend unloaded and loaded), ineffective",
+    ["backend", "action"],
+)
 INFLIGHT = Gauge("tts_inflight_requests", "Synthesis requests being served")
 
 

@@ -45,6 +45,22 @@ class AudioFormat(enum.StrEnum):
         return aliases.get(suffix) or (cls(suffix) if suffix in cls._value2member_map_ else None)
 
 
+class Priority(enum.StrEnum):
+    """Which waiting work the backend serves first, segment by segment (ageing keeps bulk moving)."""
+
+    INTERACTIVE = "interactive"  # a person waits for it (a voice message)
+    NORMAL = "normal"
+    BULK = "bulk"  # nobody waits now (pre-generating a history): yields to the others between its segments
+
+    @property
+    def rank(self) -> int:
+        """0 is served first."""
+        return PRIORITY_ORDER.index(self)
+
+
+PRIORITY_ORDER = (Priority.INTERACTIVE, Priority.NORMAL, Priority.BULK)
+
+
 @dataclass(frozen=True)
 class SynthesisOptions:
     """Backend-specific knobs; each backend reads the ones it understands."""
@@ -77,6 +93,7 @@ class SynthesisRequest:
     voice_profile: str | None = None  # an id from tts.voices.create: its clip is the reference (the service loads it)
     cache: bool = True  # False: neither read nor write the fleet's audio cache
     allow_script_mismatch: bool = False  # True: speak text in a script the language does not use (spelled out)
+    priority: Priority = Priority.NORMAL  # interactive work goes before bulk between segments
     reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
 
     @property
@@ -110,4 +127,6 @@ class SynthesisRequest:
             body["cache"] = False
         if self.allow_script_mismatch:
             body["allow_script_mismatch"] = True
+        if self.priority is not Priority.NORMAL:
+            body["priority"] = self.priority.value
         return json.dumps(body).encode()
