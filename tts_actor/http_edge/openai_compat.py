@@ -234,7 +234,7 @@ def should_retry(status: int, code: ErrorCode) -> bool | None:
         return status in _RETRY_STATUSES
     if code in _PERMANENT_CODES:
         return False
-    if code is ErrorCode.BACKEND_NOT_READY:
+    if code in (ErrorCode.BACKEND_NOT_READY, ErrorCode.DEADLINE_UNREACHABLE):
         return True
     return None
 
