@@ -61,14 +61,24 @@ async def test_a_deadline_behind_a_backlog_is_refused_before_the_engine_sees_it(
         assert error.retry_after_ms is not None and error.retry_after_ms >= 100
         assert error.detail is not None and error.detail["estimated_first_audio_ms"] > 300
         assert error.detail["ahead"]["segments"] >= 20 and error.detail["deadline_ms"] <= 300
-        # an interactive request with the same deadline goes before the backlog: it is admitted and served in time
-        urgent = make_job(actor, "i", ["Urgent."], out, Priority.INTERACTIVE, deadline_ms=300)
+        # with half the backlog's time as its deadline, a normal request is refused and an interactive one, which
+        # waits for the segment in the engine only, is admitted and served
+        half_ms = error.detail["estimated_first_audio_ms"] // 2
+        with pytest.raises(TtsError) as also_refused:
+            actor.submit(make_job(actor, "n-late", [REFUSED_TEXT], out, deadline_ms=half_ms))
+        assert also_refused.value.code is ErrorCode.DEADLINE_UNREACHABLE
+        urgent = make_job(actor, "i", ["Urgent."], out, Priority.INTERACTIVE, deadline_ms=half_ms)
         actor.submit(urgent)
+        piper.step()  # the segment in the engine ends; the interactive job's is next
+        await piper.wait_entered()
+        assert piper.calls[-1] == "Urgent."
         piper.run_freely()
         await asyncio.wait_for(urgent.future, 30)
-        await asyncio.wait_for(asyncio.gather(*(j.future for j in backlog)), 120)
+        for job in backlog:  # the rest is not needed: cancelled, it stops at its next segment
+            job.control.cancelled = True
+        await asyncio.wait_for(asyncio.gather(*(j.future for j in backlog), return_exceptions=True), 60)
         assert REFUSED_TEXT not in piper.calls
-        assert out.index("i0") < out.index("n1-0")
+        assert out[out.index("n0-0") + 1] == "i0"
     finally:
         piper.run_freely()
         await actor.stop()
@@ -80,11 +90,17 @@ async def test_without_a_measured_pace_nothing_is_refused_for_its_deadline(tmp_p
     actor = await started_actor(piper, settings)
     try:
         out: list[str] = []
-        actor.submit(make_job(actor, "a", LONG, out))
+        holding = make_job(actor, "a", LONG, out)
+        actor.submit(holding)
         await piper.wait_entered()
         job = make_job(actor, "d", ["Admitted."], out, deadline_ms=300)
         actor.submit(job)  # no estimate yet: admitted; its deadline still stops it while queued
         assert actor.queued == 1
+        piper.run_freely()
+        await asyncio.wait_for(holding.future, 60)
+        with pytest.raises(TtsError) as stopped:
+            await asyncio.wait_for(job.future, 60)
+        assert stopped.value.code is ErrorCode.SYNTHESIS_TIMEOUT and "Admitted." not in piper.calls
     finally:
         piper.run_freely()
         await actor.stop()
@@ -103,12 +119,15 @@ async def test_the_refusal_on_the_wire_carries_retry_after_and_the_fleet_and_the
         await client.synthesize(SynthesisRequest(text=" ".join(LONG[:2])))  # the pace is measured
         piper.run_freely(False)
         nc: Client = client.nc
-        backlog = [
-            asyncio.ensure_future(client.synthesize(SynthesisRequest(text=" ".join(LONG), priority=Priority.BULK)))
-            for _ in range(6)
-        ]
+        backlog = [asyncio.ensure_future(_bulk(client)) for _ in range(6)]
         await piper.wait_entered()
         await _queued(actor, 5)
+        status = (await client.status())["backends"][0]
+        assert status["priorities"]["bulk"]["queued"] == 5 and status["priorities"]["bulk"]["oldest_wait_ms"] > 0
+        assert status["priorities"]["interactive"]["queued"] == 0 and status["rtf_recent"] > 0
+        stats = json.loads((await nc.request("$SRV.STATS.tts", b"", timeout=5)).data)
+        data = next(e for e in stats["endpoints"] if e["name"] == "synthesize")["data"]["backends"]["piper"]
+        assert data["priorities"]["bulk"]["queued"] == 5 and data["priorities"]["normal"]["started"] >= 1
         body = SynthesisRequest(text=REFUSED_TEXT, deadline_ms=300, priority=Priority.BULK).to_json()
         reply = await nc.request("tts.synthesize", body, timeout=5)
         headers = reply.headers or {}
@@ -123,8 +142,18 @@ async def test_the_refusal_on_the_wire_carries_retry_after_and_the_fleet_and_the
             await retrying.synthesize(SynthesisRequest(text=REFUSED_TEXT, priority=Priority.BULK))
         assert told.value.code is ErrorCode.DEADLINE_UNREACHABLE and retrying.retries == 0
         assert REFUSED_TEXT not in piper.calls
+        for task in backlog:  # leaving each stream cancels its job on the service (tts.cancel)
+            task.cancel()
+        await asyncio.gather(*backlog, return_exceptions=True)
         piper.run_freely()
-        await asyncio.wait_for(asyncio.gather(*backlog), 120)
+        await eventually(lambda: actor.queued == 0 and not actor.busy, timeout_s=60)
+
+
+async def _bulk(client: TtsClient) -> None:
+    """A long bulk job, streamed: cancelling this task cancels the job (``tts.cancel``)."""
+    async with client.stream(SynthesisRequest(text=" ".join(LONG), priority=Priority.BULK), 120) as chunks:
+        async for _ in chunks:
+            pass
 
 
 async def _queued(actor: object, count: int) -> None:

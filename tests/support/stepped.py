@@ -49,9 +49,11 @@ class SteppedPiper(PiperBackend):
         if free:
             self._free.set()
             self.step(100)
-        else:
+        else:  # held again: steps and entries left over from running freely are forgotten
             self._free.clear()
             while self._steps.acquire(blocking=False):
+                pass
+            while self.entered.acquire(blocking=False):
                 pass
 
     async def wait_entered(self, timeout_s: float = 30.0) -> None:

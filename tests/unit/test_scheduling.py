@@ -42,6 +42,7 @@ def _order(inbox: PriorityInbox, clock: Clock, step_s: float = 0.1) -> list[str]
         taken.append(f"{job.request.text}{job.next_segment}")
         job.next_segment += 1
         clock.now += step_s
+        inbox.served(job.priority)
         if job.next_segment < len(job.segments):
             inbox.requeue(job, place)
     return taken
@@ -70,6 +71,19 @@ def test_a_class_waiting_past_the_ageing_bound_gets_one_segment() -> None:
     assert len(bulk) == 3 and bulk[-1] < 20  # not after all the interactive work: one segment a second
     assert bulk[1] - bulk[0] >= 3  # and interactive work between them
     assert inbox.aged == 3
+
+
+def test_a_class_whose_own_segments_are_slow_is_not_starved_by_them() -> None:
+    """Ageing counts the time a class waits for others, not the time its own segments take."""
+    clock = Clock()
+    inbox = PriorityInbox("piper", 10, ageing_s=1.0, clock=clock)
+    for name in ("a", "b"):
+        inbox.put_nowait(_job(name, Priority.NORMAL))
+    job, _ = inbox.get_nowait()
+    inbox.put_nowait(_job("i", Priority.INTERACTIVE))
+    clock.now += 5.0  # the normal segment took far longer than the ageing bound
+    inbox.served(job.priority)
+    assert inbox.get_nowait()[0].request.text == "i" and inbox.aged == 0
 
 
 def test_the_depth_limit_is_for_new_jobs_and_drain_can_leave_started_ones() -> None:

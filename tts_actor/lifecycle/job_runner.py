@@ -161,6 +161,7 @@ class JobRunner:
             finally:
                 self._phases.running -= 1
                 self._touch()
+                self.inbox.served(job.priority)
             if more:  # back in its place: waiting work of a higher class goes first
                 self.inbox.requeue(job, place)
             else:

@@ -5,7 +5,7 @@ A runner takes a job, runs its next segment and puts it back (:meth:`PriorityInb
 
 * the highest class with waiting work (interactive, then normal, then bulk); within a class the job
   queued first, so a job partway through keeps its place and finishes before the next one of its class;
-* ageing: a class that has waited TTS_PRIORITY_AGEING_S since it was last served (or since it began
+* ageing: a class that has waited TTS_PRIORITY_AGEING_S since its last segment ended (or since it began
   waiting) goes first for one segment, the longest-waiting such class first. Under a steady stream of
   interactive work, bulk still gets a segment every ageing period (it never starves), and interactive
   work waits at most one extra segment per period for it.
@@ -100,6 +100,10 @@ class PriorityInbox:
         if self.qsize() >= self.maxsize:
             raise asyncio.QueueFull
         self._push(_Entry(next(self._seq), job, self._clock()))
+
+    def served(self, priority: Priority) -> None:
+        """A segment of ``priority`` ended: the class's ageing clock restarts (its own segment was no wait)."""
+        self._class_since[priority] = self._clock() if self._heaps[priority] else None
 
     def requeue(self, job: SynthesisJob, seq: int) -> None:
         """A job partway through, back after its segment: its first place in its class, never refused."""
