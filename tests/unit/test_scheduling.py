@@ -15,6 +15,7 @@ from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.lifecycle.jobs import JobControl, SynthesisJob
 from tts_actor.lifecycle.scheduling import PriorityInbox
+from tts_actor.lifecycle.wait_estimate import estimate_first_audio
 from tts_actor.wire.messages import Priority, SynthesisRequest
 from tts_actor.wire.request_parsing import parse_synthesis_request
 
@@ -119,3 +120,26 @@ def test_the_client_retries_deadline_unreachable_only_within_its_own_deadline() 
     assert client._retry_delay(refusal, 0, time.monotonic() + 0.45) is None  # no time left after the wait
     unpaced = TtsError(ErrorCode.DEADLINE_UNREACHABLE, "late", "elsewhere")
     assert client._retry_delay(unpaced, 0, time.monotonic() + 10) is None
+
+
+def _estimated(name: str, priority: Priority, seconds: list[float], done: int = 0) -> SynthesisJob:
+    job = _job(name, priority, len(seconds))
+    job.audio_estimate_s, job.next_segment = seconds, done  # what the adapter's spoken_cost gave
+    return job
+
+
+def test_the_wait_is_the_work_ahead_at_the_measured_pace() -> None:
+    adapter: Any = None  # every job's audio estimate is already known
+    new = _estimated("new", Priority.NORMAL, [2.0, 9.0])
+    ahead = [_estimated("q", Priority.NORMAL, [4.0, 4.0, 4.0], done=1)]  # two segments left
+    running = [
+        (_estimated("r", Priority.BULK, [3.0, 100.0]), 0.1),  # bulk: only its segment in the engine is ahead
+        (_estimated("s", Priority.INTERACTIVE, [1.0, 1.0]), 0.0),  # higher: its rest goes first too
+    ]
+    assert estimate_first_audio(new, ahead, running, None, 1, adapter) is None  # no pace measured yet
+    estimate = estimate_first_audio(new, ahead, running, 0.5, 2, adapter)
+    assert estimate is not None
+    ahead_engine_s = 8.0 * 0.5 + (3.0 * 0.5 - 0.1) + (1.0 * 0.5) + 1.0 * 0.5
+    assert estimate.first_audio_s == pytest.approx(ahead_engine_s / 2 + 2.0 * 0.5)
+    assert (estimate.ahead_jobs, estimate.ahead_segments, estimate.ahead_audio_s) == (3, 5, 13.0)
+    assert estimate.to_detail()["estimated_first_audio_ms"] == round(estimate.first_audio_s * 1000)
