@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
 from statemachine import State, StateEvent
+from tests.support.bench_pressure import pressure_rows
 from tts_actor.app import TtsApp
 from tts_actor.audio.codecs import open_encoder
 from tts_actor.audio.segmenter import segment_text
@@ -238,6 +239,7 @@ async def bench(url: str, cache: Path) -> list[Row]:
         rows.append(await throughput_row(client))
         rows.extend(await cache_hit_rows(app, client, nc))
         rows.extend(await coalescing_rows(client))
+        rows.extend(await pressure_rows(app, client, nc, Row, latency_row, baseline))
     finally:
         await nc.close()
         await app.stop()

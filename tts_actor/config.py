@@ -85,6 +85,9 @@ class Settings:
     max_inflight: int = 32
     backend_queue_depth: int = 32  # as deep as the inflight cap: one gate, and a burst waits its turn
     synthesis_timeout_s: float = 120.0
+    # a priority class waiting this long since it was last served goes first for one segment (bulk never starves)
+    priority_ageing_s: float = 2.0
+    max_rss_bytes: int = 0  # the memory guard: above this resident size the heaviest backend is reloaded; 0: off
     clock_skew_ms: int = 2000  # how far a caller's clock may differ from ours when its Tts-Deadline is read
     shutdown_grace_s: float = 10.0
     idle_unload_s: float = 0.0
@@ -341,6 +344,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 32, int, 1, maximum=100_000)),
         backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 32, int, 1, maximum=100_000)),
         synthesis_timeout_s=_seconds(env, "TTS_SYNTHESIS_TIMEOUT_S", 120.0),
+        priority_ageing_s=_seconds(env, "TTS_PRIORITY_AGEING_S", 2.0),
+        max_rss_bytes=int(_number(env, "TTS_MAX_RSS_BYTES", 0, int, 0, maximum=2**50)),
         clock_skew_ms=int(_number(env, "TTS_CLOCK_SKEW_MS", 2000, int, 0, maximum=3_600_000)),
         shutdown_grace_s=_seconds(env, "TTS_SHUTDOWN_GRACE_S", 10.0, positive=False),
         idle_unload_s=_seconds(env, "TTS_IDLE_UNLOAD_S", 0.0, positive=False),

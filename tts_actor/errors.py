@@ -22,6 +22,7 @@ class ErrorCode(enum.StrEnum):
     BACKEND_NOT_READY = "backend_not_ready"
     BACKEND_FAILED = "backend_failed"
     BUSY = "busy"
+    DEADLINE_UNREACHABLE = "deadline_unreachable"
     SYNTHESIS_FAILED = "synthesis_failed"
     SYNTHESIS_TIMEOUT = "synthesis_timeout"
     OUT_OF_MEMORY = "out_of_memory"
@@ -44,6 +45,9 @@ SERVICE_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BACKEND_NOT_READY: 503,
     ErrorCode.BACKEND_FAILED: 503,
     ErrorCode.BUSY: 429,
+    # 503, not 429: the caller sent nothing too often; this instance cannot meet this request's deadline now
+    # (a looser one would be queued), and 503 + Retry-After is what proxies and SDKs retry on another upstream
+    ErrorCode.DEADLINE_UNREACHABLE: 503,
     ErrorCode.SYNTHESIS_FAILED: 500,
     ErrorCode.SYNTHESIS_TIMEOUT: 504,
     ErrorCode.OUT_OF_MEMORY: 507,

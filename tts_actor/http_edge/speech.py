@@ -33,6 +33,7 @@ from tts_actor.http_edge.edge_settings import EdgeSettings
 from tts_actor.http_edge.middleware import StreamCut, http_caller
 from tts_actor.http_edge.openai_compat import (
     CONTENT_TYPES,
+    PRIORITY_HEADER,
     SpeechCall,
     error_response,
     map_speech_request,
@@ -84,7 +85,11 @@ class SpeechRoute:
                     retry_after_ms=1000,
                 )
             call = map_speech_request(
-                await self._read_json(request), self.edge, await self._voice_languages(), REQUEST_FIELDS
+                await self._read_json(request),
+                self.edge,
+                await self._voice_languages(),
+                REQUEST_FIELDS,
+                request.headers.get(PRIORITY_HEADER),
             )
             span.set_attributes({"tts.format": call.response_format, "tts.stream_format": call.stream_format})
             chunks = self._chunks(call, http_caller(request))

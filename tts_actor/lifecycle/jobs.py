@@ -19,7 +19,7 @@ from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segmenter import Segment
 from tts_actor.backends.base import Voice
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.messages import Priority, SynthesisRequest
 
 
 @dataclass
@@ -77,3 +77,18 @@ class SynthesisJob:
     future: asyncio.Future[None]  # settled once every segment is done, or with the error that stopped it
     trace_context: otel_context.Context | None = None
     queued_ns: int = field(default_factory=time.time_ns)
+    # the runner's progress through it: a job is served one segment at a time and queued again in between
+    next_segment: int = 0  # the index in ``segments`` of the next engine call
+    timeout_at: float | None = None  # loop time when TTS_SYNTHESIS_TIMEOUT_S runs out, set at its first segment
+    held_s: float = 0.0  # wall seconds its segments held a worker so far
+    # estimated seconds of audio per segment (the adapter's spoken_cost), computed once a deadline asks
+    audio_estimate_s: list[float] | None = None
+
+    @property
+    def started(self) -> bool:
+        """At least one segment ran: it keeps its place and is not refused as a queued job is."""
+        return self.next_segment > 0
+
+    @property
+    def priority(self) -> Priority:
+        return self.request.priority

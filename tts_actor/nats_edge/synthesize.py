@@ -42,6 +42,7 @@ from tts_actor.wire.request_parsing import parse_synthesis_request
 from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
+SEND_ELSEWHERE = (ErrorCode.DEADLINE_UNREACHABLE, ErrorCode.BUSY)  # refusals that carry the fleet's view
 BUSY_RETRY_MS = 250  # a forwarded request's busy: the backend's pace is another instance's to know
 
 
@@ -205,6 +206,8 @@ class SynthesizeEndpoint:
                 log.warning("reply_lost", request_id=control.request_id, error=str(lost), sent=run.messages)
                 metrics.REQUESTS.labels(route.actor.name, "reply_lost").inc()
             except TtsError as error:
+                if error.code in SEND_ELSEWHERE:
+                    self.routing.with_fleet_view(error)
                 span.set_status(Status(StatusCode.ERROR, error.message))
                 metrics.REQUESTS.labels(error.backend or route.actor.name, error.code.value).inc()
                 await run.fail(error)

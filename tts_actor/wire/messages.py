@@ -48,6 +48,22 @@ class AudioFormat(enum.StrEnum):
         return aliases.get(suffix) or (cls(suffix) if suffix in cls._value2member_map_ else None)
 
 
+class Priority(enum.StrEnum):
+    """Which waiting work the backend serves first, segment by segment (ageing keeps bulk moving)."""
+
+    INTERACTIVE = "interactive"  # a person waits for it (a voice message)
+    NORMAL = "normal"
+    BULK = "bulk"  # nobody waits now (pre-generating a history): yields to the others between its segments
+
+    @property
+    def rank(self) -> int:
+        """0 is served first."""
+        return PRIORITY_ORDER.index(self)
+
+
+PRIORITY_ORDER = (Priority.INTERACTIVE, Priority.NORMAL, Priority.BULK)
+
+
 @dataclass(frozen=True)
 class SynthesisOptions:
     """Backend-specific knobs; each backend reads the ones it understands."""
@@ -81,6 +97,7 @@ class SynthesisRequest:
     cache: bool = True  # False: neither read nor write the fleet's audio cache
     allow_script_mismatch: bool = False  # True: speak text in a script the language does not use (spelled out)
     waveform_points: int = DEFAULT_POINTS  # bytes of Tts-Waveform: peaks of equal slices of the audio
+    priority: Priority = Priority.NORMAL  # interactive work goes before bulk between segments
     reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
 
     @property
@@ -116,4 +133,6 @@ class SynthesisRequest:
             body["allow_script_mismatch"] = True
         if self.waveform_points != DEFAULT_POINTS:
             body["waveform_points"] = self.waveform_points
+        if self.priority is not Priority.NORMAL:
+            body["priority"] = self.priority.value
         return json.dumps(body).encode()
