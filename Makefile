@@ -30,7 +30,7 @@ $(TEST_VENV)/.installed: pyproject.toml
 		echo "torch==$(TORCH_VERSION) from pip's configured index ($(TORCH_INDEX_URL) not used)"; \
 		$(TPY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
 	fi
-	$(TPY) -m pip install --quiet -e '.[dev,mms]'
+	$(TPY) -m pip install --quiet -e '.[dev,mms,watermark]'
 	touch $@
 
 install: $(VENV)/.installed

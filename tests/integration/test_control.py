@@ -46,6 +46,7 @@ async def test_micro_discovery_answers(piper_loaded: TtsApp, nc: Client) -> None
         "tts.health",
         "tts.voices.create",
         "tts.voices.delete",
+        "tts.detect",
     }
     assert {e["queue_group"] for e in info["endpoints"]} == {"tts"}
 

@@ -41,7 +41,7 @@ class PerthParams:
     @property
     def subband(self) -> int:
         """Frequency bins under ``max_wmark_freq``: the band the mark lives in."""
-        return int(round((self.n_fft // 2 + 1) * self.max_wmark_freq / (self.sample_rate / 2)))
+        return round((self.n_fft // 2 + 1) * self.max_wmark_freq / (self.sample_rate / 2))
 
     @property
     def min_db(self) -> float:
@@ -123,11 +123,10 @@ class PerthModel:
 
     def _stft(self, signal: Any) -> tuple[Any, Any]:
         p = self.params
-        spec = self._torch.stft(
-            signal, p.n_fft, p.hop_size, p.window_size, self.window, center=True, pad_mode="reflect", return_complex=True
-        )
-        magnitude_db = 20 * self._torch.log10(spec.abs().clip(p.stft_magnitude_min))
-        return (magnitude_db - p.min_db) / (-p.min_db + HEADROOM_DB), self._torch.angle(spec)
+        window, torch = self.window, self._torch
+        spec = torch.stft(signal, p.n_fft, p.hop_size, p.window_size, window, pad_mode="reflect", return_complex=True)
+        magnitude_db = 20 * torch.log10(spec.abs().clip(p.stft_magnitude_min))
+        return (magnitude_db - p.min_db) / (-p.min_db + HEADROOM_DB), torch.angle(spec)
 
     @staticmethod
     def _mask(magspec: Any) -> Any:
@@ -162,7 +161,8 @@ class PerthModel:
         frames = subband.shape[2]
         marks, attentions = [], []
         for branch, scale in (("slow", 1.25), ("normal", 1.0), ("fast", 0.75)):
-            x = subband if scale == 1.0 else f.interpolate(subband, size=int(frames * scale), mode="linear", align_corners=True)
+            size = int(frames * scale)
+            x = subband if scale == 1.0 else f.interpolate(subband, size=size, mode="linear", align_corners=True)
             out = getattr(decoder, f"{branch}_layers")(x)  # (B, 2, T'): attention, mark
             m = f.interpolate(mask, size=out.size(2), mode="nearest")
             attentions.append((out[:, :1] * m).sum(dim=2) / m.sum(dim=2))

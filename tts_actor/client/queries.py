@@ -1,4 +1,4 @@
-"""The client's small requests: status, voices, health, voice profiles, control and cancel.
+"""The client's small requests: status, voices, health, voice profiles, detection, control and cancel.
 
 Each is one NATS request with a JSON reply and a short fixed timeout, nothing like synthesis's inbox, stall
 timer and retries; kept apart so :mod:`tts_actor.client.tts_client` is about synthesis. A mixin, since every
@@ -78,6 +78,10 @@ class ServiceQueries:
         return await self._request_json(
             self.subject("voices", "delete"), json.dumps({"voice_profile": profile_id}).encode()
         )
+
+    async def detect(self, audio: bytes) -> dict[str, Any]:
+        """Whether an audio file (any format FFmpeg reads) carries the inaudible watermark: ``tts.detect``'s reply."""
+        return await self._request_json(self.subject("detect"), audio)
 
     async def control(self, backend: str, action: str) -> dict[str, Any]:
         return await self._request_json(self.subject("control", backend, action))

@@ -45,6 +45,7 @@ KEPT_HEADERS = (
     Header.DURATION_MS,
     Header.SEGMENT_COUNT,
     Header.TIMINGS,
+    Header.WATERMARK,
 )
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
 TOTALS = (Header.DURATION_MS, Header.SEGMENT_COUNT, Header.TIMINGS)  # a stream has them on its end message
@@ -80,14 +81,19 @@ class CachedSynthesis:
         )
 
     @staticmethod
-    def key(request: SynthesisRequest, route: Route) -> str:
-        """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id."""
+    def key(request: SynthesisRequest, route: Route, watermark: str | None = None) -> str:
+        """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id.
+
+        ``watermark``: the mark the service adds (None: none), so that turning it on never serves unmarked audio.
+        """
         voice = route.voice.id
         if request.reference_audio is not None:
             digest = request.reference_digest or hashlib.sha256(request.reference_audio).hexdigest()
             voice = f"{voice}+{digest}"
         options: dict[str, Any] = dataclasses.asdict(request.options)
         options |= {"reference_text": request.reference_text, "reference_language": request.reference_language}
+        if watermark is not None:  # absent when off: the keys of unmarked audio stay what they were
+            options["watermark"] = watermark
         actor = route.actor
         return audio_cache_key(
             text=request.text,

@@ -27,6 +27,7 @@ from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.cached import BYPASS, CachedSynthesis, cache_header
+from tts_actor.synthesis.marking import Marking
 from tts_actor.synthesis.reply import ReplySink, audio_headers, audio_totals
 from tts_actor.synthesis.sinks import CacheTee, EncodedSink, EncodeStage, QueuedSink
 from tts_actor.wire.framing import Framer, Publish
@@ -56,6 +57,7 @@ class SynthesisPipeline:
         self.settings = settings
         self.store = store
         self.jobs: dict[str, SynthesisJob] = {}  # by request id, for tts.cancel
+        self.marking = Marking(settings.watermark)  # TTS_WATERMARK, and whether the extra is installed
 
     def request_id(self, wanted: str | None) -> str:
         """The caller's id when it is a usable, unused name, else a fresh one."""
@@ -110,6 +112,7 @@ class SynthesisRun:
         self.started = started
         self.reply: ReplySink | None = None  # once audio may go out
         self.job: SynthesisJob | None = None  # the latest one handed to the actor
+        self.watermark: str | None = None  # the mark this service adds to the audio (None: none)
 
     @property
     def messages(self) -> int:
@@ -143,6 +146,7 @@ class SynthesisRun:
             await wait_ready(actor, request.wait_ms / 1000)
             if not actor.ready:
                 raise pipeline.registry.no_backend_ready(request, actor)
+        self.watermark = pipeline.marking.name_for(actor.adapter.spec)  # before the cache: keys differ by mark
         store = pipeline.store
         key = await self._cache_key(store) if store is not None else self._no_store()
         if key is None:
@@ -161,7 +165,7 @@ class SynthesisRun:
         self.reply = ReplySink(framer, encoder, first, self.started, actor.name)
         tee = CacheTee(self.reply, encoder, key) if store is not None and request.cache else None
         out: EncodedSink = tee or self.reply
-        stage = EncodeStage(encoder, request.stream, out, request.format.value)
+        stage = EncodeStage(encoder, request.stream, out, request.format.value, Marking.marker(self.watermark))
         sink = QueuedSink(first_waits=request.stream and len(segments) > 1)
         synth_started = time.perf_counter()
         while True:  # a job that an unload overtook in the queue waits out the rest of its wait_ms
@@ -193,7 +197,7 @@ class SynthesisRun:
     async def _cache_key(self, store: CachedSynthesis) -> str | None:
         """The profile applied and the audio cache asked: the key to store the reply under, None on a hit."""
         request = self.request = await store.with_profile(self.request)
-        key = store.key(request, self.route)
+        key = store.key(request, self.route, self.watermark)
         cached = await store.lookup(request, key, trace.get_current_span())
         if cached is None:
             return key
@@ -221,6 +225,8 @@ class SynthesisRun:
         }
         if self.route.fallback_from:
             headers[Header.FALLBACK_FROM.value] = self.route.fallback_from
+        if carried := Marking.carried(self.route.actor.adapter.spec, self.watermark):
+            headers[Header.WATERMARK.value] = carried
         return headers | (cache_header(self.request) if cached else {Header.CACHE.value: BYPASS})
 
     async def _may_wait_again(self, error: TtsError) -> bool:
@@ -254,4 +260,5 @@ class SynthesisRun:
             first_audio_s=round(self.reply.first_audio_s or 0.0, 3),
             total_s=round(time.perf_counter() - self.started, 3),
             fallback_from=self.route.fallback_from,
+            watermark=self.watermark,
         )

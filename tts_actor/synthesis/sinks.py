@@ -1,14 +1,15 @@
 """The reply's audio path, as a chain of sinks the pipeline assembles; audio only ever flows down it.
 
-engine -> :class:`QueuedSink` (the job's sink; the actor awaits it) -> :class:`EncodeStage` (PCM to
-file bytes and timings) -> :class:`CacheTee` (keeps a copy for the audio cache) -> the reply
-(:class:`tts_actor.synthesis.reply.ReplySink`, messages through :class:`tts_actor.wire.framing.Framer`).
+engine -> :class:`QueuedSink` (the job's sink; the actor awaits it) -> :class:`EncodeStage` (the inaudible watermark
+on the PCM when the engine does not mark its own, then PCM to file bytes and timings) -> :class:`CacheTee` (keeps a
+copy for the audio cache) -> the reply (:class:`tts_actor.synthesis.reply.ReplySink`, messages through
+:class:`tts_actor.wire.framing.Framer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,8 +75,17 @@ class QueuedSink:
 class EncodeStage:
     """PCM segments to the file's bytes: a stream's go down as they are encoded, a whole reply's at the end."""
 
-    def __init__(self, encoder: SpeechEncoder, stream: bool, out: EncodedSink, audio_format: str) -> None:
+    def __init__(
+        self,
+        encoder: SpeechEncoder,
+        stream: bool,
+        out: EncodedSink,
+        audio_format: str,
+        mark: Callable[[Audio], Audio] | None = None,
+    ) -> None:
+        """``mark``: the watermark, applied to each segment's PCM before it is encoded (blocking: run in a thread)."""
         self.encoder = encoder
+        self.mark = mark
         self.stream = stream
         self.out = out
         self.audio_format = audio_format
@@ -83,6 +93,9 @@ class EncodeStage:
         self._last: Segment | None = None
 
     async def add(self, segment: Segment, audio: Audio) -> None:
+        if self.mark is not None:
+            with tracer().start_as_current_span("tts.watermark", attributes={"tts.segment": segment.index}):
+                audio = await asyncio.to_thread(self.mark, audio)
         pieces = self.encoder.pieces(segment, audio)
         if not pieces:
             return

@@ -31,6 +31,7 @@ class Header(enum.StrEnum):
     DEADLINE = "Tts-Deadline"  # on a request: unix epoch ms when the caller stops caring (wire/deadlines.py)
     SENT_AT = "Tts-Sent-At"  # on a request: unix epoch ms when this attempt was sent
     CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss or bypass
+    WATERMARK = "Tts-Watermark"  # first message: "perth" when the audio carries the inaudible PerthNet mark
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

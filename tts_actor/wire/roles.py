@@ -60,7 +60,7 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
         Role(
             tenant.replace("-", "_").upper(),
             tenant,
-            f"translator tenant {tenant}: synthesis, voices, profiles, cancel; the replies on its own inbox only",
+            f"translator tenant {tenant}: synthesis, voices, profiles, detect, cancel; replies on its own inbox only",
             publish=(*endpoints, s.cancel),
             subscribe=(inbox_subscription(tenant_inbox(tenant)),),
         )
@@ -76,8 +76,8 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
     operator = Role(
         "OPERATOR",
         "operator",
-        "operators: the control subjects (retry, unload), $SRV discovery and stats, and everything a monitor reads",
-        publish=(s.subject("control", ">"), s.status, s.voices, s.health, "$SRV.>", *s.kv_read_api()),
+        "operators: control (retry, unload), watermark detection, $SRV discovery and stats, and what a monitor reads",
+        publish=(s.subject("control", ">"), s.status, s.voices, s.health, s.detect, "$SRV.>", *s.kv_read_api()),
         subscribe=(s.state(), inbox_subscription(tenant_inbox("operator"))),
     )
     return (service, *translators, monitor, operator)

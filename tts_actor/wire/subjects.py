@@ -71,6 +71,11 @@ class Subjects:
     def voices_delete(self) -> str:
         return self.subject("voices", "delete")
 
+    @property
+    def detect(self) -> str:
+        """Whether an audio file carries the inaudible watermark (nats_edge/detect.py)."""
+        return self.subject("detect")
+
     def endpoints(self) -> tuple[tuple[str, str], ...]:
         """(endpoint name, subject) of every nats.micro endpoint, in registration order."""
         return (
@@ -80,6 +85,7 @@ class Subjects:
             ("health", self.health),
             ("voices_create", self.voices_create),
             ("voices_delete", self.voices_delete),
+            ("detect", self.detect),
         )
 
     # --- fan-out subjects (every instance, no queue group) -----------------------------------------
