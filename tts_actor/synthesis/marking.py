@@ -8,11 +8,13 @@ once, when the pipeline is built: packages do not appear while the service runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable
 
 from tts_actor.audio import watermark
 from tts_actor.audio.pcm import Audio
+from tts_actor.audio.perthnet import PACKAGE
 from tts_actor.audio.watermark import WatermarkMode
 from tts_actor.backends.base import BackendSpec
 from tts_actor.errors import TtsError
@@ -24,9 +26,11 @@ log = get_logger(__name__)
 class Marking:
     """``TTS_WATERMARK`` and what is installed, as the answer for one engine's replies."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, package: str = PACKAGE) -> None:
+        """``package``: resemble-perth's import name (a test names one that is not installed)."""
         self.mode = WatermarkMode(mode)
-        self.missing = watermark.missing_packages() if self.mode is not WatermarkMode.OFF else []
+        self.package = package
+        self.missing = watermark.missing_packages(package) if self.mode is not WatermarkMode.OFF else []
         self.enabled = self.mode is WatermarkMode.ON or (self.mode is WatermarkMode.AUTO and not self.missing)
 
     def name_for(self, spec: BackendSpec) -> str | None:
@@ -42,9 +46,8 @@ class Marking:
         """The mark the reply's audio carries: the service's, or the engine's own."""
         return added or (watermark.NAME if spec.watermarks_itself else None)
 
-    @staticmethod
-    def marker(added: str | None) -> Callable[[Audio], Audio] | None:
-        return watermark.mark if added is not None else None
+    def marker(self, added: str | None) -> Callable[[Audio], Audio] | None:
+        return functools.partial(watermark.mark, package=self.package) if added is not None else None
 
     async def prepare(self, specs: Iterable[BackendSpec]) -> None:
         """Load the model now, in a thread, when some engine here will need it: the first reply does not wait."""
@@ -52,7 +55,7 @@ class Marking:
             return
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(watermark.model)
+            await asyncio.to_thread(watermark.model, self.package)
         except TtsError as error:
             log.warning("watermark_unavailable", mode=self.mode.value, message=error.message, fix=error.fix)
             return

@@ -165,7 +165,7 @@ class SynthesisRun:
         self.reply = ReplySink(framer, encoder, first, self.started, actor.name)
         tee = CacheTee(self.reply, encoder, key) if store is not None and request.cache else None
         out: EncodedSink = tee or self.reply
-        stage = EncodeStage(encoder, request.stream, out, request.format.value, Marking.marker(self.watermark))
+        stage = EncodeStage(encoder, request.stream, out, request.format.value, pipeline.marking.marker(self.watermark))
         sink = QueuedSink(first_waits=request.stream and len(segments) > 1)
         synth_started = time.perf_counter()
         while True:  # a job that an unload overtook in the queue waits out the rest of its wait_ms
