@@ -110,3 +110,20 @@ async def test_the_pipeline_marks_piper_and_refuses_when_the_mark_is_required_bu
         assert info.value.code is ErrorCode.WATERMARK_UNAVAILABLE and len(sent) == 1  # nothing unmarked went out
     finally:
         await registry.stop()
+
+
+async def test_the_mark_runs_on_one_torch_thread_and_leaves_the_process_default_alone() -> None:
+    import threading
+
+    import torch
+
+    default = torch.get_num_threads()
+    assert await watermark.MARKING.run(torch.get_num_threads) == 1
+    assert await watermark.DETECTION.run(torch.get_num_threads) == 1
+    seen: list[int] = []
+    fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    fresh.start()
+    fresh.join()
+    assert torch.get_num_threads() == default and seen == [default]  # an engine's threads (MMS) keep all cores
+    marked = await watermark.mark_async(speak(SAMPLE[0]))
+    assert (await watermark.detect_file_async(marked.to_wav())).watermarked

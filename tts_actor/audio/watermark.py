@@ -4,15 +4,23 @@ Metadata saying "AI-generated" is lost on any re-encode; this mark lives in the 
 and survives codecs. It is an extra (``[watermark]``: resemble-perth's trained weights, torch on CPU):
 ``TTS_WATERMARK`` is ``auto`` (on when the extra is installed), ``on`` (required: a synthesis that cannot be
 marked is refused with ``watermark_unavailable``) or ``off``. The model is loaded once per process, under a
-lock, and every call here is blocking: callers run it in a thread, off the event loop.
+lock. The sync calls block; the ``*_async`` ones run them off the event loop on a thread of their own (one
+for marking, one for detection) whose torch ops use one core: the mark runs beside the next segment's synthesis,
+and torch's default (a thread per core) made it 3-8 times slower on a busy 2-core host (OpenMP threads waiting
+on each other), where one thread costs about 16 % of Piper's synthesis time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib.util
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 
@@ -103,6 +111,54 @@ def detect_samples(samples: np.ndarray, rate: int, package: str = perthnet.PACKA
     confidence = net.score(at_rate) if len(at_rate) > net.params.n_fft // 2 else 0.0
     confidence = 0.0 if confidence != confidence else confidence  # NaN: no voiced frame at all
     return Detection(confidence >= THRESHOLD, confidence, round(len(samples) / rate, 3))
+
+
+T = TypeVar("T")
+
+
+def _one_torch_thread() -> None:
+    """In a new worker thread: torch's intra-op pool of this thread at one thread, the process's default unchanged.
+
+    ``torch.set_num_threads`` sets this thread's OpenMP count and the default new threads start from; a helper
+    thread puts that default back, and this thread keeps its one (ATen reads the default once per thread).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    restore = threading.Thread(target=torch.set_num_threads, args=(before,), name="torch-threads-restore")
+    restore.start()
+    restore.join()
+
+
+class TorchWorker:
+    """One thread, created at first use, where blocking torch calls run single-threaded."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix=self.name, initializer=_one_torch_thread)
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+
+MARKING = TorchWorker("tts-watermark")
+DETECTION = TorchWorker("tts-detect")  # apart: a 10-minute file being scored never holds up a reply's mark
+
+
+async def mark_async(audio: Audio, package: str = perthnet.PACKAGE) -> Audio:
+    """:func:`mark` on the marking thread."""
+    return await MARKING.run(mark, audio, package)
+
+
+async def detect_file_async(data: bytes, package: str = perthnet.PACKAGE) -> Detection:
+    """:func:`detect_file` on the detection thread."""
+    return await DETECTION.run(detect_file, data, package)
 
 
 def detect_file(data: bytes, package: str = perthnet.PACKAGE) -> Detection:

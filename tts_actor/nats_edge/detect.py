@@ -2,13 +2,13 @@
 
 The request's body is the file itself (any format FFmpeg reads: WAV, FLAC, MP3, AAC, Opus, ...), at most
 ``TTS_MAX_REQUEST_BYTES``; the reply is JSON ``{"watermarked": bool, "confidence": 0..1, "seconds": float}``.
-Decoding and scoring run in a thread, at most :data:`AT_ONCE` at a time so that detections cannot take the
-cores from synthesis; a host without the ``[watermark]`` extra answers ``watermark_unavailable`` with the fix.
+Decoding and scoring run on the watermark's detection thread (one core, one file at a time), so that detections
+cannot take the cores from synthesis; beyond :data:`MAX_QUEUED` files in line the answer is ``busy``. A host
+without the ``[watermark]`` extra answers ``watermark_unavailable`` with the fix.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -21,7 +21,8 @@ from tts_actor.nats_edge.respond import respond_error
 from tts_actor.observability.logs import get_logger
 
 log = get_logger(__name__)
-AT_ONCE = 2
+MAX_QUEUED = 8  # files scored or waiting on this instance; more is `busy` (a few seconds of speech take ~50 ms)
+RETRY_AFTER_MS = 1000
 
 
 class DetectEndpoint:
@@ -30,7 +31,7 @@ class DetectEndpoint:
     def __init__(self, settings: Settings, max_payload: int) -> None:
         self.settings = settings
         self.max_payload = max_payload
-        self._gate = asyncio.Semaphore(AT_ONCE)
+        self.queued = 0
 
     async def handle(self, req: Request) -> None:
         started = time.perf_counter()
@@ -59,5 +60,15 @@ class DetectEndpoint:
                 f"the file is {len(data)} bytes; tts.detect takes at most {limit} (TTS_MAX_REQUEST_BYTES)",
                 "Send a shorter excerpt: a few seconds of speech are enough to detect the mark.",
             )
-        async with self._gate:
-            return await asyncio.to_thread(watermark.detect_file, data)
+        if self.queued >= MAX_QUEUED:
+            raise TtsError(
+                ErrorCode.BUSY,
+                f"{self.queued} files are being checked for the watermark here",
+                "Send it again in a moment.",
+                retry_after_ms=RETRY_AFTER_MS,
+            )
+        self.queued += 1
+        try:
+            return await watermark.detect_file_async(data)
+        finally:
+            self.queued -= 1

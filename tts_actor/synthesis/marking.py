@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from tts_actor.audio import watermark
 from tts_actor.audio.pcm import Audio
@@ -46,8 +46,8 @@ class Marking:
         """The mark the reply's audio carries: the service's, or the engine's own."""
         return added or (watermark.NAME if spec.watermarks_itself else None)
 
-    def marker(self, added: str | None) -> Callable[[Audio], Audio] | None:
-        return functools.partial(watermark.mark, package=self.package) if added is not None else None
+    def marker(self, added: str | None) -> Callable[[Audio], Awaitable[Audio]] | None:
+        return functools.partial(watermark.mark_async, package=self.package) if added is not None else None
 
     async def prepare(self, specs: Iterable[BackendSpec]) -> None:
         """Load the model now, in a thread, when some engine here will need it: the first reply does not wait."""

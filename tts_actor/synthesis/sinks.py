@@ -9,7 +9,7 @@ copy for the audio cache) -> the reply (:class:`tts_actor.synthesis.reply.ReplyS
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,9 +81,9 @@ class EncodeStage:
         stream: bool,
         out: EncodedSink,
         audio_format: str,
-        mark: Callable[[Audio], Audio] | None = None,
+        mark: Callable[[Audio], Awaitable[Audio]] | None = None,
     ) -> None:
-        """``mark``: the watermark, applied to each segment's PCM before it is encoded (blocking: run in a thread)."""
+        """``mark``: the watermark, applied to each segment's PCM before it is encoded (off the event loop)."""
         self.encoder = encoder
         self.mark = mark
         self.stream = stream
@@ -95,7 +95,7 @@ class EncodeStage:
     async def add(self, segment: Segment, audio: Audio) -> None:
         if self.mark is not None:
             with tracer().start_as_current_span("tts.watermark", attributes={"tts.segment": segment.index}):
-                audio = await asyncio.to_thread(self.mark, audio)
+                audio = await self.mark(audio)
         pieces = self.encoder.pieces(segment, audio)
         if not pieces:
             return
