@@ -52,6 +52,7 @@ lint: $(TEST_VENV)/.installed
 
 bench: $(TEST_VENV)/.installed
 	$(TPY) -m tests.bench
+	$(TPY) -m tests.bench_watermark
 
 clean:
 	rm -rf $(VENV) $(TEST_VENV) .pytest_cache hello.wav
