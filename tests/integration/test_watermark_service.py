@@ -14,6 +14,7 @@ from tests.support.speech import speak
 from tts_actor.app import TtsApp
 from tts_actor.audio.codecs import encode_whole
 from tts_actor.client.tts_client import TtsClient
+from tts_actor.synthesis.marking import Marking
 from tts_actor.wire.messages import AudioFormat, SynthesisRequest
 
 TEXT = "Every reply from this voice carries a mark that nobody can hear. The second sentence has it too."
@@ -56,3 +57,16 @@ async def test_off_leaves_the_audio_unmarked_and_detect_refuses_what_is_not_one_
             assert headers["Tts-Error-Code"] == code and headers["Nats-Service-Error-Code"] == status, error
             assert error["fix"], error
         assert (await client.status())["instance"] == "test"  # still serving
+
+
+async def test_the_audio_cache_keeps_marked_and_unmarked_audio_apart(piper_loaded: TtsApp, client: TtsClient) -> None:
+    assert piper_loaded.service is not None
+    request = SynthesisRequest(text="Cached with its mark.", format=AudioFormat.OPUS)
+    assert (await client.synthesize(request)).headers["Tts-Cache"] == "miss"
+    await piper_loaded.service.cached.drain(10)
+    hit = await client.synthesize(request)
+    assert hit.headers["Tts-Cache"] == "hit" and hit.headers["Tts-Watermark"] == "perth"
+    piper_loaded.service.pipeline.marking = Marking("off")  # as an instance started with TTS_WATERMARK=off
+    unmarked = await client.synthesize(request)
+    assert unmarked.headers["Tts-Cache"] == "miss" and "Tts-Watermark" not in unmarked.headers
+    assert (await client.detect(unmarked.audio))["watermarked"] is False
