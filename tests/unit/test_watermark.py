@@ -12,7 +12,9 @@ from tests.support.backends import isolated_settings
 from tests.support.speech import TWENTY_SENTENCES, speak
 from tts_actor.audio import watermark
 from tts_actor.audio.codecs import encode_whole
+from tts_actor.audio.encoding import FormatRequest, SpeechEncoder, Timing
 from tts_actor.audio.pcm import Audio
+from tts_actor.audio.segmenter import segment_text
 from tts_actor.backends.chatterbox import SPEC as CHATTERBOX
 from tts_actor.backends.piper import SPEC as PIPER
 from tts_actor.config import ConfigError, load_settings
@@ -21,6 +23,7 @@ from tts_actor.lifecycle.jobs import JobControl
 from tts_actor.lifecycle.registry import Registry
 from tts_actor.synthesis.marking import Marking
 from tts_actor.synthesis.pipeline import SynthesisPipeline
+from tts_actor.synthesis.sinks import EncodeStage
 from tts_actor.wire.messages import AudioFormat, SynthesisRequest
 
 NOT_INSTALLED = "perth_is_not_installed_here"  # an import name no distribution provides
@@ -104,10 +107,11 @@ async def test_the_pipeline_marks_piper_and_refuses_when_the_mark_is_required_bu
         await pipeline.run(request, registry.route(request), JobControl("marked"), publish, 8 << 20).serve()
         ((body, headers),) = sent
         assert headers["Tts-Watermark"] == "perth" and watermark.detect_file(body).watermarked
+        sent.clear()
         pipeline.marking = Marking("on", NOT_INSTALLED)
         with pytest.raises(TtsError) as info:
             await pipeline.run(request, registry.route(request), JobControl("refused"), publish, 8 << 20).serve()
-        assert info.value.code is ErrorCode.WATERMARK_UNAVAILABLE and len(sent) == 1  # nothing unmarked went out
+        assert info.value.code is ErrorCode.WATERMARK_UNAVAILABLE and not sent  # nothing unmarked went out
     finally:
         await registry.stop()
 
@@ -127,3 +131,45 @@ async def test_the_mark_runs_on_one_torch_thread_and_leaves_the_process_default_
     assert torch.get_num_threads() == default and seen == [default]  # an engine's threads (MMS) keep all cores
     marked = await watermark.mark_async(speak(SAMPLE[0]))
     assert (await watermark.detect_file_async(marked.to_wav())).watermarked
+
+
+def test_spliced_starts_on_the_early_mark_and_ends_on_the_whole_one() -> None:
+    early = np.full(100, 1000, "<i2").tobytes()
+    whole = np.full(300, 2000, "<i2").tobytes()
+    out = np.frombuffer(watermark.spliced(early, whole, 50), "<i2")
+    assert out.size == 300 and out[0] == 1000 and out[49] > 1900 and (out[50:] == 2000).all()
+    assert (np.diff(out[:50].astype(int)) >= 0).all()  # a fade, no jump
+
+
+class Kept:
+    """An EncodedSink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.whole: bytes | None = None
+
+    async def audio(self, data: bytes, timing: Timing) -> None:
+        self.parts.append(data)
+
+    async def done(self, whole: bytes | None) -> None:
+        self.whole = whole
+
+
+async def test_a_streams_early_marked_first_piece_leaves_no_seam() -> None:
+    """The first piece is marked on 0.9 s and sent; the rest, marked whole, must continue it sample for sample."""
+    text = "The first sentence of a stream is marked in two steps. Then the second one."
+    segments = segment_text(text, 200)
+    audios = [speak(segment.text) for segment in segments]  # one take: Piper's noise makes every take differ
+    files = []
+    for stream in (False, True):
+        encoder = SpeechEncoder(FormatRequest("wav"), 150, len(segments), "piper", split_first=stream)
+        kept = Kept()
+        stage = EncodeStage(encoder, stream, kept, "wav", watermark.mark_async)
+        for segment, audio in zip(segments, audios, strict=True):
+            await stage.add(segment, audio)
+        await stage.finish()
+        files.append(kept.whole if not stream else encoder.whole(b"".join(kept.parts)))
+        assert (len(kept.parts) >= 3) is stream  # streamed: the first piece, the rest of segment 0, segment 1
+    whole, streamed = (decode(file).samples.astype(np.int32) for file in files)
+    assert whole.size == streamed.size and np.abs(whole - streamed).max() <= 2
+    assert watermark.detect_file(files[1]).watermarked

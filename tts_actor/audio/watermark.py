@@ -114,6 +114,18 @@ def detect_samples(samples: np.ndarray, rate: int, package: str = perthnet.PACKA
 
 
 T = TypeVar("T")
+HEAD_CONTEXT_S = 0.4  # what a stream's early-marked first piece is marked with beyond it: past the net's reach
+CROSSFADE_S = 0.02  # from the early mark into the whole segment's
+
+
+def spliced(early: bytes, whole: bytes, fade: int) -> bytes:
+    """``whole`` (PCM) starting from ``early`` (the same audio marked on less context) and fading into it."""
+    out = np.frombuffer(whole, dtype="<i2").astype(np.float32)
+    first = np.frombuffer(early, dtype="<i2").astype(np.float32)
+    n = min(fade, len(first), len(out))
+    weight = np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32)
+    out[:n] = first[:n] * (1 - weight) + out[:n] * weight
+    return np.clip(out.round(), -32768, 32767).astype("<i2").tobytes()
 
 
 def _one_torch_thread() -> None:

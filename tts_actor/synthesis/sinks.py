@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tts_actor.audio import watermark
 from tts_actor.audio.encoding import SpeechEncoder, Timing
 from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segmenter import Segment
@@ -93,21 +94,41 @@ class EncodeStage:
         self._last: Segment | None = None
 
     async def add(self, segment: Segment, audio: Audio) -> None:
-        if self.mark is not None:
-            with tracer().start_as_current_span("tts.watermark", attributes={"tts.segment": segment.index}):
-                audio = await self.mark(audio)
         pieces = self.encoder.pieces(segment, audio)
         if not pieces:
             return
         self._last = segment
         attributes = {"tts.segment": segment.index, "tts.format": self.audio_format}
         with tracer().start_as_current_span("tts.encode", attributes=attributes):
-            for pcm in pieces:  # a stream's first piece is sent before the second is encoded
+            async for pcm in self._marked(pieces, audio.sample_rate):  # a first piece goes before the second is made
                 data = await asyncio.to_thread(self.encoder.encode, pcm)
                 if self.stream:
                     await self.out.audio(data, self.encoder.timing(segment.index))
                 else:
                     self._kept.append(data)
+
+    async def _marked(self, pieces: list[bytes], rate: int) -> AsyncIterator[bytes]:
+        """The pieces with the watermark. A stream's first piece is marked with a little of what follows, and goes
+        out before the whole segment is marked (first audio waits for 0.9 s of marking, not the sentence's); the
+        rest then starts from that early mark and fades into the whole segment's within 20 ms: no seam to hear.
+        """
+        if self.mark is None:
+            for pcm in pieces:
+                yield pcm
+            return
+        if len(pieces) == 1:
+            yield (await self._mark(pieces[0], rate)).pcm
+            return
+        head, rest = pieces
+        early = await self._mark(head + rest[: 2 * int(rate * watermark.HEAD_CONTEXT_S)], rate)
+        yield early.pcm[: len(head)]
+        whole = await self._mark(head + rest, rate)
+        yield watermark.spliced(early.pcm[len(head) :], whole.pcm[len(head) :], int(rate * watermark.CROSSFADE_S))
+
+    async def _mark(self, pcm: bytes, rate: int) -> Audio:
+        assert self.mark is not None
+        with tracer().start_as_current_span("tts.watermark", attributes={"tts.seconds": len(pcm) / 2 / rate}):
+            return await self.mark(Audio(pcm, rate))
 
     async def finish(self) -> None:
         tail = await asyncio.to_thread(self.encoder.finish)
