@@ -16,6 +16,8 @@ from tts_actor.audio import codecs
 from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segment_encoder import SegmentEncoder
 from tts_actor.audio.segmenter import Segment
+from tts_actor.audio.tags import Mark
+from tts_actor.audio.waveform import DEFAULT_POINTS, Waveform
 from tts_actor.errors import ErrorCode, TtsError
 
 FIRST_PIECE_S = 0.5  # a stream's first piece: this much audio, encoded and sent before the rest of its segment
@@ -46,6 +48,8 @@ class FormatRequest:
     format: str
     sample_rate: int | None = None
     bitrate: int | None = None
+    mark: Mark | None = None  # the synthetic-speech comment in the container's metadata; None: none
+    waveform_points: int = DEFAULT_POINTS
 
 
 class SpeechEncoder:
@@ -62,6 +66,7 @@ class SpeechEncoder:
         self.codec: SegmentEncoder | None = None
         self.timings: list[Timing] = []
         self.position_samples = 0  # at the engine's rate, silences included
+        self.waveform = Waveform()  # peaks of the PCM on its way to the codec: no second decode
 
     @property
     def audio_seconds(self) -> float:
@@ -70,6 +75,10 @@ class SpeechEncoder:
     @property
     def duration_ms(self) -> int:
         return round(self.audio_seconds * 1000)
+
+    def waveform_bytes(self) -> bytes:
+        """The reply's waveform: ``waveform_points`` peaks over its whole timeline, 0-255."""
+        return self.waveform.points(self.wanted.waveform_points)
 
     def timing(self, index: int) -> Timing:
         return next(t for t in reversed(self.timings) if t.index == index)
@@ -80,8 +89,9 @@ class SpeechEncoder:
             if not audio.pcm:
                 self.timings.append(Timing(segment.index, segment.start, segment.end, 0, 0))
                 return []
+            wanted = self.wanted
             self.codec = codecs.open_encoder(
-                self.wanted.format, audio.sample_rate, self.wanted.sample_rate, self.wanted.bitrate
+                wanted.format, audio.sample_rate, wanted.sample_rate, wanted.bitrate, wanted.mark
             )
         elif audio.sample_rate != self.codec.in_rate:
             raise TtsError(
@@ -100,6 +110,7 @@ class SpeechEncoder:
             pcm += bytes(2 * gap)
             samples += gap
         self.position_samples += samples
+        self.waveform.add(pcm)
         if self._split_first:
             self._split_first = False
             head = 2 * int(self.codec.in_rate * FIRST_PIECE_S)

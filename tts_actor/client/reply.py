@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.headers import Header
-from tts_actor.wire.replies import parse_timings
+from tts_actor.wire.replies import parse_timings, parse_waveform
 
 
 class NoResponders(TtsError):
@@ -48,6 +48,16 @@ class SynthesisReply:
     def timings(self) -> list[dict[str, int]]:
         """``[{index, text_start, text_end, start_ms, end_ms}]``: where each segment is spoken."""
         return parse_timings(self.headers)
+
+    @property
+    def waveform(self) -> bytes | None:
+        """``waveform_points`` bytes, each the peak (0-255) of its slice of the audio: what a chat app draws."""
+        return parse_waveform(self.headers)
+
+    @property
+    def synthetic(self) -> bool:
+        """The service says the audio is synthetic speech (``Tts-Synthetic``)."""
+        return self.headers.get(Header.SYNTHETIC.value) == "true"
 
 
 def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:

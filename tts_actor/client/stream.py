@@ -19,7 +19,7 @@ from tts_actor.errors import TtsError
 from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import StallTimer
 from tts_actor.wire.messages import SynthesisRequest
-from tts_actor.wire.replies import ReplyKind, StreamChunk, chunk_from, classify, parse_timings
+from tts_actor.wire.replies import ReplyKind, StreamChunk, chunk_from, classify, parse_timings, parse_waveform
 
 
 class StreamHost(Protocol):
@@ -59,6 +59,11 @@ class AudioStream:
     @property
     def timings(self) -> list[dict[str, int]]:
         return parse_timings(self.end_headers)
+
+    @property
+    def waveform(self) -> bytes | None:
+        """From the end message: ``waveform_points`` peaks (0-255) over the whole audio; None before the end."""
+        return parse_waveform(self.end_headers)
 
     @property
     def content_type(self) -> str:

@@ -6,6 +6,8 @@ messages of a kind it does not use (acks, heartbeats: a ``Tts-Status`` header) a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
 from dataclasses import dataclass, field
@@ -45,6 +47,17 @@ class StreamChunk:
 def parse_timings(headers: dict[str, str]) -> list[dict[str, int]]:
     raw = headers.get(Header.TIMINGS.value)
     return json.loads(raw) if raw else []
+
+
+def parse_waveform(headers: dict[str, str]) -> bytes | None:
+    """``Tts-Waveform``: one byte per point, each the peak of its slice of the audio (0-255); None when absent."""
+    raw = headers.get(Header.WAVEFORM.value)
+    if not raw:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def chunk_from(headers: dict[str, str], data: bytes) -> StreamChunk:
