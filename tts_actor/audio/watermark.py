@@ -7,7 +7,7 @@ marked is refused with ``watermark_unavailable``) or ``off``. The model is loade
 lock. The sync calls block; the ``*_async`` ones run them off the event loop on a thread of their own (one
 for marking, one for detection) whose torch ops use one core: the mark runs beside the next segment's synthesis,
 and torch's default (a thread per core) made it 3-8 times slower on a busy 2-core host (OpenMP threads waiting
-on each other), where one thread costs about 16 % of Piper's synthesis time.
+on each other), where one thread costs about 20 % of Piper's synthesis time (tests/bench_watermark.py).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def model(package: str = perthnet.PACKAGE) -> perthnet.PerthModel:
 
 
 def mark(audio: Audio, package: str = perthnet.PACKAGE) -> Audio:
-    """``audio`` with the mark, same rate and length. Blocking (~2 % of Piper's synthesis time): run it in a thread."""
+    """``audio`` with the mark, same rate and length. Blocking (~20 % of Piper's synthesis time): see mark_async."""
     net = model(package)
     if not audio.pcm:
         return audio
