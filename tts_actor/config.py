@@ -20,6 +20,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 MAX_SECONDS = 7 * 24 * 3600.0  # a week: beyond this a timeout is a typo (and overflows timer APIs)
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+WATERMARK_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -94,6 +95,8 @@ class Settings:
     segment_silence_ms: int = 150  # silence between two segments of one reply
     # TTS_MARK_SYNTHETIC: the "AI-generated" comment in every container's metadata (EU AI Act Art. 50(2))
     mark_synthetic: bool = True
+    # TTS_WATERMARK: the inaudible PerthNet mark on engines that do not mark their own output (auto: when installed)
+    watermark: str = "auto"
     cache_dir: Path = field(default_factory=_default_cache_dir)
     piper_voices_dir: Path | None = None
     log_level: str = "info"
@@ -351,6 +354,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idle_unload_s=_seconds(env, "TTS_IDLE_UNLOAD_S", 0.0, positive=False),
         segment_silence_ms=int(_number(env, "TTS_SEGMENT_SILENCE_MS", 150, int, maximum=5000)),
         mark_synthetic=_bool(env, "TTS_MARK_SYNTHETIC", True),
+        watermark=env.get("TTS_WATERMARK", "auto").strip().lower() or "auto",
         log_level=env.get("TTS_LOG_LEVEL", "info").lower(),
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),
         metrics_port=_port(env, "TTS_METRICS_PORT", 0, allow_zero=True),
@@ -383,6 +387,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"TTS_PIPER_VOICES_DIR={voices_dir} is not a directory")
     if kwargs["log_level"] not in LOG_LEVELS:
         raise ConfigError(f"TTS_LOG_LEVEL={kwargs['log_level']!r}: expected one of {', '.join(LOG_LEVELS)}")
+    if kwargs["watermark"] not in WATERMARK_MODES:
+        raise ConfigError(f"TTS_WATERMARK={_shown(str(kwargs['watermark']))}: expected auto, on or off")
     if kwargs["log_format"] not in ("console", "json"):
         raise ConfigError(f"TTS_LOG_FORMAT={kwargs['log_format']!r}: expected console or json")
     return Settings(**kwargs)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ class ErrorCode(enum.StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
+    WATERMARK_UNAVAILABLE = "watermark_unavailable"  # the [watermark] extra is not installed
 
 
 # The HTTP-like number that goes in the ``Nats-Service-Error-Code`` header, so that
@@ -53,6 +54,7 @@ SERVICE_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OUT_OF_MEMORY: 507,
     ErrorCode.CANCELLED: 499,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.WATERMARK_UNAVAILABLE: 501,
 }
 
 
