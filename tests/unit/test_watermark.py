@@ -53,6 +53,9 @@ def test_marked_piper_speech_is_detected_after_a_round_trip_and_unmarked_is_not(
 
 def test_silence_and_empty_audio_carry_no_mark() -> None:
     assert watermark.mark(Audio(b"", 22050)).pcm == b""
+    for samples in (1, 100, 1024, 2049):  # shorter than the STFT's window (a tiny model's segment): same length back
+        short = Audio(np.full(samples, 1000, "<i2").tobytes(), 16000)
+        assert len(watermark.mark(short).pcm) == len(short.pcm)
     silence = watermark.detect_samples(np.zeros(32000, np.float32), 32000)
     assert silence.watermarked is False and silence.confidence == 0.0 and silence.seconds == 1.0
 

@@ -136,6 +136,9 @@ class PerthModel:
     def mark(self, samples: np.ndarray) -> np.ndarray:
         """The same samples with the mark added to their magnitudes under 2 kHz (phase kept)."""
         torch, p = self._torch, self.params
+        length = len(samples)
+        if length <= p.n_fft:  # the STFT's reflect padding needs more than n_fft / 2 samples: pad with silence
+            samples = np.concatenate([samples, np.zeros(p.n_fft + 1 - length, np.float32)])
         with torch.inference_mode():
             signal = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
             magspec, phase = self._stft(signal)
@@ -145,7 +148,7 @@ class PerthModel:
             magnitude_db = magspec[0] * (-p.min_db + HEADROOM_DB) + p.min_db
             spec = 10.0 ** (magnitude_db / 20).clip(max=10) * torch.exp(1j * phase)
             out = torch.istft(spec, p.n_fft, p.hop_size, p.window_size, self.window, center=True, length=len(samples))
-        return out.numpy()
+        return out.numpy()[:length]
 
     def score(self, samples: np.ndarray) -> float:
         """How surely the samples carry the mark, 0 to 1 (upstream ``get_watermark(round=False)``)."""
