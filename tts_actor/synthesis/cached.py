@@ -31,7 +31,7 @@ from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.synthesis.sinks import CacheTee
 from tts_actor.wire.framing import Framer
 from tts_actor.wire.headers import Header
-from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest, Timings
 from tts_actor.wire.replies import parse_timings
 
 log = get_logger(__name__)
@@ -47,6 +47,9 @@ KEPT_HEADERS = (
     Header.TIMINGS,
 )
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
+# the word timings JSON, kept beside the headers in the cache entry's metadata (never a header on the wire)
+WORD_TIMINGS_KEPT = "word-timings"
+MAX_KEPT_WORD_TIMINGS = 256 * 1024  # bytes: a reply with more is not cached (the metadata is one NATS message)
 TOTALS = (Header.DURATION_MS, Header.SEGMENT_COUNT, Header.TIMINGS)  # a stream has them on its end message
 
 
@@ -99,6 +102,7 @@ class CachedSynthesis:
             sample_rate=request.sample_rate,
             bitrate=request.bitrate,
             model_revision=actor.model_revision or adapter_identity(actor.adapter),
+            word_timings=request.timings is Timings.WORD,
         )
 
     async def lookup(self, request: SynthesisRequest, key: str, span: Span) -> CachedAudio | None:
@@ -113,11 +117,16 @@ class CachedSynthesis:
         metrics.AUDIO_CACHE.labels(outcome).inc()
         return cached if outcome == HIT else None
 
-    def store_later(self, tee: CacheTee | None, headers: dict[str, str]) -> None:
+    def store_later(self, tee: CacheTee | None, headers: dict[str, str], word_timings: bytes | None = None) -> None:
         """Cache a reply that went out whole, in the background: the caller has its answer already."""
         if tee is None or not tee.file:
             return
         kept = {h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers}
+        if word_timings is not None:
+            if len(word_timings) > MAX_KEPT_WORD_TIMINGS:
+                log.info("audio_cache_store_skipped", key=tee.key[:16], word_timings_bytes=len(word_timings))
+                return
+            kept[WORD_TIMINGS_KEPT] = word_timings.decode()
         task = asyncio.create_task(self._store(tee.key, tee.file, kept))
         self._stores.add(task)
         task.add_done_callback(self._stores.discard)
@@ -140,15 +149,21 @@ class CachedSynthesis:
     ) -> None:
         """Send a cached file as the reply: whole, or as a stream with its end message."""
         headers = dict(cached.headers) | {Header.CACHE.value: HIT}
+        words = headers.pop(WORD_TIMINGS_KEPT, None)
         if route.fallback_from:
             headers[Header.FALLBACK_FROM.value] = route.fallback_from
+        words = words if request.timings is Timings.WORD else None
         if not request.stream:
+            if words is not None:  # as a synthesized reply sends them: before a whole file's audio
+                await framer.timings(words.encode())
             framer.first = headers
             await framer.whole(cached.data, {})
             return
         totals = {k.value: headers.pop(k.value) for k in TOTALS if k.value in headers}
         framer.first = headers
         await _stream_file(framer, cached.data, parse_timings(totals), int(totals.get(Header.DURATION_MS.value) or 0))
+        if words is not None:  # and before a stream's end message
+            await framer.timings(words.encode())
         await framer.end(totals | {Header.CACHE.value: HIT, Header.FIRST_AUDIO_MS.value: _ms_since(started)})
 
 

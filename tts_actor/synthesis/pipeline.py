@@ -17,7 +17,7 @@ import uuid
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tts_actor.audio.encoding import FormatRequest, SpeechEncoder
+from tts_actor.audio.encoding import FormatRequest, SpeechEncoder, word_timings_json
 from tts_actor.audio.segmenter import segment_text
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
@@ -31,7 +31,7 @@ from tts_actor.synthesis.reply import ReplySink, audio_headers, audio_totals
 from tts_actor.synthesis.sinks import CacheTee, EncodedSink, EncodeStage, QueuedSink
 from tts_actor.wire.framing import Framer, Publish
 from tts_actor.wire.headers import Header
-from tts_actor.wire.messages import NAME_RE, SynthesisRequest
+from tts_actor.wire.messages import NAME_RE, SynthesisRequest, Timings
 
 log = get_logger(__name__)
 
@@ -154,7 +154,12 @@ class SynthesisRun:
         span.set_attribute("tts.segments", len(segments))
         wanted = FormatRequest(request.format.value, request.sample_rate, request.bitrate)
         encoder = SpeechEncoder(
-            wanted, pipeline.settings.segment_silence_ms, len(segments), actor.name, split_first=request.stream
+            wanted,
+            pipeline.settings.segment_silence_ms,
+            len(segments),
+            actor.name,
+            split_first=request.stream,
+            word_timings=request.timings is Timings.WORD,
         )
         first = self._first_headers(store is not None)
         framer = Framer(self.publish, self.max_payload, self.control.request_id)
@@ -187,7 +192,8 @@ class SynthesisRun:
         synth_seconds = time.perf_counter() - synth_started
         await stage.finish()
         if store is not None:  # in the background: the reply is out already
-            store.store_later(tee, first | audio_headers(encoder) | audio_totals(encoder))
+            words = word_timings_json(encoder.timings) if encoder.word_timings else None
+            store.store_later(tee, first | audio_headers(encoder) | audio_totals(encoder), words)
         self._done(encoder, len(segments), synth_seconds)
 
     async def _cache_key(self, store: CachedSynthesis) -> str | None:

@@ -45,6 +45,13 @@ class AudioFormat(enum.StrEnum):
         return aliases.get(suffix) or (cls(suffix) if suffix in cls._value2member_map_ else None)
 
 
+class Timings(enum.StrEnum):
+    """How fine the reply's timings are: each segment (always), or each word as well (where the engine knows)."""
+
+    SEGMENT = "segment"
+    WORD = "word"
+
+
 @dataclass(frozen=True)
 class SynthesisOptions:
     """Backend-specific knobs; each backend reads the ones it understands."""
@@ -77,6 +84,7 @@ class SynthesisRequest:
     voice_profile: str | None = None  # an id from tts.voices.create: its clip is the reference (the service loads it)
     cache: bool = True  # False: neither read nor write the fleet's audio cache
     allow_script_mismatch: bool = False  # True: speak text in a script the language does not use (spelled out)
+    timings: Timings = Timings.SEGMENT  # word: each segment's words and their times as well (a JSON part)
     reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
 
     @property
@@ -110,4 +118,6 @@ class SynthesisRequest:
             body["cache"] = False
         if self.allow_script_mismatch:
             body["allow_script_mismatch"] = True
+        if self.timings is not Timings.SEGMENT:
+            body["timings"] = self.timings.value
         return json.dumps(body).encode()

@@ -23,6 +23,7 @@ from tts_actor.wire.messages import (
     AudioFormat,
     SynthesisOptions,
     SynthesisRequest,
+    Timings,
 )
 
 _FIELDS = {
@@ -43,6 +44,7 @@ _FIELDS = {
     "voice_profile",
     "cache",
     "allow_script_mismatch",
+    "timings",
 }
 MAX_DEADLINE_MS = 24 * 3600 * 1000
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
@@ -226,7 +228,19 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         voice_profile=voice_profile,
         cache=cache,
         allow_script_mismatch=allow_script_mismatch,
+        timings=_timings(body.get("timings", Timings.SEGMENT.value)),
     )
+
+
+def _timings(value: object) -> Timings:
+    """``segment`` (the default) or ``word``."""
+    try:
+        return Timings(value)
+    except ValueError:
+        raise invalid(
+            f"'timings' must be one of: {', '.join(t.value for t in Timings)}; got {_echo(value)}",
+            "Send \"word\" for each word's time, or leave it out for each segment's.",
+        ) from None
 
 
 def _voice_profile(value: object, has_audio: bool) -> str | None:
