@@ -446,11 +446,11 @@ async def word_timing_rows(client: TtsClient) -> list[Row]:
         for mode in (Timings.SEGMENT, Timings.WORD) if round_ % 2 else (Timings.WORD, Timings.SEGMENT):
             request = SynthesisRequest(text=TEN_SENTENCES, cache=False, timings=mode)
             wall, cpu = time.perf_counter(), time.process_time()
-            reply = await client.synthesize(request)
+            reply = await client.synthesize(request, timeout_s=120)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             count = sum(len(t.get("words", ())) for t in reply.timings) or count
             started = time.perf_counter()
-            async with client.stream(dataclasses.replace(request, format=AudioFormat.OPUS)) as chunks:
+            async with client.stream(dataclasses.replace(request, format=AudioFormat.OPUS), timeout_s=120) as chunks:
                 async for _ in chunks:
                     first = time.perf_counter() - started
                     break
