@@ -12,7 +12,7 @@ TPY := $(TEST_VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install dev run test lint bench clean
+.PHONY: install dev run test lint rules bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ lint: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/ruff check statemachine tts_actor tests
 	$(TEST_VENV)/bin/lint-imports --no-cache
 	$(TEST_VENV)/bin/ruff format --check statemachine tts_actor tests
+
+# The alert rules alone, as promtool sees them (make test runs the same through pytest, one case per alert).
+rules:
+	@command -v promtool >/dev/null || { echo "promtool is not on the PATH: apt-get install prometheus"; exit 1; }
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/tests/*.yml
 
 bench: $(TEST_VENV)/.installed
 	$(TPY) -m tests.bench

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 
 from statemachine import State, StateEvent
 from tts_actor.app import TtsApp
 from tts_actor.audio.codecs import open_encoder
 from tts_actor.audio.segmenter import segment_text
+from tts_actor.audio.waveform import DEFAULT_POINTS, Waveform
 from tts_actor.backends.piper import discover_voices
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import load_settings
@@ -57,6 +59,7 @@ TEN_SENTENCES = " ".join(
 )
 FIRST_AUDIO_RUNS = 5
 CACHE_HIT_RUNS = 200
+COALESCE_RUNS = 5
 WORD_TIMING_RUNS = 5
 
 
@@ -236,6 +239,7 @@ async def bench(url: str, cache: Path) -> list[Row]:
         rows.extend(await concurrency_rows(client, nc, not_ready))
         rows.append(await throughput_row(client))
         rows.extend(await cache_hit_rows(app, client, nc))
+        rows.extend(await coalescing_rows(client))
         rows.extend(await word_timing_rows(client))
         rows.extend(await asyncio.to_thread(alignment_load_rows))
     finally:
@@ -273,7 +277,8 @@ async def first_audio_rows(client: TtsClient) -> list[Row]:
 
 
 def codec_rows() -> list[Row]:
-    """(j) encoding each format segment by segment, as a share of Piper's synthesis time for the same text."""
+    """(j) encoding each format segment by segment into a whole reply, as a share of Piper's synthesis time for the
+    same text, beside WAV's cost (and m4a and webm beside aac and opus, the same codecs in other containers)."""
     voice = load_direct_piper()
     segments = [seg.text for seg in segment_text(TEN_SENTENCES, 200)]
     synth_s, pcm_parts = 0.0, []
@@ -285,22 +290,40 @@ def codec_rows() -> list[Row]:
     rate = voice.config.sample_rate  # type: ignore[attr-defined]
     audio_s = sum(len(p) for p in pcm_parts) / 2 / rate
     rows = [Row("(j) Piper synthesis of the 10 sentences", synth_s * 1000, note=f"{audio_s:.1f} s of audio")]
-    for fmt in AudioFormat:
+    spent: dict[AudioFormat, float] = {}
+    siblings = {AudioFormat.M4A: AudioFormat.AAC, AudioFormat.WEBM: AudioFormat.OPUS}  # same codec, other container
+    for fmt in AudioFormat:  # wav first: the baseline every other row is read against
         timings = []
         for _ in range(3):
             started = time.perf_counter()
             encoder = open_encoder(fmt.value, rate)
-            size = sum(len(encoder.encode(pcm)) for pcm in pcm_parts) + len(encoder.finish())
+            outputs = [encoder.encode(pcm) for pcm in pcm_parts] + [encoder.finish()]
+            size = len(encoder.finish_whole(b"".join(outputs)))  # as a whole reply: m4a and webm rewrite their head
             timings.append(time.perf_counter() - started)
-        encode_s = statistics.median(timings)
-        rows.append(
-            Row(
-                f"(j) encode {fmt.value} ({encoder.sample_rate} Hz)",
-                encode_s * 1000,
-                note=f"{encode_s / synth_s * 100:.2f} % of synthesis time, {size / 1024:.0f} KiB, "
-                f"{size * 8 / audio_s / 1000:.0f} kbit/s",
-            )
+        encode_s = spent[fmt] = statistics.median(timings)
+        kbits = size * 8 / audio_s / 1000
+        note = f"{encode_s / synth_s * 100:.2f} % of synthesis time, {size / 1024:.0f} KiB, {kbits:.0f} kbit/s"
+        if fmt is not AudioFormat.WAV:
+            note += f", {(encode_s - spent[AudioFormat.WAV]) * 1000:+.0f} ms over wav"
+        if fmt in siblings:
+            note += f", {encode_s / spent[siblings[fmt]]:.2f}x {siblings[fmt].value} (same codec)"
+        rows.append(Row(f"(j) encode {fmt.value} ({encoder.sample_rate} Hz)", encode_s * 1000, note=note))
+    timings = []
+    for _ in range(3):  # what every reply adds on the way through: the waveform's peaks, no second decode
+        started = time.perf_counter()
+        wave = Waveform()
+        for pcm in pcm_parts:
+            wave.add(pcm)
+        wave.points(DEFAULT_POINTS)
+        timings.append(time.perf_counter() - started)
+    wave_s = statistics.median(timings)
+    rows.append(
+        Row(
+            "(j) waveform (Tts-Waveform) of the same audio",
+            wave_s * 1000,
+            note=f"{wave_s / synth_s * 100:.3f} % of synthesis time, {wave_s / spent[AudioFormat.WAV]:.2f}x wav's",
         )
+    )
     return rows
 
 
@@ -400,39 +423,79 @@ async def throughput_row(client: TtsClient) -> Row:
 
 
 async def cache_hit_rows(app: TtsApp, client: TtsClient, nc: Any) -> list[Row]:
-    """(l) a cache hit against a bare request-reply carrying a reply of the same size, interleaved."""
+    """(k) a cache hit against a bare request-reply carrying a reply of the same size, interleaved: first with
+    the in-memory copies off (every hit read from the object store: what a hit cost before them), then on."""
     request = SynthesisRequest(text=SENTENCE)
     first = await client.synthesize(request)  # a miss; the store runs in the background
     assert app.service is not None
     await app.service.cached.drain(10)
+    memory = app.service.cached.cache.memory
     body = b"x" * len(first.audio)
 
     async def sized(msg: Msg) -> None:
         await msg.respond(body)
 
     sub = await nc.subscribe("bench.sized", cb=sized)
+    size = f"{len(body) / 1024:.0f} KiB"
+    rows: list[Row] = []
+    bound = memory.max_bytes
+    try:
+        for where, max_bytes in (("the object store", 0), ("memory", bound)):
+            memory.max_bytes = max_bytes
+            memory.clear()
+            hits, bare = await _hits_beside_bare(client, request, nc)
+            rows.append(latency_row(f"(k) bare NATS request-reply, {size} reply (beside the next row)", bare))
+            rows.append(latency_row(f"(k) synthesize, audio cache hit from {where} ({size} WAV)", hits, bare))
+    finally:
+        memory.max_bytes = bound
+        await sub.unsubscribe()
+    return rows
+
+
+async def _hits_beside_bare(client: TtsClient, request: SynthesisRequest, nc: Any) -> tuple[list[float], list[float]]:
     hits: list[float] = []
     bare: list[float] = []
-    try:
-        for round_ in range(WARMUP // 10 + CACHE_HIT_RUNS):
-            began = time.perf_counter()
-            reply = await client.synthesize(request)
-            hit_ms = (time.perf_counter() - began) * 1000
-            if reply.headers.get(Header.CACHE.value) != "hit":
-                raise RuntimeError(f"expected a cache hit, got {reply.headers.get(Header.CACHE.value)}")
-            began = time.perf_counter()
-            await nc.request("bench.sized", b"", timeout=2)
-            bare_ms = (time.perf_counter() - began) * 1000
-            if round_ >= WARMUP // 10:
-                hits.append(hit_ms)
-                bare.append(bare_ms)
-    finally:
-        await sub.unsubscribe()
-    size = f"{len(body) / 1024:.0f} KiB"
-    return [
-        latency_row(f"(k) bare NATS request-reply, {size} reply", bare),
-        latency_row(f"(k) synthesize, audio cache hit ({size} WAV)", hits, bare),
-    ]
+    for round_ in range(WARMUP // 10 + CACHE_HIT_RUNS):
+        began = time.perf_counter()
+        reply = await client.synthesize(request)
+        hit_ms = (time.perf_counter() - began) * 1000
+        if reply.headers.get(Header.CACHE.value) != "hit":
+            raise RuntimeError(f"expected a cache hit, got {reply.headers.get(Header.CACHE.value)}")
+        began = time.perf_counter()
+        await nc.request("bench.sized", b"", timeout=2)
+        bare_ms = (time.perf_counter() - began) * 1000
+        if round_ >= WARMUP // 10:
+            hits.append(hit_ms)
+            bare.append(bare_ms)
+    return hits, bare
+
+
+async def coalescing_rows(client: TtsClient) -> list[Row]:
+    """(l) 10 identical requests at once (each round a new text: a miss) against one request alone, alternated."""
+    single: list[float] = []
+    burst: list[float] = []
+    spoken: list[float] = []
+    for run in range(COALESCE_RUNS):
+        began = time.perf_counter()
+        one = await client.synthesize(SynthesisRequest(text=f"{SENTENCE} Alone, round {run}."))
+        single.append((time.perf_counter() - began) * 1000)
+        request = SynthesisRequest(text=f"{SENTENCE} Together, round {run}.")
+        before = audio_seconds_total()
+        began = time.perf_counter()
+        replies = await asyncio.gather(*(client.synthesize(request) for _ in range(10)))
+        burst.append((time.perf_counter() - began) * 1000)
+        spoken.append((audio_seconds_total() - before) / (replies[0].duration_ms / 1000))
+        if len({r.audio for r in replies}) != 1 or one.duration_ms <= 0:
+            raise RuntimeError("the burst's callers got different audio")
+    single_row = latency_row("(l) one request, cache miss", single)
+    burst_row = latency_row("(l) 10 identical requests at once, coalesced (until the last reply)", burst)
+    note = f"{burst_row.note}, {statistics.median(burst) / statistics.median(single):.2f}x one request"
+    note += f"; the engine spoke {max(spoken):.2f}x one reply (at most, over {COALESCE_RUNS} bursts)"
+    return [single_row, Row(burst_row.measure, burst_row.p50_ms, burst_row.p99_ms, note)]
+
+
+def audio_seconds_total() -> float:
+    return REGISTRY.get_sample_value("tts_audio_seconds_total", {"backend": "piper"}) or 0.0
 
 
 async def word_timing_rows(client: TtsClient) -> list[Row]:
@@ -531,7 +594,8 @@ def render(rows: list[Row]) -> str:
         "(d)-(f), (i), (j): single value in the p50 column (median of runs for (e), (i), (j)); RTF = compute/audio s"
     )
     lines.append("(g): latency per request as the caller sees it, queue wait included")
-    lines.append("(k): interleaved, one pair per round; the hit goes through TtsClient (a fresh inbox per request)")
+    lines.append("(k): interleaved, one of each per round; the hit goes through TtsClient (a fresh inbox per request)")
+    lines.append("(l): a single request and a burst alternated, each with its own new text (a cache miss)")
     lines.append("(w): medians; segment and word requests alternated in one run, the same text, cache off")
     return "\n".join(lines)
 

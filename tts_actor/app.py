@@ -29,6 +29,7 @@ from tts_actor.nats_edge.connection import connect
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.nats_edge.service import TtsService
 from tts_actor.nats_edge.supervisor import EmbeddedSupervisor, RestartPolicy
+from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.wire.link import LinkState
 from tts_actor.wire.messages import SynthesisRequest
@@ -88,6 +89,7 @@ class TtsApp:
             auth=connect_options(s),
             watch=self.link,
         )
+        metrics.NATS_CONNECTED.set_function(lambda: 1.0 if self.nc is not None and self.nc.is_connected else 0.0)
         await self.publisher.start(self.nc)
         self.service = TtsService(self.nc, self.registry, s)
         await self.service.start()

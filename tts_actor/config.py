@@ -53,8 +53,18 @@ class Settings:
     js_replicas: int = 1
     profiles_bucket: str = "tts_voices"
     audio_cache_bucket: str = "tts_audio"
+    consents_bucket: str = "tts_consents"
+    # a voice profile needs a consent record (tts.consents.create) unless consent is kept elsewhere
+    require_consent: bool = True
     audio_cache_ttl_s: float = 7 * 24 * 3600.0
     audio_cache_max_bytes: int = 1024**3
+    audit_max_age_s: float = 365 * 24 * 3600.0  # how long the audit stream keeps events
+    erasure_max_age_s: float = 30 * 24 * 3600.0  # how long an instance that was away can still learn an erasure
+    # hot files kept in this instance's memory in front of the object store (0: none)
+    audio_cache_memory_bytes: int = 64 * 1024**2
+    # fleet-wide coalescing: a synthesis in progress holds a claim in this KV bucket, refreshed every third of its TTL
+    audio_claims_bucket: str = "tts_claims"
+    audio_claim_ttl_s: float = 10.0
     queue_group: str = "tts"
     backends: tuple[str, ...] = DEFAULT_BACKENDS
     # language -> backends in priority order; empty means the global order
@@ -79,6 +89,8 @@ class Settings:
     shutdown_grace_s: float = 10.0
     idle_unload_s: float = 0.0
     segment_silence_ms: int = 150  # silence between two segments of one reply
+    # TTS_MARK_SYNTHETIC: the "AI-generated" comment in every container's metadata (EU AI Act Art. 50(2))
+    mark_synthetic: bool = True
     cache_dir: Path = field(default_factory=_default_cache_dir)
     piper_voices_dir: Path | None = None
     log_level: str = "info"
@@ -301,8 +313,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         js_replicas=int(_number(env, "TTS_JS_REPLICAS", 1, int, 1)),
         profiles_bucket=env.get("TTS_PROFILES_BUCKET", "tts_voices"),
         audio_cache_bucket=env.get("TTS_AUDIO_CACHE_BUCKET", "tts_audio"),
+        consents_bucket=env.get("TTS_CONSENTS_BUCKET", "tts_consents"),
+        require_consent=_bool(env, "TTS_REQUIRE_CONSENT", True),
         audio_cache_ttl_s=_number(env, "TTS_AUDIO_CACHE_TTL_S", 7 * 24 * 3600.0, float, 1.0),
         audio_cache_max_bytes=int(_number(env, "TTS_AUDIO_CACHE_MAX_BYTES", 1024**3, int, 1024 * 1024)),
+        audit_max_age_s=_number(env, "TTS_AUDIT_MAX_AGE_S", 365 * 24 * 3600.0, float, 1.0),
+        erasure_max_age_s=_number(env, "TTS_ERASURE_MAX_AGE_S", 30 * 24 * 3600.0, float, 60.0),
+        audio_cache_memory_bytes=int(_number(env, "TTS_AUDIO_CACHE_MEMORY_BYTES", 64 * 1024**2, int, 0, maximum=2**40)),
+        audio_claims_bucket=env.get("TTS_AUDIO_CLAIMS_BUCKET", "tts_claims"),
+        audio_claim_ttl_s=_number(env, "TTS_AUDIO_CLAIM_TTL_S", 10.0, float, 1.0, maximum=3600),
         queue_group=env.get("TTS_QUEUE_GROUP", "tts"),
         backends=backends,
         language_priority=_language_priority(env.get("TTS_LANGUAGE_PRIORITY", "")),
@@ -326,6 +345,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace_s=_seconds(env, "TTS_SHUTDOWN_GRACE_S", 10.0, positive=False),
         idle_unload_s=_seconds(env, "TTS_IDLE_UNLOAD_S", 0.0, positive=False),
         segment_silence_ms=int(_number(env, "TTS_SEGMENT_SILENCE_MS", 150, int, maximum=5000)),
+        mark_synthetic=_bool(env, "TTS_MARK_SYNTHETIC", True),
         log_level=env.get("TTS_LOG_LEVEL", "info").lower(),
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),
         metrics_port=_port(env, "TTS_METRICS_PORT", 0, allow_zero=True),

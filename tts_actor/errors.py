@@ -15,6 +15,7 @@ class ErrorCode(enum.StrEnum):
     TEXT_TOO_LONG = "text_too_long"
     UNKNOWN_BACKEND = "unknown_backend"
     UNKNOWN_VOICE = "unknown_voice"
+    CONSENT_REQUIRED = "consent_required"
     UNKNOWN_FORMAT = "unknown_format"
     UNSUPPORTED_LANGUAGE = "unsupported_language"
     UNSUPPORTED_SCRIPT = "unsupported_script"
@@ -36,6 +37,7 @@ SERVICE_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TEXT_TOO_LONG: 413,
     ErrorCode.UNKNOWN_BACKEND: 404,
     ErrorCode.UNKNOWN_VOICE: 404,
+    ErrorCode.CONSENT_REQUIRED: 400,
     ErrorCode.UNKNOWN_FORMAT: 400,
     ErrorCode.UNSUPPORTED_LANGUAGE: 422,
     ErrorCode.UNSUPPORTED_SCRIPT: 422,
@@ -104,3 +106,14 @@ INVALID_FIX = "Send a JSON object as docs/protocol.md describes the tts.synthesi
 
 def invalid(message: str, fix: str = INVALID_FIX) -> TtsError:
     return TtsError(ErrorCode.INVALID_REQUEST, message, fix)
+
+
+CONSENT_FIX = (
+    "Record the speaker agreeing (tts.consents.create, or POST /v1/audio/voice_consents) and send that record's id "
+    "as 'consent'; only its creator may use it."
+)
+
+
+def consent_required(message: str) -> TtsError:
+    """A voice clone without a valid consent record of the same caller (TTS_REQUIRE_CONSENT)."""
+    return TtsError(ErrorCode.CONSENT_REQUIRED, message, CONSENT_FIX, detail={"param": "consent"})

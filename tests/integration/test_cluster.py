@@ -54,9 +54,11 @@ async def test_synthesis_and_replicated_stores_survive_a_node(tmp_path: Path, se
         client = TtsClient(nc, timeout_s=30)
         first = await client.synthesize(SynthesisRequest(text="Three nodes, one fleet."))
         assert wav_info(first.audio).duration_s > 0.5
-        profile_id = (await client.create_voice(tone_wav(2.0)))["voice_profile"]
-        info = await nc.jetstream().stream_info(f"OBJ_{settings.profiles_bucket}")
-        assert info.config.num_replicas == 3
+        consent = await client.create_consent(tone_wav(1.0), "a speaker", "en-US")
+        profile_id = (await client.create_voice(tone_wav(2.0), consent=consent["id"]))["voice_profile"]
+        for bucket in (settings.profiles_bucket, settings.consents_bucket):  # both replicated like the fleet's state
+            info = await nc.jetstream().stream_info(f"OBJ_{bucket}")
+            assert info.config.num_replicas == 3
         listed: set[str] = set()
 
         async def both_listed() -> bool:  # each put reaches the R3 bucket on its own time (replicas may serve reads)

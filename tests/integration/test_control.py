@@ -46,6 +46,9 @@ async def test_micro_discovery_answers(piper_loaded: TtsApp, nc: Client) -> None
         "tts.health",
         "tts.voices.create",
         "tts.voices.delete",
+        *(f"tts.consents.{action}" for action in ("create", "get", "update", "list", "delete")),
+        "tts.consents.admin.list",
+        "tts.consents.admin.delete",
     }
     assert {e["queue_group"] for e in info["endpoints"]} == {"tts"}
 

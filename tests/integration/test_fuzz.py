@@ -294,6 +294,25 @@ def test_status_voices_and_health_answer_json_whatever_is_sent(
     assert isinstance(body, dict) and ("backends" in body or "status" in body), body
 
 
+@settings(FUZZ, max_examples=600)
+@given(
+    action=st.sampled_from(["create", "get", "update", "list", "delete", "admin.list", "admin.delete"]),
+    payload=st.one_of(st.binary(max_size=1024), json_values.map(lambda v: json.dumps(v).encode())),
+    headers=odd_headers,
+)
+def test_consent_subjects_answer_a_record_a_page_or_a_structured_error(
+    service: Service, action: str, payload: bytes, headers: Any
+) -> None:
+    _count("consents")
+    reply = service.request(f"tts.consents.{action}", payload, headers)[0]
+    body = json.loads(reply.data)
+    assert isinstance(body, dict), body
+    if "error" in body:
+        assert body["error"]["code"] in ERROR_CODES and body["error"]["fix"], body
+    else:  # an empty or a random body can list (nothing to see) but never make, read or delete a record
+        assert action.endswith("list") and body["object"] == "list", body
+
+
 subject_tokens = st.text(
     st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=".*>"), min_size=1, max_size=40
 )

@@ -66,7 +66,10 @@ async def test_a_profile_made_on_one_instance_is_spoken_by_another_and_analysed_
     second = TtsApp(chatterbox_settings(settings, tmp_path, "b"), adapters={"chatterbox": second_adapter})
     await first.start()
     try:
-        created = await client.create_voice(tone_wav(3.0, hz=CLIP_HZ), reference_text="A tone.", language="en")
+        consent = await client.create_consent(tone_wav(1.0), "the speaker", "en")
+        created = await client.create_voice(
+            tone_wav(3.0, hz=CLIP_HZ), reference_text="A tone.", language="en", consent=consent["id"]
+        )
     finally:
         await first.stop()  # only instance B is left to serve the profile
     await second.start()

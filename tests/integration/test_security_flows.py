@@ -94,9 +94,12 @@ async def _flows(a: TtsApp, b: TtsApp, tenant: TtsClient, operator: Client) -> N
     second = await tenant.synthesize(request)
     assert first.headers.get(Header.CACHE.value) == "miss" and second.headers.get(Header.CACHE.value) == "hit"
     assert second.audio == first.audio
-    # voice profiles: stored in the voices object store, then deleted
-    profile = await tenant.create_voice(tone_wav(3.0), reference_text="A tone.", language="en")
+    # a consent record and a voice profile under it: stored in their object stores, then deleted
+    consent = await tenant.create_consent(tone_wav(1.0), "a speaker", "en-US")
+    assert (await tenant.list_consents())["data"] == [consent]
+    profile = await tenant.create_voice(tone_wav(3.0), reference_text="A tone.", language="en", consent=consent["id"])
     assert (await tenant.delete_voice(profile["voice_profile"]))["deleted"] is True
+    assert (await tenant.delete_consent(consent["id"]))["deleted"] is True
     # the small endpoints
     assert "piper" in (await tenant.voices())["backends"]
     assert (await tenant.status())["instance"] in ("a", "b")

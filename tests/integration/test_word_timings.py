@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 from typing import Any
 
@@ -92,6 +94,24 @@ async def test_segment_timings_are_as_before_and_a_cached_reply_keeps_its_words(
     assert streamed.timings == first.timings
     segments = await client.synthesize(SynthesisRequest(text=TWO))
     assert segments.headers["Tts-Cache"] == "hit" and segments.word_timings is None
+
+
+async def test_identical_word_requests_share_one_synthesis_and_its_words(
+    piper_loaded: TtsApp, client: TtsClient
+) -> None:
+    """Joiners of the same synthesis (a whole file, and a stream that follows the leader's) get its words too."""
+    request = SynthesisRequest(text=TWO, timings=Timings.WORD)
+    leader = client.stream(request)
+    joined: list[asyncio.Task[Any]] = []
+    async for _chunk in leader:
+        if not joined:  # the leader's first audio is out: the rest is still being spoken
+            joined = [asyncio.create_task(client.synthesize(request)) for _ in range(2)]
+            joined.append(asyncio.create_task(client.synthesize(dataclasses.replace(request, stream=True))))
+    replies = await asyncio.gather(*joined)
+    assert leader.headers["Tts-Cache"] == "miss"
+    assert {r.headers["Tts-Cache"] for r in replies} <= {"joined", "hit"}, [r.headers["Tts-Cache"] for r in replies]
+    assert len(words_of(leader.timings)) == 17
+    assert all(r.timings == leader.timings for r in replies)
 
 
 async def test_a_reader_that_does_not_ask_for_words_skips_the_parts_as_status(

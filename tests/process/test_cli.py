@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.backends import tone_wav
 from tests.support.cli import cli_env, free_port, run_cli, serve_until_sample
 from tests.support.helpers import wav_info
 from tts_actor.app import TtsApp
+from tts_actor.client.tts_client import TtsClient
 
 
 def test_serve_speaks_a_sample_then_stops_cleanly_on_sigint(tmp_path: Path) -> None:
@@ -88,6 +90,27 @@ async def test_voices_and_unload_commands(piper_loaded: TtsApp, nats_url: str) -
     assert json.loads(unloaded.stdout)["state"] == "missing"
 
 
+async def test_voices_reports_the_profiles_made_without_a_consent(
+    piper_loaded: TtsApp, nats_url: str, client: TtsClient
+) -> None:
+    import asyncio
+
+    from tests.support.backends import tone_wav
+    from tts_actor.synthesis.profiles import NewProfile
+
+    assert piper_loaded.service is not None
+    legacy = await piper_loaded.service.profiles.create(NewProfile(tone_wav(2.0)))  # as stored before consents
+    consent = await client.create_consent(tone_wav(1.0), "a speaker", "en-US")
+    await client.create_voice(tone_wav(2.0), consent=consent["id"])
+    env = cli_env(NATS_URL=nats_url)
+    table = (await asyncio.to_thread(run_cli, "voices", env=env)).stdout
+    assert "voice profiles: 2 (1 with a consent, 1 without)" in table, table
+    unconsented = [line.split()[0] for line in table.splitlines() if line.endswith("unconsented")]
+    assert unconsented == [legacy.id[:10] + "…"]
+    report = json.loads((await asyncio.to_thread(run_cli, "voices", "--json", env=env)).stdout)["profiles"]
+    assert (report["total"], report["consented"], report["require_consent"]) == (2, 1, True)
+
+
 async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
     piper_loaded: TtsApp, nats_url: str, tmp_path: Path
 ) -> None:
@@ -96,10 +119,15 @@ async def test_say_takes_the_format_from_the_extension_and_streams_to_stdout(
     from tests.support.audio_checks import decode
 
     env = cli_env(NATS_URL=nats_url)
-    out = tmp_path / "reply.opus"
-    said = await asyncio.to_thread(run_cli, "say", "Format from the name.", "-o", str(out), env=env)
-    assert said.returncode == 0, said.stderr
-    assert out.read_bytes().startswith(b"OggS") and decode(out.read_bytes()).duration_ms > 500
+    for name, magic in (
+        ("reply.opus", b"OggS"),
+        ("reply.m4a", b"\0\0\0 ftypM4A "),
+        ("reply.webm", b"\x1a\x45\xdf\xa3"),
+    ):
+        out = tmp_path / name
+        said = await asyncio.to_thread(run_cli, "say", "Format from the name.", "-o", str(out), env=env)
+        assert said.returncode == 0, said.stderr
+        assert out.read_bytes().startswith(magic) and decode(out.read_bytes()).duration_ms > 500
     streamed = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "tts_actor", "say", "One. Two. Three.", "--stream", "--format", "mp3", "-o", "-"],
@@ -157,3 +185,24 @@ async def test_say_writes_webvtt_subtitles_from_the_word_timings(
         run_cli, "say", "Lost.", "-o", str(tmp_path / "x.wav"), "--subtitles", str(tmp_path / "no" / "x.vtt"), env=env
     )
     assert nowhere.returncode == 2 and "no directory" in nowhere.stderr
+
+
+async def test_audit_prints_the_trail_as_json_lines(app: TtsApp, nats_url: str) -> None:
+    import asyncio
+
+    assert app.nc is not None and app.service is not None
+    client = TtsClient(app.nc, timeout_s=10, retry_policy=None)
+    consent = await client.create_consent(tone_wav(2.0), "the speaker", "en")
+    created = await client.create_voice(tone_wav(3.0), language="en", consent=consent["id"])
+    await client.delete_voice(created["voice_profile"])
+    env = cli_env(NATS_URL=nats_url)
+    everything = await asyncio.to_thread(run_cli, "audit", env=env)
+    assert everything.returncode == 0, everything.stderr
+    events = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert [(e["action"], e["id"]) for e in events] == [
+        ("consent_create", consent["id"]),
+        ("voice_create", created["voice_profile"]),
+        ("voice_delete", created["voice_profile"]),
+    ]
+    deletes = await asyncio.to_thread(run_cli, "audit", "--action", "voice_delete", env=env)
+    assert [json.loads(line)["action"] for line in deletes.stdout.splitlines()] == ["voice_delete"]

@@ -28,7 +28,7 @@ from tts_actor.app import TtsApp
 from tts_actor.config import Settings
 from tts_actor.http_edge.app import HttpEdge
 from tts_actor.http_edge.edge_settings import EdgeConfigError, EdgeSettings, load_edge_settings, parse_listen
-from tts_actor.http_edge.openai_compat import OPENAI_FORMATS
+from tts_actor.http_edge.openai_compat import RESPONSE_FORMATS
 
 API_KEY = "test-key-1"
 TWENTY_WORDS = (
@@ -89,10 +89,12 @@ EXPECTED_TYPES = {
     "flac": "audio/flac",
     "wav": "audio/wav",
     "pcm": "audio/L16",
+    "m4a": "audio/mp4",
+    "webm": "audio/webm",
 }
 
 
-@pytest.mark.parametrize("fmt", OPENAI_FORMATS)
+@pytest.mark.parametrize("fmt", RESPONSE_FORMATS)  # OpenAI's six, then the service's m4a and webm
 async def test_every_format_whole_and_streamed_decodes_to_plausible_speech(
     settings: Settings, nc: Client, fmt: str
 ) -> None:
@@ -102,6 +104,7 @@ async def test_every_format_whole_and_streamed_decodes_to_plausible_speech(
         content_type = whole.response.headers["content-type"]
         assert content_type.startswith(EXPECTED_TYPES[fmt]), content_type
         assert whole.response.headers["tts-backend"] == "piper"
+        assert whole.response.headers["tts-synthetic"] == "true"  # every audio reply says it is synthetic
         seconds = decoded_seconds(whole.content, fmt, content_type)
         assert 4.0 < seconds < 13.0, seconds  # 20 words at 100-250 words a minute
 
@@ -109,7 +112,7 @@ async def test_every_format_whole_and_streamed_decodes_to_plausible_speech(
         async with client.audio.speech.with_streaming_response.create(
             model="tts-1", voice="alloy", input=TWENTY_WORDS, response_format=fmt, stream_format="audio"
         ) as response:
-            assert response.status_code == 200
+            assert response.status_code == 200 and response.headers["tts-synthetic"] == "true"
             assert response.headers.get("transfer-encoding") == "chunked"
             async for piece in response.iter_bytes():
                 pieces.append(piece)

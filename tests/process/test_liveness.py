@@ -21,6 +21,7 @@ import nats
 import pytest
 
 from tests.support.helpers import GatedPiper, eventually, serving, wav_info
+from tests.support.proxy import CuttableProxy
 from tests.support.serve_process import serve_env, spawn
 from tts_actor.client.reply import NoResponders
 from tts_actor.client.retry import ClientRetryPolicy
@@ -174,45 +175,6 @@ def test_retry_delays_honour_retry_after_with_capped_full_jitter() -> None:
     assert not policy.retryable(TtsError(ErrorCode.BACKEND_FAILED, "failed", "fix it"))
     assert not policy.retryable(NoResponders(ErrorCode.BACKEND_NOT_READY, "nobody", "start one", retry_after_ms=1))
     assert policy.retryable(ResponderSilent(ErrorCode.BACKEND_NOT_READY, "silent", "retry", retry_after_ms=250))
-
-
-class CuttableProxy:
-    """A TCP relay between the service and nats-server whose cable the test can pull (and plug back in)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def listen(self) -> str:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return f"nats://127.0.0.1:{self.port}"
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        """Every connection dropped, and no new one accepted: the service is reconnecting, in vain."""
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
 
 
 async def test_a_nats_drop_during_a_multi_chunk_reply_is_no_crash_and_the_caller_knows_in_seconds(

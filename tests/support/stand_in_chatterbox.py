@@ -14,6 +14,7 @@ Shared by the adapter's unit tests, the voice-profile tests and the upstream con
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import wave
 from dataclasses import dataclass
@@ -178,3 +179,12 @@ def checkpoint(directory: Path, multilingual: bool = False, builtin_hz: float | 
     if multilingual:
         (directory / "Cangjie5_TC.json").write_text('["日\\ta"]')
     return directory
+
+
+@pytest.fixture
+def findable_chatterbox(stand_in_chatterbox: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in, findable by the service's package probe (importlib.util.find_spec); torchaudio a stand-in too."""
+    if "torchaudio" not in sys.modules:
+        install_stand_in(monkeypatch, "torchaudio")
+    for name in ("chatterbox", "torchaudio"):
+        monkeypatch.setattr(sys.modules[name], "__spec__", importlib.machinery.ModuleSpec(name, None), raising=False)

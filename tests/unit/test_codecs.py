@@ -121,6 +121,8 @@ def test_content_types() -> None:
         AudioFormat.MP3: "audio/mpeg",
         AudioFormat.AAC: "audio/aac",
         AudioFormat.FLAC: "audio/flac",
+        AudioFormat.M4A: "audio/mp4",
+        AudioFormat.WEBM: "audio/webm; codecs=opus",
     }
     assert {f: f.content_type for f in AudioFormat} == expected
     assert codecs.open_encoder("pcm", RATE, 16000).content_type == "audio/L16;rate=16000;channels=1"

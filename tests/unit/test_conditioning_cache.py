@@ -65,3 +65,14 @@ def test_bound_holds_under_threads() -> None:
 def test_a_zero_bound_is_refused() -> None:
     with pytest.raises(ValueError):
         ConditioningCache(max_entries=0)
+
+
+def test_a_deleted_voice_is_dropped_from_every_model_and_others_stay() -> None:
+    cache: ConditioningCache[str] = ConditioningCache(max_entries=8)
+    cache.put(("chatterbox", "english", "d1"), "en-1")
+    cache.put(("chatterbox", "multilingual", "d1"), "ml-1")
+    cache.put(("chatterbox", "multilingual", "d2"), "ml-2")
+    cache.put(("xtts", "d1"), "x-1")
+    assert cache.discard_reference("d1") == 3
+    assert len(cache) == 1 and ("chatterbox", "multilingual", "d2") in cache
+    assert cache.discard_reference("d1") == 0

@@ -7,32 +7,14 @@ import re
 from pathlib import Path
 
 import yaml  # PyYAML comes with huggingface_hub
-from prometheus_client import REGISTRY
 
-import tts_actor.observability.metrics  # noqa: F401  (registers the service's metrics)
+from tests.support.promql import OPS, dashboard_exprs, exported_tts_families
 
-OPS = Path(__file__).resolve().parents[2] / "ops"
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 PROMQL_NAME = re.compile(r"\btts_[a-z0-9_]+\b")
 
 
-def exported_series_names() -> dict[str, str]:
-    """Series name -> family name, for every tts_* family in the default registry."""
-    names = {}
-    for family in REGISTRY.collect():
-        if family.name.startswith("tts_"):
-            for suffix in SUFFIXES.get(family.type, ("",)):
-                names[family.name + suffix] = family.name
-    return names
-
-
-def dashboard_exprs() -> list[str]:
-    dashboard = json.loads((OPS / "grafana/dashboards/tts-actor.json").read_text())
-    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-
-
 def test_dashboard_queries_only_exported_metrics_and_covers_them_all() -> None:
-    exported = exported_series_names()
+    exported = exported_tts_families()
     used = {name for expr in dashboard_exprs() for name in PROMQL_NAME.findall(expr)}
     assert used, "the dashboard has no tts_* queries"
     assert used <= set(exported), f"unknown metrics in the dashboard: {sorted(used - set(exported))}"
@@ -71,9 +53,25 @@ def test_compose_stack_wires_the_service_to_nats_jaeger_and_prometheus() -> None
             if source.startswith("./"):
                 assert (OPS / source).exists(), source
 
-    prometheus = yaml.safe_load((OPS / "prometheus.yml").read_text())
+    prometheus = yaml.safe_load((OPS / "prometheus/prometheus.yml").read_text())
     targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
     assert f"tts-actor:{env['TTS_METRICS_PORT']}" in targets
+    job = next(j for j in prometheus["scrape_configs"] if f"tts-actor:{env['TTS_METRICS_PORT']}" in str(j))
+    assert job["job_name"] == "tts-actor"  # the alerts' up{job="tts-actor"}
+
+    # Prometheus reads the rules: its config is mounted where --config.file says, and names rule files
+    # that are mounted beside it (relative paths are relative to the config file) and are the shipped ones
+    mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
+    config_in_container = next(a.split("=", 1)[1] for a in services["prometheus"]["command"] if "--config.file" in a)
+    config_on_host = next(src for src, dst in mounts.items() if dst == config_in_container)
+    assert (OPS / config_on_host).resolve() == (OPS / "prometheus/prometheus.yml").resolve()
+    rule_files = prometheus["rule_files"]
+    assert rule_files
+    for rule_file in rule_files:
+        in_container = str(Path(config_in_container).parent / rule_file)
+        on_host = next((src for src, dst in mounts.items() if dst == in_container), None)
+        assert on_host is not None, f"{in_container} is not mounted into the prometheus container"
+        assert (OPS / on_host).resolve() == (OPS / "prometheus/alerts.yml").resolve()
 
     nats_conf = (OPS / "nats.conf").read_text()
     assert re.search(r"^jetstream\s*\{", nats_conf, re.MULTILINE)

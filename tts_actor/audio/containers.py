@@ -1,7 +1,7 @@
 """The thin containers around the codecs' packets, written by hand.
 
-WAV and FLAC headers, the LAME "Info" frame of an MP3, ADTS headers for AAC and Ogg
-pages for Opus are a few bytes each. Writing them here (not through a muxer) means
+WAV and FLAC headers (the tag blocks inside them: :mod:`.tags`), the LAME "Info" frame of
+an MP3, ADTS headers for AAC and Ogg pages for Opus are a few bytes each. Writing them here (not through a muxer) means
 nothing waits in a muxer's buffer at a segment's end: each segment's bytes end on a
 whole frame or page and can be sent at once. Nothing here knows about PyAV.
 """
@@ -16,11 +16,11 @@ WAV_HEADER_BYTES = 44
 ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
-def wav_header(sample_rate: int, data_bytes: int = UNKNOWN_LENGTH) -> bytes:
-    """A 16-bit mono PCM WAV header; an unknown length stays 0xFFFFFFFF in both sizes."""
-    riff = UNKNOWN_LENGTH if data_bytes == UNKNOWN_LENGTH else 36 + data_bytes
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
+def wav_header(sample_rate: int, data_bytes: int = UNKNOWN_LENGTH, info: bytes = b"") -> bytes:
+    """A 16-bit mono PCM WAV header, ``info`` (a LIST chunk) before ``data``; an unknown length stays 0xFFFFFFFF."""
+    riff = UNKNOWN_LENGTH if data_bytes == UNKNOWN_LENGTH else 36 + len(info) + data_bytes
+    fmt = struct.pack(
+        "<4sI4s4sIHHIIHH",
         b"RIFF",
         riff,
         b"WAVE",
@@ -32,9 +32,8 @@ def wav_header(sample_rate: int, data_bytes: int = UNKNOWN_LENGTH) -> bytes:
         sample_rate * 2,
         2,
         16,
-        b"data",
-        data_bytes,
     )
+    return fmt + info + struct.pack("<4sI", b"data", data_bytes)
 
 
 def lame_info_frame(first_header: bytes, sample_rate: int, frames: int, encoder_delay: int, end_pad: int) -> bytes:
@@ -68,10 +67,11 @@ def adts_header(sample_rate: int, packet_bytes: int) -> bytes:
     )
 
 
-def flac_stream_header(extradata: bytes) -> bytes:
-    """``fLaC`` and the STREAMINFO block (the codec's extradata) as the last metadata block."""
+def flac_stream_header(extradata: bytes, comments: bytes | None = None) -> bytes:
+    """``fLaC``, the STREAMINFO block (the codec's extradata), then a VORBIS_COMMENT block when given."""
     info = extradata[:34]
-    return b"fLaC" + bytes((0x80,)) + len(info).to_bytes(3, "big") + info
+    head = b"fLaC" + bytes((0x00 if comments else 0x80,)) + len(info).to_bytes(3, "big") + info
+    return head + (bytes((0x84,)) + len(comments).to_bytes(3, "big") + comments if comments else b"")
 
 
 def flac_set_total_samples(data: bytes, samples: int) -> bytes:
@@ -101,11 +101,6 @@ class OggStream:
         self._sequence += 1
         crc = ogg_crc(page)
         return page[:22] + struct.pack("<I", crc) + page[26:]
-
-
-def opus_tags(vendor: bytes) -> bytes:
-    """The OpusTags packet (RFC 7845): a vendor string, no comments."""
-    return b"OpusTags" + struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", 0)
 
 
 _BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))

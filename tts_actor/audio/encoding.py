@@ -17,6 +17,8 @@ from tts_actor.audio import codecs
 from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segment_encoder import SegmentEncoder
 from tts_actor.audio.segmenter import Segment
+from tts_actor.audio.tags import Mark
+from tts_actor.audio.waveform import DEFAULT_POINTS, Waveform
 from tts_actor.audio.words import ENGINE_REPORTS_NONE
 from tts_actor.errors import ErrorCode, TtsError
 
@@ -85,6 +87,8 @@ class FormatRequest:
     format: str
     sample_rate: int | None = None
     bitrate: int | None = None
+    mark: Mark | None = None  # the synthetic-speech comment in the container's metadata; None: none
+    waveform_points: int = DEFAULT_POINTS
 
 
 class SpeechEncoder:
@@ -108,6 +112,7 @@ class SpeechEncoder:
         self.codec: SegmentEncoder | None = None
         self.timings: list[Timing] = []
         self.position_samples = 0  # at the engine's rate, silences included
+        self.waveform = Waveform()  # peaks of the PCM on its way to the codec: no second decode
 
     @property
     def audio_seconds(self) -> float:
@@ -116,6 +121,10 @@ class SpeechEncoder:
     @property
     def duration_ms(self) -> int:
         return round(self.audio_seconds * 1000)
+
+    def waveform_bytes(self) -> bytes:
+        """The reply's waveform: ``waveform_points`` peaks over its whole timeline, 0-255."""
+        return self.waveform.points(self.wanted.waveform_points)
 
     def timing(self, index: int) -> Timing:
         return next(t for t in reversed(self.timings) if t.index == index)
@@ -126,8 +135,9 @@ class SpeechEncoder:
             if not audio.pcm:
                 self.timings.append(self._timing(segment, audio, 0, 0))
                 return []
+            wanted = self.wanted
             self.codec = codecs.open_encoder(
-                self.wanted.format, audio.sample_rate, self.wanted.sample_rate, self.wanted.bitrate
+                wanted.format, audio.sample_rate, wanted.sample_rate, wanted.bitrate, wanted.mark
             )
         elif audio.sample_rate != self.codec.in_rate:
             raise TtsError(
@@ -144,6 +154,7 @@ class SpeechEncoder:
             pcm += bytes(2 * gap)
             samples += gap
         self.position_samples += samples
+        self.waveform.add(pcm)
         if self._split_first:
             self._split_first = False
             head = 2 * int(self.codec.in_rate * FIRST_PIECE_S)

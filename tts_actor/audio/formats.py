@@ -31,6 +31,9 @@ FORMATS: dict[str, FormatInfo] = {
     "mp3": FormatInfo("audio/mpeg", SAMPLE_RATES, 64_000, (8_000, 320_000)),
     "aac": FormatInfo("audio/aac", SAMPLE_RATES, 64_000, (16_000, 320_000)),
     "flac": FormatInfo("audio/flac", SAMPLE_RATES),
+    # beside OpenAI's six: what iOS/Safari (MP4) and browsers' MediaSource (both) play natively
+    "m4a": FormatInfo("audio/mp4", SAMPLE_RATES, 64_000, (16_000, 320_000)),
+    "webm": FormatInfo("audio/webm; codecs=opus", OPUS_RATES, 32_000, (6_000, 256_000)),
 }
 
 

@@ -120,6 +120,9 @@ def script_of(char: str) -> str:
 
 def letter_scripts(text: str) -> dict[str, int]:
     """How many letters (and combining marks) of ``text`` are in each script."""
+    if text.isascii():  # every request in English: its letters are Latin, counted without a lookup each
+        letters = sum(map(str.isalpha, text))
+        return {"Latin": letters} if letters else {}
     counts: dict[str, int] = {}
     for char in text:
         if unicodedata.category(char)[0] in "LM":

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from tts_actor.audio.formats import content_type
+from tts_actor.audio.tags import Mark
 
 
 class Resampler:
@@ -45,10 +46,11 @@ class Resampler:
 class SegmentEncoder(abc.ABC):
     """One file, written segment by segment; see the module docstring."""
 
-    def __init__(self, fmt: str, in_rate: int, out_rate: int) -> None:
+    def __init__(self, fmt: str, in_rate: int, out_rate: int, mark: Mark | None = None) -> None:
         self.format = fmt
         self.in_rate = in_rate
         self.sample_rate = out_rate
+        self.mark = mark  # the synthetic-speech comment, where the container has a field for it
         self.samples_out = 0  # samples at ``sample_rate`` handed to the codec
         self._resampler = Resampler(in_rate, out_rate) if in_rate != out_rate else None
 
@@ -87,10 +89,12 @@ class CodecEncoder(SegmentEncoder):
     codec_name: str
     sample_format: str
 
-    def __init__(self, fmt: str, in_rate: int, out_rate: int, bitrate: int | None = None) -> None:
+    def __init__(
+        self, fmt: str, in_rate: int, out_rate: int, bitrate: int | None = None, mark: Mark | None = None
+    ) -> None:
         import av
 
-        super().__init__(fmt, in_rate, out_rate)
+        super().__init__(fmt, in_rate, out_rate, mark)
         ctx = av.CodecContext.create(self.codec_name, "w")
         ctx.sample_rate = out_rate
         ctx.layout = "mono"
@@ -141,3 +145,29 @@ class CodecEncoder(SegmentEncoder):
     @abc.abstractmethod
     def _wrap(self, packets: list[bytes], last: bool) -> bytes:
         """Frame the codec's packets in the format's container."""
+
+
+class OpusCodec(CodecEncoder):
+    """libopus tuned for speech (``voip``, 20 ms frames), whatever the container around its packets."""
+
+    codec_name = "libopus"
+    sample_format = "s16"
+    FRAME_MS = 20
+
+    def __init__(
+        self,
+        fmt: str,
+        in_rate: int,
+        out_rate: int,
+        bitrate: int | None = None,
+        mark: Mark | None = None,
+        application: str = "voip",
+    ) -> None:
+        self.options = {"application": application, "frame_duration": str(self.FRAME_MS)}
+        super().__init__(fmt, in_rate, out_rate, bitrate, mark)
+        self.opus_head = bytes(self.ctx.extradata)  # RFC 7845's identification header
+        self.pre_skip = int.from_bytes(self.opus_head[10:12], "little")  # in 48 kHz samples
+        self.scale = 48000 // out_rate  # Opus counts time in 48 kHz samples whatever the input rate
+
+    def _configure(self, ctx: Any) -> None:
+        ctx.options = dict(self.options)  # voip: tuned for speech, as the voice-message pipeline had it

@@ -287,6 +287,13 @@ class BackendAdapter(abc.ABC):
         """
         return spoken.spoken_cost(text, voice.language)
 
+    def forget_reference(self, digest: str) -> int:
+        """Drop whatever was computed from the reference clip ``digest`` (a deleted voice); how many entries went.
+
+        Thread-safe and cheap (called on the event loop); engines without cloning keep nothing.
+        """
+        return 0
+
     def not_loaded(self) -> Exception:
         """What ``synthesize`` raises when a request reaches it after an unload."""
         from tts_actor.errors import ErrorCode, TtsError

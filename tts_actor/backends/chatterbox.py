@@ -238,6 +238,9 @@ class ChatterboxBackend(BackendAdapter):
             return requested
         return 0.0 if speaker_language != voice.language else DEFAULT_CFG_WEIGHT
 
+    def forget_reference(self, digest: str) -> int:
+        return self._profiles.discard_reference(digest)
+
     def unload(self) -> None:
         with self._lock:
             self._english = self._multilingual = None

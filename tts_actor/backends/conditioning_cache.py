@@ -64,6 +64,14 @@ class ConditioningCache(Generic[V]):
         with self._lock:
             self._entries.pop(key, None)
 
+    def discard_reference(self, digest: str) -> int:
+        """Drop every entry made from the clip ``digest`` (keys are tuples ending in it); how many went."""
+        with self._lock:
+            doomed = [k for k in self._entries if k == digest or (isinstance(k, tuple) and k and k[-1] == digest)]
+            for key in doomed:
+                del self._entries[key]
+        return len(doomed)
+
     def clear(self) -> None:
         """On unload: the conditioning belongs to the model that made it."""
         with self._lock:

@@ -225,6 +225,9 @@ class XttsBackend(BackendAdapter):
                 detail={"tokens": tokens, "limit": limit},
             )
 
+    def forget_reference(self, digest: str) -> int:
+        return self._profiles.discard_reference(digest)
+
     def unload(self) -> None:
         with self._lock:
             self._model, self._default = None, {}

@@ -1,4 +1,4 @@
-"""The client commands: say, status, voices, watch, retry and unload, over NATS to a running service.
+"""The client commands: say, status, voices, watch, audit, retry and unload, over NATS to a running service.
 
 Each connects once (no reconnects: a person at a terminal wants the error now), runs, and
 turns a :class:`~tts_actor.errors.TtsError` into its code, message and fix on stderr.
@@ -167,8 +167,21 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
     async def run(client: Any) -> int:
-        voices = await client.voices()
+        voices = await client.voices(profiles=True)
         print(json.dumps(voices, indent=2)) if args.json else print_voices(voices)
+        return 0
+
+    return asyncio.run(_with_client(settings, run))
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """The audit trail, oldest first: one JSON object a line (who, which id, when, which instance)."""
+
+    async def run(client: Any) -> int:
+        from tts_actor.client.audit import read_audit
+
+        for event in await read_audit(client.nc, settings.subject_prefix, args.action or ">", args.limit):
+            print(json.dumps(event, ensure_ascii=False))
         return 0
 
     return asyncio.run(_with_client(settings, run))

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from tts_actor.cli.client_commands import SAY_WAIT_MS, cmd_say, cmd_status, cmd_voices, cmd_watch, control
+from tts_actor.cli.client_commands import SAY_WAIT_MS, cmd_audit, cmd_say, cmd_status, cmd_voices, cmd_watch, control
 from tts_actor.cli.offline_commands import cmd_doctor, cmd_fetch
 from tts_actor.cli.serve import cmd_http, cmd_serve
 from tts_actor.config import ConfigError, load_settings
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="print state events live, starting from the current states")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_watch)
+    p = sub.add_parser("audit", help="the audit trail: who created, deleted or used voices and consents (JSON lines)")
+    p.add_argument("--action", help="only this action, e.g. voice_delete (default: all)")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many, the newest (default 1000)")
+    p.set_defaults(func=cmd_audit)
     for action in ("retry", "unload"):
         p = sub.add_parser(action, help=f"{action} a backend on every instance")
         p.add_argument("backend")

@@ -57,3 +57,16 @@ def print_voices(voices: dict[str, Any]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    if "profiles" in voices:
+        print_profiles(voices["profiles"])
+
+
+def print_profiles(report: dict[str, Any]) -> None:
+    """Cloned voices: how many, and each made without a consent record (before consents, or with the rule off)."""
+    if "error" in report:
+        print(f"\nvoice profiles: unknown ({report['error'].get('message')})")
+        return
+    unconsented = report["unconsented"]
+    print(f"\nvoice profiles: {report['total']} ({report['consented']} with a consent, {len(unconsented)} without)")
+    for profile in unconsented:
+        print(f"  {profile['id']:<12} created {profile['created_at'] or '?'}  unconsented")

@@ -12,7 +12,7 @@ from typing import Any
 
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.headers import Header
-from tts_actor.wire.replies import parse_timings
+from tts_actor.wire.replies import parse_timings, parse_waveform
 
 
 class NoResponders(TtsError):
@@ -54,6 +54,16 @@ class SynthesisReply:
         ``timings_unavailable`` (why the engine gave none): read from the reply's timings parts.
         """
         return self.word_timings if self.word_timings is not None else parse_timings(self.headers)
+
+    @property
+    def waveform(self) -> bytes | None:
+        """``waveform_points`` bytes, each the peak (0-255) of its slice of the audio: what a chat app draws."""
+        return parse_waveform(self.headers)
+
+    @property
+    def synthetic(self) -> bool:
+        """The service says the audio is synthetic speech (``Tts-Synthetic``)."""
+        return self.headers.get(Header.SYNTHETIC.value) == "true"
 
 
 def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:

@@ -19,7 +19,7 @@ from tts_actor.errors import TtsError
 from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import StallTimer
 from tts_actor.wire.messages import SynthesisRequest
-from tts_actor.wire.replies import ReplyKind, StreamChunk, chunk_from, classify, parse_timings
+from tts_actor.wire.replies import ReplyKind, StreamChunk, chunk_from, classify, parse_timings, parse_waveform
 
 
 class StreamHost(Protocol):
@@ -61,6 +61,11 @@ class AudioStream:
     def timings(self) -> list[dict[str, Any]]:
         """Each segment's timing; with ``timings="word"``, each with its words (see ``SynthesisReply.timings``)."""
         return self.word_timings if self.word_timings is not None else parse_timings(self.end_headers)
+
+    @property
+    def waveform(self) -> bytes | None:
+        """From the end message: ``waveform_points`` peaks (0-255) over the whole audio; None before the end."""
+        return parse_waveform(self.end_headers)
 
     @property
     def content_type(self) -> str:

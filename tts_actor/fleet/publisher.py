@@ -25,6 +25,7 @@ from nats.js.kv import KeyValue
 from statemachine import StateEvent
 from tts_actor.config import Settings
 from tts_actor.fleet.state_kv import decode_event, encode_event, instance_entry_of, instance_key, shared_key
+from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.wire.subjects import Subjects
 
@@ -91,7 +92,7 @@ class StatePublisher:
         self._keepalive_task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
-        self._kv_ok = False
+        self._kv_ok = False  # also tts_state_kv_up; 0 until the bucket is open
         self._latest: dict[str, StateEvent] = {}  # this instance's current state per backend, as published
         self._kv_lock = asyncio.Lock()  # one writer at a time: a refresh never lands an older event on a newer
         self._nudged = asyncio.Event()
@@ -104,6 +105,16 @@ class StatePublisher:
     def kv_ok(self) -> bool:
         """The last KV write went through (false without JetStream, or while the bucket is lost)."""
         return self._kv_ok
+
+    @property
+    def _kv_ok(self) -> bool:
+        return self._kv_ok_now
+
+    @_kv_ok.setter
+    def _kv_ok(self, ok: bool) -> None:
+        """Every change of the KV's health is also ``tts_state_kv_up``, for the "KV writes failing" alert."""
+        self._kv_ok_now = ok
+        metrics.STATE_KV_UP.set(1 if ok else 0)
 
     async def start(self, nc: Client) -> None:
         self._nc = nc

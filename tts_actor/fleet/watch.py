@@ -22,6 +22,7 @@ from nats.js.kv import KV_DEL, KV_PURGE
 
 from statemachine import State, StateEvent
 from tts_actor.fleet.state_kv import StateKey, decode_event, parse_key
+from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -164,6 +165,8 @@ class FleetWatch:
                 await asyncio.shield(watcher.stop())
 
     async def _notify(self) -> None:
+        if self.own is not None:  # the service's own watch (a tool's one-off read says nothing of this process)
+            metrics.FLEET_INSTANCES.set(len({k.instance for k in self.entries if k.instance is not None}))
         async with self._changed:
             self._changed.notify_all()
 

@@ -5,7 +5,7 @@ It holds no engine: ``POST /v1/audio/speech`` becomes a ``tts.synthesize`` reque
 chunked transfer as it arrives, and a service error becomes an HTTP status with
 OpenAI's error body. It can run beside the service (``serve --http``) or alone
 (``tts-actor http``), on any host that reaches NATS. This module is the server's
-lifecycle (bind, serve, drain); the routes are :mod:`.speech` and :mod:`.catalog`.
+lifecycle (bind, serve, drain); the routes are :mod:`.speech`, :mod:`.catalog` and :mod:`.custom_voices`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from starlette.routing import Route
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings
 from tts_actor.http_edge.catalog import CatalogRoutes
+from tts_actor.http_edge.custom_voices import CustomVoiceRoutes
 from tts_actor.http_edge.edge_settings import EdgeSettings, check_exposure
 from tts_actor.http_edge.guard import ConnectionLimits, guarded_protocol
 from tts_actor.http_edge.middleware import BearerAuth, CutStreams, EdgeServer, http_error_json
@@ -49,6 +50,8 @@ class HttpEdge:
         self._task: asyncio.Task[None] | None = None
         self._speech = SpeechRoute(edge, self._client)
         catalog = CatalogRoutes(settings, edge, self._client, lambda: self._link)
+        custom = CustomVoiceRoutes(self._client)
+        consent_path = "/v1/audio/voice_consents/{consent_id:str}"
         self.app = CutStreams(
             BearerAuth(
                 Starlette(
@@ -57,6 +60,13 @@ class HttpEdge:
                         Route("/v1/models", catalog.models, methods=["GET"]),
                         Route("/v1/models/{model:str}", catalog.model, methods=["GET"]),
                         Route("/v1/audio/voices", catalog.voices, methods=["GET"]),
+                        Route("/v1/audio/voices", custom.create_voice, methods=["POST"]),
+                        Route("/v1/audio/voices/{voice_id:str}", custom.delete_voice, methods=["DELETE"]),
+                        Route("/v1/audio/voice_consents", custom.create_consent, methods=["POST"]),
+                        Route("/v1/audio/voice_consents", custom.list_consents, methods=["GET"]),
+                        Route(consent_path, custom.consent, methods=["GET"]),
+                        Route(consent_path, custom.rename_consent, methods=["POST"]),
+                        Route(consent_path, custom.delete_consent, methods=["DELETE"]),
                         Route("/healthz", catalog.healthz, methods=["GET"]),
                         Route("/readyz", catalog.readyz, methods=["GET"]),
                     ],

@@ -7,6 +7,7 @@ shape, so an SDK shows the message and the fix instead of a plain-text ``Not Fou
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 from collections.abc import Iterator
 
@@ -21,6 +22,10 @@ from tts_actor.http_edge.openai_compat import auth_error
 
 PATHS = (
     "POST /v1/audio/speech",
+    "POST|GET /v1/audio/voice_consents",
+    "GET|POST|DELETE /v1/audio/voice_consents/{id}",
+    "POST /v1/audio/voices",
+    "DELETE /v1/audio/voices/{id}",
     "GET /v1/models",
     "GET /v1/models/{model}",
     "GET /v1/audio/voices",
@@ -49,7 +54,9 @@ class BearerAuth:
     """``Authorization: Bearer <key>`` on every ``/v1/`` path when keys are configured; probes stay open.
 
     Checked as soon as the headers are in, before any of the body is read; a refused caller's
-    connection is closed (``Connection: close``), so it cannot go on to trickle a body.
+    connection is closed (``Connection: close``), so it cannot go on to trickle a body. An accepted
+    caller's key id (:func:`key_id`, never the key) goes into ``scope["state"]["api_key_id"]``: whose
+    consents and voices these are.
     """
 
     def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
@@ -70,11 +77,17 @@ class BearerAuth:
                 response = JSONResponse(auth_error(*problem), 401, headers=headers)
                 await response(scope, receive, send)
                 return
+            scope.setdefault("state", {})["api_key_id"] = key_id(token.strip())
         await self.app(scope, receive, send)
 
     def _known(self, token: bytes) -> bool:
         # every key compared, in constant time each: no early exit that times which one matched
         return any([hmac.compare_digest(token, key) for key in self.keys])
+
+
+def key_id(key: str) -> str:
+    """A name for an API key that does not reveal it: ``key_`` and 12 hex digits of its SHA-256."""
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 class EdgeServer(uvicorn.Server):

@@ -18,10 +18,14 @@ from typing import Any
 
 from tts_actor.errors import SERVICE_STATUS, ErrorCode, TtsError, invalid
 from tts_actor.http_edge.edge_settings import DEFAULT_VOICE, ROUTED, EdgeSettings
+from tts_actor.wire.consent_requests import VOICE_PREFIX
 from tts_actor.wire.messages import AudioFormat, SynthesisOptions, SynthesisRequest
 
 # OpenAI's response formats, in the order its API lists them
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+# the service's own, beside them: what iOS/Safari and browsers' MediaSource play natively
+EXTRA_FORMATS = ("m4a", "webm")
+RESPONSE_FORMATS = OPENAI_FORMATS + EXTRA_FORMATS
 CONTENT_TYPES = {
     "mp3": "audio/mpeg",
     "opus": "audio/ogg; codecs=opus",
@@ -29,6 +33,8 @@ CONTENT_TYPES = {
     "flac": "audio/flac",
     "wav": "audio/wav",
     "pcm": "audio/L16",
+    "m4a": "audio/mp4",
+    "webm": "audio/webm; codecs=opus",
 }
 OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz; asked for when the service can resample
 STREAM_FORMATS = ("audio", "sse")
@@ -46,6 +52,7 @@ SPEECH_FIELDS = {
     "allow_script_mismatch",
 }
 MAX_INSTRUCTIONS_CHARS = 4096
+MAX_VOICE_ID_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -125,8 +132,9 @@ def map_speech_request(
     model = _string(body, "model", required=True)
     assert model is not None
     fmt = _string(body, "response_format") or "mp3"
-    if fmt not in OPENAI_FORMATS:
-        raise _param_error("response_format", f"response_format {fmt[:20]!r} is not one of {', '.join(OPENAI_FORMATS)}")
+    if fmt not in RESPONSE_FORMATS:
+        offered = ", ".join(RESPONSE_FORMATS)
+        raise _param_error("response_format", f"response_format {fmt[:20]!r} is not one of {offered}")
     stream_format = _string(body, "stream_format") or "audio"
     if stream_format not in STREAM_FORMATS:
         raise _param_error("stream_format", f"stream_format {stream_format[:20]!r} is not one of audio, sse")
@@ -137,8 +145,12 @@ def map_speech_request(
     backend = settings.model_aliases.get(model, model)
     if backend != ROUTED:
         wire["backend"] = backend
-    voice = _voice(body.get("voice"), settings)
-    if voice is not None:
+    raw_voice = body.get("voice")
+    profile = _custom_voice(raw_voice)
+    voice = None if profile is not None else _voice(raw_voice, settings)
+    if profile is not None:
+        wire["voice_profile"] = profile
+    elif voice is not None:
         wire["voice"] = voice
     language = _string(body, "language")
     wire["language"] = (language or voice_languages.get(voice or "") or settings.default_language).lower()
@@ -162,6 +174,19 @@ def map_speech_request(
     if fmt == "pcm" and "sample_rate" in extra:
         wire["sample_rate"] = OPENAI_PCM_RATE
     return SpeechCall(wire, fmt, stream_format)
+
+
+def _custom_voice(raw: Any) -> str | None:
+    """``{"id": "voice_..."}`` (a voice made by ``POST /v1/audio/voices``): the voice profile it names."""
+    if isinstance(raw, dict):
+        if set(raw) - {"id"}:
+            raise _param_error("voice", "a custom voice is {'id': 'voice_...'}, with nothing else")
+        voice_id = raw.get("id")
+        if isinstance(voice_id, str) and voice_id.startswith(VOICE_PREFIX):
+            if len(voice_id) > MAX_VOICE_ID_CHARS:
+                raise _param_error("voice", f"a voice id has at most {MAX_VOICE_ID_CHARS} characters")
+            return voice_id
+    return None
 
 
 def _voice(raw: Any, settings: EdgeSettings) -> str | None:

@@ -2,8 +2,9 @@
 
 The request becomes a ``tts.synthesize`` request (same routing, limits and errors as the
 translator's); the first audio, or the error, is awaited before the HTTP status is sent, and
-the rest goes on with chunked transfer (or as SSE deltas). A response cut after its status
-is marked as cut, and the work behind an abandoned response is cancelled.
+the rest goes on with chunked transfer (or as SSE deltas). A failure after the status ends an
+SSE stream with a ``speech.audio.error`` event and cuts a raw audio response (so it cannot pass
+as whole); the work behind an abandoned response is cancelled.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.http_edge.access_log import error_reply, log_request, mark_started
+from tts_actor.http_edge.body import read_body
 from tts_actor.http_edge.edge_settings import EdgeSettings
 from tts_actor.http_edge.middleware import StreamCut
-from tts_actor.http_edge.openai_compat import CONTENT_TYPES, SpeechCall, map_speech_request, voice_languages
+from tts_actor.http_edge.openai_compat import (
+    CONTENT_TYPES,
+    SpeechCall,
+    error_response,
+    map_speech_request,
+    voice_languages,
+)
 from tts_actor.observability.logs import get_logger
 from tts_actor.observability.tracing import extract_context, tracer
 from tts_actor.wire.messages import SynthesisRequest
@@ -98,27 +106,8 @@ class SpeechRoute:
 
     async def _read_json(self, request: Request) -> Any:
         """The body, refused past ``max_body_bytes`` before it is all read."""
-        limit = self.edge.max_body_bytes
-        too_large = TtsError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"request body over {limit} bytes",
-            "Send shorter input (split long texts), or raise TTS_HTTP_MAX_BODY_BYTES.",
-        )
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise too_large
-        data = bytearray()
-        try:
-            async for part in request.stream():
-                data += part
-                if len(data) > limit:
-                    raise too_large
-        except ClientDisconnect:  # gone, or dropped for sending too slowly (guard.py): nobody reads an answer
-            raise TtsError(
-                ErrorCode.INVALID_REQUEST,
-                "the connection closed before the request body was complete",
-                "Send the whole body promptly; the server's limit is TTS_HTTP_BODY_TIMEOUT_S.",
-            ) from None
+        fix = "Send shorter input (split long texts), or raise TTS_HTTP_MAX_BODY_BYTES."
+        data = await read_body(request, self.edge.max_body_bytes, fix)
         try:
             return json.loads(data)
         except (ValueError, RecursionError) as exc:
@@ -179,8 +168,14 @@ class SpeechRoute:
                 completed = True
                 backend = headers.get("Tts-Backend")
                 log_request(request, 200, "ok", format=call.response_format, bytes=sent, backend=backend)
-            except TtsError as error:  # the status is sent already: cut the response, so it cannot pass as whole
+            except TtsError as error:  # the status is sent already
                 span.set_status(Status(StatusCode.ERROR, error.message))
+                if sse:  # an event says why the stream ends, in OpenAI's error shape; no done event follows
+                    log_request(request, 200, error.code.value, error_event_after_bytes=sent, message=error.message)
+                    completed = True  # the service ended the request itself: nothing to cancel
+                    yield _sse({"type": "speech.audio.error", "error": error_response(error)[2]["error"]})
+                    return
+                # raw audio has no way to say it: cut the response, so it cannot pass as whole
                 log_request(request, 200, error.code.value, cut_after_bytes=sent, message=error.message)
                 raise StreamCut(error.code.value) from None
             finally:

@@ -17,6 +17,7 @@ from tts_actor.backends import ADAPTERS, BackendAdapter, Voice
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.lifecycle.actor import BackendActor, ModelStore
+from tts_actor.observability import metrics
 from tts_actor.wire.messages import SynthesisRequest
 
 
@@ -51,7 +52,17 @@ class Registry:
 
     async def start(self) -> None:
         for actor in self.actors.values():
+            actor.on_change(self._record_languages)
             await actor.start()
+        self._record_languages()
+
+    def _record_languages(self) -> None:
+        """``tts_language_ready``: what the fleet-wide "language unserved" alert adds up across instances."""
+        ready: dict[str, bool] = {}
+        for actor in self.actors.values():
+            for lang in actor.adapter.languages:
+                ready[lang] = ready.get(lang, False) or actor.ready or actor.loads_on_demand
+        metrics.record_languages(ready)
 
     def begin_shutdown(self) -> None:
         """From now on no actor starts anything new; what is queued is answered at once."""

@@ -21,16 +21,21 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from tts_actor import __version__
 from tts_actor.config import Settings
 from tts_actor.errors import TtsError
+from tts_actor.fleet.audit import AuditTrail
+from tts_actor.fleet.erasure import FleetErasure
 from tts_actor.fleet.view import fleet_status
 from tts_actor.lifecycle.registry import Registry
 from tts_actor.nats_edge.control import ControlEndpoints
+from tts_actor.nats_edge.custom_voices import CustomVoiceEndpoints
 from tts_actor.nats_edge.respond import respond_error
 from tts_actor.nats_edge.stats import endpoint_data
 from tts_actor.nats_edge.synthesize import SynthesizeEndpoint
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.cached import CachedSynthesis
+from tts_actor.synthesis.consents import ConsentStore
+from tts_actor.synthesis.custom_voices import CustomVoices
 from tts_actor.synthesis.pipeline import SynthesisPipeline
-from tts_actor.synthesis.profiles import ProfileStore, parse_create_request, parse_profile_id
+from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
@@ -51,7 +56,15 @@ class TtsService:
         self.profiles = ProfileStore(nc, settings)
         self.cached = CachedSynthesis(nc, settings, self.profiles)  # profiles in, the audio cache around
         self.pipeline = SynthesisPipeline(registry, settings, self.cached)
-        self.synthesize = SynthesizeEndpoint(nc, registry, settings, self.pipeline)
+        # who created, deleted or used a voice or consent: `await self.audit.record(action, actor, id, **fields)`
+        self.audit = AuditTrail(nc, settings)
+        # a deleted voice's clip, cached audio and every instance's conditioning
+        self.erasure = FleetErasure(nc, settings, registry, self.profiles, self.cached.cache)
+        self.custom_voices = CustomVoices(
+            self.profiles, ConsentStore(nc, settings), settings, erase=self.erasure.delete, audit=self.audit.record
+        )
+        self.custom_voice_endpoints = CustomVoiceEndpoints(self.custom_voices, settings, lambda: nc.max_payload)
+        self.synthesize = SynthesizeEndpoint(nc, registry, settings, self.pipeline, self.audit)
         self.control = ControlEndpoints(nc, registry, settings, self.pipeline)
         self.routing = self.synthesize.routing
 
@@ -78,8 +91,7 @@ class TtsService:
             "status": self._on_status,
             "voices": self._on_voices,
             "health": self._on_health,
-            "voices_create": self._on_voice_create,
-            "voices_delete": self._on_voice_delete,
+            **self.custom_voice_endpoints.handlers(),
         }
         for name, subject in self.subjects.endpoints():
             await self._service.add_endpoint(
@@ -90,6 +102,7 @@ class TtsService:
         # cancel reaches every instance too: the one serving the request acts
         self._control_subs.append(await self.nc.subscribe(self.subjects.cancel, cb=self.control.on_cancel))
         await self.routing.start()  # tts.backend.<name>.synthesize while <name> is loaded here
+        await self.erasure.start()  # replays the erasures made while this instance was away
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
         log.info("service_started", instance=s.instance, subjects=f"{s.subject_prefix}.>")
 
@@ -116,7 +129,9 @@ class TtsService:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        await self.cached.drain()  # audio already answered, still being stored: a bounded wait
+        await self.cached.close()  # audio already answered, still being stored: a bounded wait
+        await self.erasure.stop()
+        await self.audit.drain()
 
     # --- small endpoints ---------------------------------------------------
     async def _reply_json(self, req: Request, body: dict[str, Any]) -> None:
@@ -138,27 +153,27 @@ class TtsService:
         return fleet_status(watch.fleet(), local)
 
     async def _on_voices(self, req: Request) -> None:
-        await self._reply_json(req, self.registry.voices())
-
-    async def _on_voice_create(self, req: Request) -> None:
-        """Store a reference clip as a voice profile; the answer is its opaque id."""
-        try:
-            profile = await self.profiles.create(parse_create_request(req.data, self.settings))
-        except TtsError as error:
-            await self._respond_error(req, error)
-            return
-        await self._reply_json(req, profile.public())
-
-    async def _on_voice_delete(self, req: Request) -> None:
-        try:
-            deleted = await self.profiles.delete(parse_profile_id(req.data))
-        except TtsError as error:
-            await self._respond_error(req, error)
-            return
-        await self._reply_json(req, {"deleted": deleted})
+        """The engines' voices; with ``{"profiles": true}`` also the voice profiles' consent report."""
+        voices = self.registry.voices()
+        if _asks_for_profiles(req.data):
+            try:
+                voices["profiles"] = await self.custom_voices.profile_report()
+            except TtsError as error:
+                voices["profiles"] = {"error": error.to_dict()["error"]}
+        await self._reply_json(req, voices)
 
     async def _on_health(self, req: Request) -> None:
         await self._reply_json(req, self.registry.health())
 
     async def _respond_error(self, req: Request, error: TtsError) -> None:
         await respond_error(req, error, self.nc.max_payload)
+
+
+def _asks_for_profiles(data: bytes) -> bool:
+    if not data.strip() or len(data) > 1024:
+        return False
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("profiles") is True

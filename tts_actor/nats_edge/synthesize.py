@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -20,10 +21,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
+from tts_actor.fleet.audit import SYNTHESIZE, AuditTrail
 from tts_actor.fleet.routing import Forward, InterestRouter
 from tts_actor.lifecycle import refusals
 from tts_actor.lifecycle.jobs import JobControl
 from tts_actor.lifecycle.registry import Registry, Route
+from tts_actor.nats_edge.callers import audit_actor
 from tts_actor.nats_edge.respond import publisher, respond_error
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
@@ -35,6 +38,7 @@ from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import Heartbeat, ReplyLost, requested_interval_ms
 from tts_actor.wire.messages import SynthesisRequest
 from tts_actor.wire.request_parsing import parse_synthesis_request
+from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
 BUSY_RETRY_MS = 250  # a forwarded request's busy: the backend's pace is another instance's to know
@@ -43,10 +47,19 @@ BUSY_RETRY_MS = 250  # a forwarded request's busy: the backend's pace is another
 class SynthesizeEndpoint:
     """``tts.synthesize`` (and the per-backend subjects the router follows): one task per admitted request."""
 
-    def __init__(self, nc: Client, registry: Registry, settings: Settings, pipeline: SynthesisPipeline) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        registry: Registry,
+        settings: Settings,
+        pipeline: SynthesisPipeline,
+        audit: AuditTrail | None = None,
+    ) -> None:
         self.nc = nc
         self.settings = settings
         self.pipeline = pipeline
+        self.audit = audit
+        self.synthesize_subject = Subjects.of(settings).synthesize
         self.inflight: set[asyncio.Task[None]] = set()
         self.routing = InterestRouter(nc, registry, settings, self.handle)
 
@@ -68,8 +81,10 @@ class SynthesizeEndpoint:
                 pace = route.actor.retry_after_ms() if isinstance(route, Route) else BUSY_RETRY_MS
                 raise refusals.inflight_full(len(self.inflight), self.settings.max_inflight, pace)
             if isinstance(route, Forward):  # loaded on another instance, or maybe: the hop decides
+                self._audit_clone(req, request, None)
                 self._track(self._forward(req, request, route, started))
                 return
+            self._audit_clone(req, request, route)
             route.actor.demand()  # unloaded on purpose: this request brings it back
             if not route.actor.ready and not (request.wait_ms and route.actor.pending):
                 raise self.routing.nobody_has(request, route.actor.name, route.actor)
@@ -91,6 +106,25 @@ class SynthesizeEndpoint:
             await respond_error(req, error, self.nc.max_payload, stream=request is not None and request.stream)
             return
         self._track(self._serve(req, request, route, started))
+
+    def _audit_clone(self, req: Request, request: SynthesisRequest, route: Route | None) -> None:
+        """A synthesis with a cloned voice is an audit event, written by the instance the caller reached (once)."""
+        if self.audit is None or (request.voice_profile is None and request.reference_audio is None):
+            return
+        if req.subject != self.synthesize_subject:
+            return  # came over the hop (only the service may publish there): the forwarding instance recorded it
+        if request.voice_profile is not None:
+            voice_id = request.voice_profile
+        else:  # a clip sent inline: named by its digest, like the audio cache does
+            voice_id = "clip:" + hashlib.sha256(request.reference_audio or b"").hexdigest()[:32]
+        self.audit.record_soon(
+            SYNTHESIZE,
+            audit_actor(req._msg.reply, req.headers),
+            voice_id,
+            backend=route.actor.name if route is not None else None,
+            forwarded=route is None,
+            language=request.language,
+        )
 
     def _with_callers_budget(self, req: Request, request: SynthesisRequest) -> SynthesisRequest:
         """``deadline_ms`` as what the caller still waits from now (its ``Tts-Deadline``, ``Tts-Sent-At``).

@@ -2,39 +2,38 @@
 
 :class:`CachedSynthesis` is what :mod:`tts_actor.synthesis.pipeline` calls: it turns a ``voice_profile`` into
 the reference fields the cloning adapters take, keys the audio cache on everything that
-changes the audio, answers a hit without a backend (whole or streamed, ``Tts-Cache: hit``),
-and stores the copy a :class:`~tts_actor.synthesis.sinks.CacheTee` kept of a synthesized reply
-from a background task once the reply is out, so the
-cache never delays an answer. The cache is an optimisation: when it is unavailable the
-request is synthesized as if it were a miss.
+changes the audio, and leaves the rest to :class:`~tts_actor.synthesis.coalescing.Coalescer`: a hit
+answered without a backend, a join to the same synthesis in progress (here or on another instance), and
+the store of the copy a :class:`~tts_actor.synthesis.sinks.CacheTee` kept of a synthesized reply, in the
+background once the reply is out, so the cache never delays an answer. The cache is an optimisation: when
+it is unavailable the request is synthesized as if it were a miss.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
-import time
+from collections import OrderedDict
 from typing import Any
 
 from nats.aio.client import Client
 from opentelemetry.trace import Span
 
 from tts_actor import __version__
+from tts_actor.audio import waveform
+from tts_actor.audio.encoding import SpeechEncoder, word_timings_json
 from tts_actor.backends.base import BackendAdapter
 from tts_actor.config import Settings
 from tts_actor.lifecycle.registry import Route
-from tts_actor.observability import metrics
-from tts_actor.observability.logs import get_logger
-from tts_actor.synthesis.audio_cache import AudioCache, CachedAudio, audio_cache_key
+from tts_actor.synthesis.audio_cache import AudioCache, audio_cache_key
+from tts_actor.synthesis.claims import FleetClaims
+from tts_actor.synthesis.coalescing import BYPASS, MISS, Answer, Coalescer, Lead
+from tts_actor.synthesis.joining import CACHED_WAVEFORM, WORD_TIMINGS_KEPT
 from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.synthesis.sinks import CacheTee
-from tts_actor.wire.framing import Framer
 from tts_actor.wire.headers import Header
 from tts_actor.wire.messages import SynthesisRequest, Timings
-from tts_actor.wire.replies import parse_timings
 
-log = get_logger(__name__)
 # what a cached file keeps of its reply's headers: what describes the audio, nothing about the request
 KEPT_HEADERS = (
     Header.CONTENT_TYPE,
@@ -46,11 +45,6 @@ KEPT_HEADERS = (
     Header.SEGMENT_COUNT,
     Header.TIMINGS,
 )
-HIT, MISS, BYPASS = "hit", "miss", "bypass"
-# the word timings JSON, kept beside the headers in the cache entry's metadata (never a header on the wire)
-WORD_TIMINGS_KEPT = "word-timings"
-MAX_KEPT_WORD_TIMINGS = 256 * 1024  # bytes: a reply with more is not cached (the metadata is one NATS message)
-TOTALS = (Header.DURATION_MS, Header.SEGMENT_COUNT, Header.TIMINGS)  # a stream has them on its end message
 
 
 def adapter_identity(adapter: BackendAdapter) -> str:
@@ -60,6 +54,9 @@ def adapter_identity(adapter: BackendAdapter) -> str:
     return f"{type(adapter).__module__}.{type(adapter).__qualname__}/{__version__}/{refs}/{local or ''}"
 
 
+KEY_MEMO = 1024
+
+
 class CachedSynthesis:
     """Profiles and the audio cache for the synthesis pipeline."""
 
@@ -67,7 +64,9 @@ class CachedSynthesis:
         self.nc = nc
         self.profiles = profiles
         self.cache = AudioCache(nc, settings)
-        self._stores: set[asyncio.Task[None]] = set()
+        self.marked = settings.mark_synthetic
+        self.coalescer = Coalescer(self.cache, FleetClaims(nc, settings))
+        self._keys: OrderedDict[tuple[object, ...], str] = OrderedDict()  # see key()
 
     async def with_profile(self, request: SynthesisRequest) -> SynthesisRequest:
         """The request with its profile's clip, transcript and language as the reference; unknown ids raise."""
@@ -82,115 +81,98 @@ class CachedSynthesis:
             reference_digest=profile.digest,
         )
 
-    @staticmethod
-    def key(request: SynthesisRequest, route: Route) -> str:
-        """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id."""
-        voice = route.voice.id
-        if request.reference_audio is not None:
-            digest = request.reference_digest or hashlib.sha256(request.reference_audio).hexdigest()
-            voice = f"{voice}+{digest}"
-        options: dict[str, Any] = dataclasses.asdict(request.options)
-        options |= {"reference_text": request.reference_text, "reference_language": request.reference_language}
+    def key(self, request: SynthesisRequest, route: Route) -> str:
+        """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id.
+
+        Remembered for the last :data:`KEY_MEMO` requests: a digest of canonical JSON costs more than the rest
+        of a hit from memory, and hot requests repeat.
+        """
+        if request.reference_audio is not None and request.reference_digest is None:
+            return _key(request, route, self.marked)  # a raw clip: hashing it is the key's cost either way
         actor = route.actor
-        return audio_cache_key(
-            text=request.text,
-            language=request.language,
-            backend=actor.name,
-            voice=voice,
-            audio_format=request.format.value,
-            options=options,
-            sample_rate=request.sample_rate,
-            bitrate=request.bitrate,
-            model_revision=actor.model_revision or adapter_identity(actor.adapter),
-            word_timings=request.timings is Timings.WORD,
+        memo = (
+            request.text,
+            request.language,
+            request.options,
+            request.reference_digest,
+            request.reference_text,
+            request.reference_language,
+            request.format,
+            request.sample_rate,
+            request.bitrate,
+            request.timings,
+            route.voice.id,
+            actor.name,
+            actor.model_revision,
+            id(actor.adapter),
         )
+        key = self._keys.get(memo)
+        if key is None:
+            key = self._keys[memo] = _key(request, route, self.marked)
+            if len(self._keys) > KEY_MEMO:
+                self._keys.popitem(last=False)
+        return key
 
-    async def lookup(self, request: SynthesisRequest, key: str, span: Span) -> CachedAudio | None:
-        """The cached reply, or None (a miss, a bypass, or the cache unavailable)."""
-        if not request.cache:
-            span.set_attribute("tts.audio_cache", BYPASS)
-            metrics.AUDIO_CACHE.labels(BYPASS).inc()
-            return None
-        cached = await self.cache.get(key)
-        outcome = HIT if cached is not None and cached.data else MISS
-        span.set_attribute("tts.audio_cache", outcome)
-        metrics.AUDIO_CACHE.labels(outcome).inc()
-        return cached if outcome == HIT else None
+    async def settle(self, key: str, answer: Answer, span: Span) -> Lead | str:
+        """A :class:`Lead` to synthesize, or how the request was answered without a backend (hit, joined)."""
+        return await self.coalescer.settle(key, answer, span)
 
-    def store_later(self, tee: CacheTee | None, headers: dict[str, str], word_timings: bytes | None = None) -> None:
-        """Cache a reply that went out whole, in the background: the caller has its answer already."""
-        if tee is None or not tee.file:
-            return
+    def finish(
+        self, lead: Lead, tee: CacheTee | None, headers: dict[str, str], encoder: SpeechEncoder, reference: str | None
+    ) -> None:
+        """The reply went out: joiners get the file, the cache stores it in the background (the caller has it).
+
+        ``reference``: the digest of the clip of a cloned voice (:func:`reference_of`), indexed for erasure.
+        """
         kept = {h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers}
-        if word_timings is not None:
-            if len(word_timings) > MAX_KEPT_WORD_TIMINGS:
-                log.info("audio_cache_store_skipped", key=tee.key[:16], word_timings_bytes=len(word_timings))
-                return
-            kept[WORD_TIMINGS_KEPT] = word_timings.decode()
-        task = asyncio.create_task(self._store(tee.key, tee.file, kept))
-        self._stores.add(task)
-        task.add_done_callback(self._stores.discard)
+        kept[CACHED_WAVEFORM] = waveform.encode(encoder.waveform.points(waveform.CACHED_POINTS))
+        if encoder.word_timings:  # what a hit or a joiner sends as the timings parts (a put too large is dropped)
+            kept[WORD_TIMINGS_KEPT] = word_timings_json(encoder.timings).decode()
+        self.coalescer.finish(lead, tee.file if tee is not None else None, kept, reference)
 
-    async def _store(self, key: str, data: bytes, headers: dict[str, str]) -> None:
-        try:
-            stored = await self.cache.put(key, data, headers)
-        except Exception as exc:  # the put logs its own failures; this is for anything else
-            log.warning("audio_cache_store_failed", error=repr(exc))
-            return
-        log.debug("audio_cache_stored", key=key[:16], bytes=len(data), stored=stored)
+    async def abandon(self, lead: Lead, error: BaseException) -> None:
+        """The synthesis stopped without a file: joiners try again, the fleet's claim goes."""
+        await self.coalescer.abandon(lead, error)
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Let puts in flight finish (shutdown, tests), within a bound."""
-        if self._stores:
-            await asyncio.wait(set(self._stores), timeout=timeout_s)
+        await self.coalescer.drain(timeout_s)
 
-    async def answer(
-        self, framer: Framer, cached: CachedAudio, request: SynthesisRequest, route: Route, started: float
-    ) -> None:
-        """Send a cached file as the reply: whole, or as a stream with its end message."""
-        headers = dict(cached.headers) | {Header.CACHE.value: HIT}
-        words = headers.pop(WORD_TIMINGS_KEPT, None)
-        if route.fallback_from:
-            headers[Header.FALLBACK_FROM.value] = route.fallback_from
-        words = words if request.timings is Timings.WORD else None
-        if not request.stream:
-            if words is not None:  # as a synthesized reply sends them: before a whole file's audio
-                await framer.timings(words.encode())
-            framer.first = headers
-            await framer.whole(cached.data, {})
-            return
-        totals = {k.value: headers.pop(k.value) for k in TOTALS if k.value in headers}
-        framer.first = headers
-        await _stream_file(framer, cached.data, parse_timings(totals), int(totals.get(Header.DURATION_MS.value) or 0))
-        if words is not None:  # and before a stream's end message
-            await framer.timings(words.encode())
-        await framer.end(totals | {Header.CACHE.value: HIT, Header.FIRST_AUDIO_MS.value: _ms_since(started)})
+    async def close(self) -> None:
+        """Shutdown: stores in flight finished (bounded), the cache's watch stopped."""
+        await self.drain()
+        await self.cache.close()
+
+
+def _key(request: SynthesisRequest, route: Route, marked: bool) -> str:
+    voice = route.voice.id
+    if (digest := reference_of(request)) is not None:
+        voice = f"{voice}+{digest}"
+    options: dict[str, Any] = dataclasses.asdict(request.options)
+    options |= {"reference_text": request.reference_text, "reference_language": request.reference_language}
+    actor = route.actor
+    return audio_cache_key(
+        text=request.text,
+        language=request.language,
+        backend=actor.name,
+        voice=voice,
+        audio_format=request.format.value,
+        options=options,
+        sample_rate=request.sample_rate,
+        bitrate=request.bitrate,
+        model_revision=actor.model_revision or adapter_identity(actor.adapter),
+        word_timings=request.timings is Timings.WORD,
+        marked=marked,
+    )
+
+
+def reference_of(request: SynthesisRequest) -> str | None:
+    """The digest of a cloned voice's clip (a profile's, or an inline clip's), None for a built-in voice."""
+    if request.reference_audio is None:
+        return None
+    return request.reference_digest or hashlib.sha256(request.reference_audio).hexdigest()
 
 
 def cache_header(request: SynthesisRequest) -> dict[str, str]:
     """A synthesized reply's ``Tts-Cache``: a miss, or a bypass when the caller said ``cache: false``."""
     return {Header.CACHE.value: MISS if request.cache else BYPASS}
-
-
-async def _stream_file(framer: Framer, data: bytes, timings: list[dict[str, int]], duration_ms: int) -> None:
-    """A cached file as a stream: max_payload-sized messages, each naming the segment its bytes mostly belong to
-    (by position: a cached file has no segment boundaries in bytes).
-    """
-    offset = 0
-    while offset < len(data):
-        position_ms = duration_ms * offset / len(data)
-        timing = next((t for t in timings if t["end_ms"] > position_ms), timings[-1] if timings else None)
-        headers: dict[str, str] = {}
-        if timing is not None:
-            headers = {
-                Header.SEGMENT_INDEX.value: str(timing["index"]),
-                Header.SEGMENT_START_MS.value: str(timing["start_ms"]),
-                Header.SEGMENT_END_MS.value: str(timing["end_ms"]),
-            }
-        room = framer.room(headers)
-        await framer.stream(data[offset : offset + room], headers)
-        offset += room
-
-
-def _ms_since(started: float) -> str:
-    return str(round((time.perf_counter() - started) * 1000))

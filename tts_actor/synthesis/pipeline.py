@@ -17,8 +17,10 @@ import uuid
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tts_actor.audio.encoding import FormatRequest, SpeechEncoder, word_timings_json
+from tts_actor import __version__
+from tts_actor.audio.encoding import FormatRequest, SpeechEncoder
 from tts_actor.audio.segmenter import segment_text
+from tts_actor.audio.tags import Mark, synthetic_mark
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.lifecycle.actor import BackendActor
@@ -26,7 +28,8 @@ from tts_actor.lifecycle.jobs import JobControl, SynthesisJob
 from tts_actor.lifecycle.registry import Registry, Route
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
-from tts_actor.synthesis.cached import BYPASS, CachedSynthesis, cache_header
+from tts_actor.synthesis.cached import CachedSynthesis, cache_header, reference_of
+from tts_actor.synthesis.coalescing import BYPASS, Answer, Lead
 from tts_actor.synthesis.reply import ReplySink, audio_headers, audio_totals
 from tts_actor.synthesis.sinks import CacheTee, EncodedSink, EncodeStage, QueuedSink
 from tts_actor.wire.framing import Framer, Publish
@@ -34,6 +37,7 @@ from tts_actor.wire.headers import Header
 from tts_actor.wire.messages import NAME_RE, SynthesisRequest, Timings
 
 log = get_logger(__name__)
+_FLIGHT_FIRST = (Header.BACKEND.value, Header.VOICE.value, Header.LANGUAGE.value)  # what joiners share of `first`
 
 
 async def wait_ready(actor: BackendActor, bound_s: float) -> None:
@@ -110,6 +114,7 @@ class SynthesisRun:
         self.started = started
         self.reply: ReplySink | None = None  # once audio may go out
         self.job: SynthesisJob | None = None  # the latest one handed to the actor
+        self.lead: Lead | None = None  # this request synthesizes for the cache (and whoever joins it)
 
     @property
     def messages(self) -> int:
@@ -119,6 +124,10 @@ class SynthesisRun:
         """The whole answer, or a :class:`TtsError` (nothing of it sent, or part of a stream)."""
         try:
             await self._serve()
+        except BaseException as exc:
+            if self.lead is not None and self.pipeline.store is not None:  # joiners try again; the claim goes
+                await self.pipeline.store.abandon(self.lead, exc)
+            raise
         finally:
             if (job := self.job) is not None:
                 self.pipeline.jobs.pop(self.control.request_id, None)
@@ -152,7 +161,10 @@ class SynthesisRun:
         cost = functools.partial(actor.adapter.spoken_cost, voice=self.route.voice)  # the engine's own units
         segments = segment_text(request.text, spec.max_segment_chars, spec.min_segment_chars, request.language, cost)
         span.set_attribute("tts.segments", len(segments))
-        wanted = FormatRequest(request.format.value, request.sample_rate, request.bitrate)
+        mark = self._mark() if pipeline.settings.mark_synthetic else None
+        wanted = FormatRequest(
+            request.format.value, request.sample_rate, request.bitrate, mark, request.waveform_points
+        )
         encoder = SpeechEncoder(
             wanted,
             pipeline.settings.segment_silence_ms,
@@ -164,7 +176,10 @@ class SynthesisRun:
         first = self._first_headers(store is not None)
         framer = Framer(self.publish, self.max_payload, self.control.request_id)
         self.reply = ReplySink(framer, encoder, first, self.started, actor.name)
-        tee = CacheTee(self.reply, encoder, key) if store is not None and request.cache else None
+        tee = None
+        if store is not None and request.cache:
+            flight = self.lead.flight if self.lead is not None else None
+            tee = CacheTee(self.reply, encoder, key, flight, {k: v for k, v in first.items() if k in _FLIGHT_FIRST})
         out: EncodedSink = tee or self.reply
         stage = EncodeStage(encoder, request.stream, out, request.format.value)
         sink = QueuedSink(first_waits=request.stream and len(segments) > 1)
@@ -191,22 +206,25 @@ class SynthesisRun:
                     raise
         synth_seconds = time.perf_counter() - synth_started
         await stage.finish()
-        if store is not None:  # in the background: the reply is out already
-            words = word_timings_json(encoder.timings) if encoder.word_timings else None
-            store.store_later(tee, first | audio_headers(encoder) | audio_totals(encoder), words)
+        if store is not None and self.lead is not None:  # joiners answered now, the store in the background
+            store.finish(
+                self.lead, tee, first | audio_headers(encoder) | audio_totals(encoder), encoder, reference_of(request)
+            )
         self._done(encoder, len(segments), synth_seconds)
 
     async def _cache_key(self, store: CachedSynthesis) -> str | None:
-        """The profile applied and the audio cache asked: the key to store the reply under, None on a hit."""
+        """The profile applied and the audio cache asked (or the same synthesis joined): the key to store the
+        reply under, None when answered without a backend."""
         request = self.request = await store.with_profile(self.request)
         key = store.key(request, self.route)
-        cached = await store.lookup(request, key, trace.get_current_span())
-        if cached is None:
-            return key
         framer = Framer(self.publish, self.max_payload, self.control.request_id)
-        await store.answer(framer, cached, request, self.route, self.started)
+        answer = Answer(framer, request, self.route, self.started, self.control)
+        settled = await store.settle(key, answer, trace.get_current_span())
+        if isinstance(settled, Lead):
+            self.lead = settled
+            return key
         metrics.REQUESTS.labels(self.route.actor.name, "ok").inc()
-        log.info("synthesized", backend=self.route.actor.name, cache="hit", bytes=len(cached.data))
+        log.info("synthesized", backend=self.route.actor.name, cache=settled, bytes=framer.sent_bytes)
         return None
 
     def _no_store(self) -> str:
@@ -217,6 +235,13 @@ class SynthesisRun:
                 "Send reference_audio instead, or run the pipeline with a CachedSynthesis store.",
             )
         return ""
+
+    def _mark(self) -> Mark:
+        """The synthetic-speech comment: backend, model (its hub repositories, else the voice) and our version."""
+        actor = self.route.actor
+        repos = "+".join(f"{ref.repo_id}@{ref.revision or 'main'}" for ref in actor.adapter.models())
+        model = f"{repos}:{self.route.voice.id}" if repos else self.route.voice.id
+        return synthetic_mark(actor.name, model, __version__)
 
     def _first_headers(self, cached: bool) -> dict[str, str]:
         headers = {

@@ -1,9 +1,11 @@
 """Voice profiles: a validated reference clip, stored once in a JetStream Object Store bucket.
 
-``tts.voices.create`` stores the clip (with an optional transcript and language) and answers
-an opaque random id; any instance of the fleet reads it from there. The id is the only handle:
-192 random bits, no listing endpoint, and an id that is malformed reads exactly like one that
-does not exist, so nobody can find or enumerate another caller's profiles.
+``tts.voices.create`` stores the clip (with an optional transcript, language, name and the consent
+record it was made under) and answers an opaque random id (``voice_...``; older profiles have a bare
+32-character id); any instance of the fleet reads it from there. The id is the handle: 192 random
+bits, no listing to callers, and an id that is malformed reads exactly like one that does not exist,
+so nobody can find or enumerate another caller's profiles. :meth:`ProfileStore.summaries` lists the
+records without their clips, for the consent cascade and the operator's report.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from tts_actor.audio.reference import validate_reference
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.observability.logs import get_logger
+from tts_actor.synthesis.audio_cache import meta_subject
+from tts_actor.wire.consent_requests import VOICE_PREFIX, check_name
 from tts_actor.wire.messages import LANGUAGE_RE
 from tts_actor.wire.request_parsing import decode_reference_audio, parse_json_object
 
 log = get_logger(__name__)
+_META = ("digest", "duration_ms", "reference_text", "language", "created_at", "name", "consent", "owner")
 ID_BYTES = 24  # secrets.token_urlsafe(24): 32 characters, 192 bits
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+_ID_RE = re.compile(r"^(voice_)?[A-Za-z0-9_-]{32}$")  # ``voice_`` + 32; before consents: the bare 32
 MAX_REFERENCE_TEXT_CHARS = 1000
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -45,16 +50,33 @@ class VoiceProfile:
     reference_text: str | None = None
     language: str | None = None
     created_at: str = ""
+    name: str | None = None
+    consent: str | None = None  # the consent record it was made under; None: made before consents, or without
+    owner: str | None = None  # the caller identity that made it (tts_actor.wire.caller)
 
     def public(self) -> dict[str, Any]:
-        """What the creator is told: the id and what was stored, not the digest."""
+        """What the creator is told: the id and what was stored, not the digest nor the owner."""
         return {
             "voice_profile": self.id,
+            "id": self.id,
+            "object": "audio.voice",
+            "name": self.name,
+            "consent": self.consent,
             "duration_ms": self.duration_ms,
             "language": self.language,
             "reference_text": self.reference_text,
             "created_at": self.created_at,
         }
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """A stored profile without its clip: for the consent cascade and the operator's report."""
+
+    id: str
+    consent: str | None
+    owner: str | None
+    created_at: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,8 @@ class NewProfile:
     audio: bytes
     reference_text: str | None = None
     language: str | None = None
+    name: str | None = None
+    consent: str | None = None
 
 
 def unknown_profile() -> TtsError:
@@ -86,9 +110,10 @@ def unavailable(exc: BaseException) -> TtsError:
 def parse_create_request(data: bytes, settings: Settings) -> NewProfile:
     """``{"reference_audio": base64 WAV, "reference_text"?: str, "language"?: "en"}``, every field bounded."""
     body = parse_json_object(data, settings.max_request_bytes, "Send 5-20 s of mono 16-bit WAV.")
-    unknown = sorted(set(body) - {"reference_audio", "reference_text", "language"})
+    known = {"reference_audio", "reference_text", "language", "name", "consent"}
+    unknown = sorted(set(body) - known)
     if unknown:
-        raise invalid(f"unknown fields {unknown[:5]!r}; known: ['language', 'reference_audio', 'reference_text']")
+        raise invalid(f"unknown fields {unknown[:5]!r}; known: {sorted(known)!r}")
     if body.get("reference_audio") is None:
         raise invalid("'reference_audio' (base64-encoded WAV) is required")
     audio = decode_reference_audio(body["reference_audio"])
@@ -106,7 +131,11 @@ def parse_create_request(data: bytes, settings: Settings) -> NewProfile:
         if not isinstance(language, str) or not LANGUAGE_RE.match(language.lower()):
             raise invalid("'language' must be an ISO 639-1 code such as 'en'")
         language = language.lower()
-    return NewProfile(audio, text, language)
+    name = None if body.get("name") is None else check_name(body["name"])
+    consent = body.get("consent")
+    if consent is not None and (not isinstance(consent, str) or not 1 <= len(consent) <= 64):
+        raise invalid("'consent' must be the id tts.consents.create answered")
+    return NewProfile(audio, text, language, name, consent)
 
 
 def parse_profile_id(data: bytes) -> str:
@@ -145,20 +174,23 @@ class ProfileStore:
                 )
         return self._store
 
-    async def create(self, new: NewProfile) -> VoiceProfile:
+    async def create(self, new: NewProfile, owner: str | None = None) -> VoiceProfile:
         """Validate the clip (as for ``reference_audio``) and store it under a fresh random id."""
         clip = validate_reference(new.audio)
         audio = clip.to_wav()
         profile = VoiceProfile(
-            id=secrets.token_urlsafe(ID_BYTES),
+            id=VOICE_PREFIX + secrets.token_urlsafe(ID_BYTES),
             audio=audio,
             digest=hashlib.sha256(audio).hexdigest(),
             duration_ms=round(clip.duration_s * 1000),
             reference_text=new.reference_text,
             language=new.language,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            name=new.name,
+            consent=new.consent,
+            owner=owner,
         )
-        meta = {k: getattr(profile, k) for k in ("digest", "duration_ms", "reference_text", "language", "created_at")}
+        meta = {k: getattr(profile, k) for k in _META}
         try:
             store = await self._open()
             await asyncio.wait_for(
@@ -192,19 +224,51 @@ class ProfileStore:
             reference_text=meta.get("reference_text"),
             language=meta.get("language"),
             created_at=meta.get("created_at") or "",
+            name=meta.get("name"),
+            consent=meta.get("consent"),
+            owner=meta.get("owner"),
         )
+
+    async def summaries(self) -> list[ProfileSummary]:
+        """Every stored profile's id, consent, owner and date (not the clips): one read of the bucket's metadata."""
+        try:
+            store = await self._open()
+            infos = await asyncio.wait_for(store.list(ignore_deletes=True), self.timeout_s)
+        except NotFoundError:  # an empty bucket
+            return []
+        except Exception as exc:
+            self._store = None
+            raise unavailable(exc) from None
+        result = []
+        for info in infos:
+            if info.deleted:
+                continue
+            meta = json.loads(info.description or "{}")
+            result.append(ProfileSummary(info.name, meta.get("consent"), meta.get("owner"), meta.get("created_at", "")))
+        return result
 
     async def delete(self, profile_id: str) -> bool:
         """True when there was such a profile; it is gone for every instance."""
+        return await self.remove(profile_id) is not None
+
+    async def remove(self, profile_id: str) -> str | None:
+        """Delete the clip and its metadata (transcript included, no tombstone); its digest, None when unknown.
+
+        The digest is what the caller erases next: the cached audio and the conditioning made from the clip.
+        """
         if not _ID_RE.match(profile_id):
-            return False
+            return None
         try:
             store = await self._open()
+            found = await asyncio.wait_for(store.get(profile_id), self.timeout_s)
             await asyncio.wait_for(store.delete(profile_id), self.timeout_s)
+            # the delete keeps a meta message with the description (the transcript): purge its subject as well
+            js = self.nc.jetstream(timeout=self.timeout_s)
+            await js.purge_stream(f"OBJ_{self.bucket}", subject=meta_subject(self.bucket, profile_id))
         except (ObjectNotFoundError, NotFoundError):
-            return False
+            return None
         except Exception as exc:
             self._store = None
             raise unavailable(exc) from None
         log.info("voice_profile_deleted")
-        return True
+        return hashlib.sha256(found.data).hexdigest()  # what get() and create() key on: the stored clip's digest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from tts_actor.audio import waveform
 from tts_actor.audio.encoding import SpeechEncoder, Timing, timings_json, word_timings_json
 from tts_actor.errors import TtsError
 from tts_actor.observability import metrics
@@ -16,20 +17,22 @@ from tts_actor.wire.headers import Header
 
 
 def audio_headers(encoder: SpeechEncoder) -> dict[str, str]:
-    """What the file is: its content type and rate."""
+    """What the file is: its content type and rate, and that it is synthetic speech."""
     assert encoder.codec is not None
     return {
         Header.CONTENT_TYPE.value: encoder.codec.content_type,
         Header.SAMPLE_RATE.value: str(encoder.codec.sample_rate),
+        Header.SYNTHETIC.value: "true",
     }
 
 
 def audio_totals(encoder: SpeechEncoder) -> dict[str, str]:
-    """How long it is and where each segment is: known once every segment was encoded."""
+    """How long it is, where each segment is, its waveform: known once every segment was encoded."""
     return {
         Header.DURATION_MS.value: str(encoder.duration_ms),
         Header.SEGMENT_COUNT.value: str(encoder.segment_count),
         Header.TIMINGS.value: timings_json(encoder.timings),
+        Header.WAVEFORM.value: waveform.encode(encoder.waveform_bytes()),
     }
 
 

@@ -8,7 +8,7 @@ file bytes and timings) -> :class:`CacheTee` (keeps a copy for the audio cache) 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,10 @@ from tts_actor.audio.encoding import SpeechEncoder, Timing
 from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segmenter import Segment
 from tts_actor.observability.tracing import tracer
+from tts_actor.synthesis.flights import Flight
+from tts_actor.synthesis.reply import audio_headers
+
+Headers = Mapping[str, str] | None
 
 
 class EncodedSink(Protocol):
@@ -107,18 +111,27 @@ class EncodeStage:
 
 
 class CacheTee:
-    """Passes the file on and keeps a copy: what the audio cache stores once the reply is out."""
+    """Passes the file on and keeps a copy: what the audio cache stores once the reply is out.
 
-    def __init__(self, out: EncodedSink, encoder: SpeechEncoder, key: str) -> None:
+    With a ``flight``, a stream's parts also go to the requests that joined this synthesis, as they are sent.
+    """
+
+    def __init__(
+        self, out: EncodedSink, encoder: SpeechEncoder, key: str, flight: Flight | None = None, first: Headers = None
+    ) -> None:
         self.out = out
         self.encoder = encoder
         self.key = key
+        self.flight = flight
+        self.first = dict(first or {})  # what the joiners' first message says besides the audio's own headers
         self._parts: list[bytes] = []
         self.file: bytes | None = None  # the whole file, once the reply went out completely
 
     async def audio(self, data: bytes, timing: Timing) -> None:
         await self.out.audio(data, timing)
         self._parts.append(data)
+        if self.flight is not None:
+            self.flight.add(data, timing, self.first | audio_headers(self.encoder))
 
     async def done(self, whole: bytes | None) -> None:
         await self.out.done(whole)

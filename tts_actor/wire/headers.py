@@ -31,7 +31,9 @@ class Header(enum.StrEnum):
     HEARTBEAT_MS = "Tts-Heartbeat-Ms"  # on a request: ack it and send a heartbeat every this many ms
     DEADLINE = "Tts-Deadline"  # on a request: unix epoch ms when the caller stops caring (wire/deadlines.py)
     SENT_AT = "Tts-Sent-At"  # on a request: unix epoch ms when this attempt was sent
-    CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss or bypass
+    WAVEFORM = "Tts-Waveform"  # whole reply, a stream's end: base64 of waveform_points peaks, 0-255 each
+    SYNTHETIC = "Tts-Synthetic"  # every audio reply: "true" (EU AI Act Art. 50(2): machine-readable marking)
+    CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss, bypass or joined
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

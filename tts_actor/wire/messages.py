@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tts_actor.audio import formats
+from tts_actor.audio.waveform import DEFAULT_POINTS
 
 LANGUAGE_RE = re.compile(r"^[a-z]{2}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
@@ -32,6 +33,8 @@ class AudioFormat(enum.StrEnum):
     MP3 = "mp3"
     AAC = "aac"  # ADTS
     FLAC = "flac"
+    M4A = "m4a"  # AAC-LC in MP4; a stream is fragmented MP4
+    WEBM = "webm"  # Opus in WebM
 
     @property
     def content_type(self) -> str:
@@ -41,7 +44,7 @@ class AudioFormat(enum.StrEnum):
     def from_extension(cls, path: str) -> AudioFormat | None:
         """``reply.opus`` -> opus; None for an extension that names no format."""
         suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
-        aliases = {"ogg": cls.OPUS, "oga": cls.OPUS, "raw": cls.PCM}
+        aliases = {"ogg": cls.OPUS, "oga": cls.OPUS, "raw": cls.PCM, "mp4": cls.M4A, "weba": cls.WEBM}
         return aliases.get(suffix) or (cls(suffix) if suffix in cls._value2member_map_ else None)
 
 
@@ -85,6 +88,7 @@ class SynthesisRequest:
     cache: bool = True  # False: neither read nor write the fleet's audio cache
     allow_script_mismatch: bool = False  # True: speak text in a script the language does not use (spelled out)
     timings: Timings = Timings.SEGMENT  # word: each segment's words and their times as well (a JSON part)
+    waveform_points: int = DEFAULT_POINTS  # bytes of Tts-Waveform: peaks of equal slices of the audio
     reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
 
     @property
@@ -120,4 +124,6 @@ class SynthesisRequest:
             body["allow_script_mismatch"] = True
         if self.timings is not Timings.SEGMENT:
             body["timings"] = self.timings.value
+        if self.waveform_points != DEFAULT_POINTS:
+            body["waveform_points"] = self.waveform_points
         return json.dumps(body).encode()

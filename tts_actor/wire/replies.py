@@ -6,6 +6,8 @@ messages of a kind it does not use (acks, heartbeats: a ``Tts-Status`` header) a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
 from dataclasses import dataclass, field
@@ -75,6 +77,17 @@ class TimingParts:
         except ValueError:
             return None
         return timings if isinstance(timings, list) else None
+
+
+def parse_waveform(headers: dict[str, str]) -> bytes | None:
+    """``Tts-Waveform``: one byte per point, each the peak of its slice of the audio (0-255); None when absent."""
+    raw = headers.get(Header.WAVEFORM.value)
+    if not raw:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def chunk_from(headers: dict[str, str], data: bytes) -> StreamChunk:

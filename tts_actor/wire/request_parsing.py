@@ -12,6 +12,7 @@ from typing import Any
 
 from tts_actor.audio import formats
 from tts_actor.audio.reference import validate_reference
+from tts_actor.audio.waveform import DEFAULT_POINTS, POINTS_RANGE
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.wire.messages import (
@@ -45,6 +46,7 @@ _FIELDS = {
     "cache",
     "allow_script_mismatch",
     "timings",
+    "waveform_points",
 }
 MAX_DEADLINE_MS = 24 * 3600 * 1000
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
@@ -186,7 +188,8 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
     problem = formats.check_format(fmt.value, sample_rate, bitrate)
     if problem:
         offered = ", ".join(f"{name} ({'/'.join(map(str, info.rates))} Hz)" for name, info in formats.FORMATS.items())
-        raise invalid(problem, f"Supported: {offered}; bitrate for opus, mp3 and aac only.")
+        lossy = ", ".join(name for name, info in formats.FORMATS.items() if info.bitrate_range)
+        raise invalid(problem, f"Supported: {offered}; bitrate for {lossy} only.")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise invalid(f"'stream' must be true or false, got {_echo(stream)}")
@@ -229,6 +232,7 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         cache=cache,
         allow_script_mismatch=allow_script_mismatch,
         timings=_timings(body.get("timings", Timings.SEGMENT.value)),
+        waveform_points=_optional_int(body, "waveform_points", *POINTS_RANGE) or DEFAULT_POINTS,
     )
 
 

@@ -41,17 +41,34 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
     """The service, one translator per tenant, the monitor and the operator."""
     s = s or Subjects()
     endpoints = tuple(subject for _, subject in s.endpoints())
+    tenant_endpoints = tuple(subject for _, subject in s.tenant_endpoints())
+    operator_endpoints = tuple(subject for _, subject in s.operator_endpoints())
     service = Role(
         "SERVICE",
         SERVICE_USER,
-        "the tts-actor instances: serve the endpoints, forward between instances, publish state, keep the stores",
-        publish=(s.state(), s.backend_synthesize(), s.kv(), *s.object_stores(), "$JS.API.>"),
+        "the tts-actor instances: serve the endpoints, forward between instances, publish state, keep the stores, "
+        "tell the fleet of erasures, write the audit trail",
+        publish=(
+            s.state(),
+            s.backend_synthesize(),
+            s.kv(),
+            s.claims(),
+            *s.object_stores(),
+            s.audio_refs(),
+            s.erasure,
+            s.audit(),
+            "$JS.API.>",
+            # flow-control replies of the ordered consumers it reads: the erasures, the audio cache's index
+            f"$JS.FC.{s.erasure_stream}.>",
+            f"$JS.FC.KV_{s.audio_refs_bucket}.>",
+        ),
         subscribe=(
             *endpoints,
             s.cancel,
             s.control(),
             s.backend_synthesize(),
             "$SRV.>",
+            *s.audio_cache_gone(),
             inbox_subscription(tenant_inbox(SERVICE_USER)),
         ),
         responses=True,
@@ -60,25 +77,38 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
         Role(
             tenant.replace("-", "_").upper(),
             tenant,
-            f"translator tenant {tenant}: synthesis, voices, profiles, cancel; the replies on its own inbox only",
-            publish=(*endpoints, s.cancel),
+            f"translator tenant {tenant}: synthesis, voices, its own consents and voice profiles, cancel;"
+            " the replies on its own inbox only",
+            publish=(*tenant_endpoints, s.cancel),
             subscribe=(inbox_subscription(tenant_inbox(tenant)),),
         )
         for tenant in tenants
     )
+    # the state bucket and the audit stream, read (`tts-actor watch`, `tts-actor audit`); $JS.API.INFO once
+    audit_readers_api = tuple(dict.fromkeys((*s.kv_read_api(), *s.stream_read_api(s.audit_stream))))
     monitor = Role(
         "MONITOR",
         "monitor",
-        "monitoring (`tts-actor watch`, dashboards): live state events and reads of the state bucket, no writes",
-        publish=(*s.kv_read_api(), s.health),
-        subscribe=(s.state(), inbox_subscription(tenant_inbox("monitor"))),
+        "monitoring (`tts-actor watch`, dashboards): live state events, reads of the state bucket and of the audit "
+        "trail, no writes",
+        publish=(*audit_readers_api, s.health),
+        subscribe=(s.state(), s.audit(), inbox_subscription(tenant_inbox("monitor"))),
     )
     operator = Role(
         "OPERATOR",
         "operator",
-        "operators: the control subjects (retry, unload), $SRV discovery and stats, and everything a monitor reads",
-        publish=(s.subject("control", ">"), s.status, s.voices, s.health, "$SRV.>", *s.kv_read_api()),
-        subscribe=(s.state(), inbox_subscription(tenant_inbox("operator"))),
+        "operators: the control subjects (retry, unload), every caller's consents (list, delete), $SRV discovery"
+        " and stats, and everything a monitor reads (the audit trail included)",
+        publish=(
+            s.subject("control", ">"),
+            s.status,
+            s.voices,
+            s.health,
+            *operator_endpoints,
+            "$SRV.>",
+            *audit_readers_api,
+        ),
+        subscribe=(s.state(), s.audit(), inbox_subscription(tenant_inbox("operator"))),
     )
     return (service, *translators, monitor, operator)
 
