@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+from pathlib import Path
 from typing import Any
 
 import nats
 import numpy as np
 
 from tests.support.audio_checks import decode
+from tests.support.fleet import piper_loaded_on_a_only
 from tests.support.speech import speech_bounds_ms
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
+from tts_actor.config import Settings
 from tts_actor.wire.messages import AudioFormat, SynthesisRequest, Timings
 
 PLAIN = "The quick brown fox jumps over the lazy dog."
@@ -112,6 +115,24 @@ async def test_identical_word_requests_share_one_synthesis_and_its_words(
     assert {r.headers["Tts-Cache"] for r in replies} <= {"joined", "hit"}, [r.headers["Tts-Cache"] for r in replies]
     assert len(words_of(leader.timings)) == 17
     assert all(r.timings == leader.timings for r in replies)
+
+
+async def test_word_timings_pass_through_the_hop_to_the_instance_with_the_model(
+    settings: Settings, tmp_path: Path, client: TtsClient
+) -> None:
+    """``b``'s Piper failed, so what the queue group gives ``b`` is relayed from ``a``: the parts with it."""
+    base = settings.with_(backends=("piper",), retry_max_attempts=0)
+    async with piper_loaded_on_a_only(base, tmp_path) as (_a, b):
+        routing = b.service.routing  # type: ignore[union-attr]
+        for stream in (False, True):
+            before = routing.forwarded
+            for _ in range(40):  # the queue group picks the instance: until b took (and forwarded) one
+                request = SynthesisRequest(text=PLAIN, timings=Timings.WORD, cache=False, stream=stream)
+                reply = await client.synthesize(request)
+                assert len(words_of(reply.timings)) == 9, reply.timings
+                if routing.forwarded > before:
+                    break
+            assert routing.forwarded > before, "no request went through the hop"
 
 
 async def test_a_reader_that_does_not_ask_for_words_skips_the_parts_as_status(
