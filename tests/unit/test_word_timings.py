@@ -189,3 +189,20 @@ def test_webvtt_cues_follow_the_words_and_a_segment_without_them_is_one_cue() ->
     assert len(cues) == 2 and all(len(line) <= 42 for cue in cues for line in cue[2:])
     assert " ".join(" ".join(cue[2:]) for cue in cues) == text[second:]
     assert cues[0][1].startswith("00:00:01.600 --> ") and cues[1][1].endswith(" --> 00:00:08.450")
+
+
+def test_a_voice_loaded_without_alignments_says_so_and_speaks_the_same_length() -> None:
+    """What a Piper install without the onnx package answers: the audio, and why it has no word times."""
+    from piper import SynthesisConfig
+
+    backend = PiperBackend(load_settings({}))
+    backend.load({})
+    voice = backend.voices()[0]
+    assert voice.id in backend._aligned, "the onnx package is installed here: the model is patched at load"
+    piper_voice = backend._loaded[voice.id].get()
+    config = SynthesisConfig()
+    without = backend._with_words(piper_voice, voice.id, [(0, "Hello there.")], config, aligned=False)
+    assert without.words is None and without.words_missing == "alignment_unavailable"
+    timed = backend._with_words(piper_voice, voice.id, [(0, "Hello there.")], config, aligned=True)
+    assert [w.text_end for w in timed.words or ()] == [5, 11] and timed.words_missing is None
+    assert abs(len(without.pcm) - len(timed.pcm)) < 0.3 * len(timed.pcm)
