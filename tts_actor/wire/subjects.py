@@ -162,7 +162,6 @@ class Subjects:
     def audio_refs(self) -> str:
         """Writes to the audio cache's index bucket."""
         return f"$KV.{self.audio_refs_bucket}.>"
-
     def claims(self) -> str:
         """Writes to the coalescing claims bucket: who synthesizes which audio cache key now."""
         return f"$KV.{self.audio_claims_bucket}.>"
