@@ -30,7 +30,7 @@ $(TEST_VENV)/.installed: pyproject.toml
 		echo "torch==$(TORCH_VERSION) from pip's configured index ($(TORCH_INDEX_URL) not used)"; \
 		$(TPY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
 	fi
-	$(TPY) -m pip install --quiet -e '.[dev,mms]'
+	$(TPY) -m pip install --quiet -e '.[dev,mms,watermark]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -58,6 +58,7 @@ rules:
 
 bench: $(TEST_VENV)/.installed
 	$(TPY) -m tests.bench
+	$(TPY) -m tests.bench_watermark
 
 clean:
 	rm -rf $(VENV) $(TEST_VENV) .pytest_cache hello.wav

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
 from statemachine import State, StateEvent
+from tests.support.bench_pressure import pressure_rows
 from tts_actor.app import TtsApp
 from tts_actor.audio.codecs import open_encoder
 from tts_actor.audio.segmenter import segment_text
@@ -242,6 +243,7 @@ async def bench(url: str, cache: Path) -> list[Row]:
         rows.extend(await coalescing_rows(client))
         rows.extend(await word_timing_rows(client))
         rows.extend(await asyncio.to_thread(alignment_load_rows))
+        rows.extend(await pressure_rows(app, client, nc, Row, latency_row, baseline))
     finally:
         await nc.close()
         await app.stop()

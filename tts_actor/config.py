@@ -20,6 +20,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 MAX_SECONDS = 7 * 24 * 3600.0  # a week: beyond this a timeout is a typo (and overflows timer APIs)
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+WATERMARK_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -85,12 +86,17 @@ class Settings:
     max_inflight: int = 32
     backend_queue_depth: int = 32  # as deep as the inflight cap: one gate, and a burst waits its turn
     synthesis_timeout_s: float = 120.0
+    # a priority class waiting this long since it was last served goes first for one segment (bulk never starves)
+    priority_ageing_s: float = 2.0
+    max_rss_bytes: int = 0  # the memory guard: above this resident size the heaviest backend is reloaded; 0: off
     clock_skew_ms: int = 2000  # how far a caller's clock may differ from ours when its Tts-Deadline is read
     shutdown_grace_s: float = 10.0
     idle_unload_s: float = 0.0
     segment_silence_ms: int = 150  # silence between two segments of one reply
     # TTS_MARK_SYNTHETIC: the "AI-generated" comment in every container's metadata (EU AI Act Art. 50(2))
     mark_synthetic: bool = True
+    # TTS_WATERMARK: the inaudible PerthNet mark on engines that do not mark their own output (auto: when installed)
+    watermark: str = "auto"
     cache_dir: Path = field(default_factory=_default_cache_dir)
     piper_voices_dir: Path | None = None
     log_level: str = "info"
@@ -341,11 +347,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inflight=int(_number(env, "TTS_MAX_INFLIGHT", 32, int, 1, maximum=100_000)),
         backend_queue_depth=int(_number(env, "TTS_BACKEND_QUEUE_DEPTH", 32, int, 1, maximum=100_000)),
         synthesis_timeout_s=_seconds(env, "TTS_SYNTHESIS_TIMEOUT_S", 120.0),
+        priority_ageing_s=_seconds(env, "TTS_PRIORITY_AGEING_S", 2.0),
+        max_rss_bytes=int(_number(env, "TTS_MAX_RSS_BYTES", 0, int, 0, maximum=2**50)),
         clock_skew_ms=int(_number(env, "TTS_CLOCK_SKEW_MS", 2000, int, 0, maximum=3_600_000)),
         shutdown_grace_s=_seconds(env, "TTS_SHUTDOWN_GRACE_S", 10.0, positive=False),
         idle_unload_s=_seconds(env, "TTS_IDLE_UNLOAD_S", 0.0, positive=False),
         segment_silence_ms=int(_number(env, "TTS_SEGMENT_SILENCE_MS", 150, int, maximum=5000)),
         mark_synthetic=_bool(env, "TTS_MARK_SYNTHETIC", True),
+        watermark=env.get("TTS_WATERMARK", "auto").strip().lower() or "auto",
         log_level=env.get("TTS_LOG_LEVEL", "info").lower(),
         log_format=env.get("TTS_LOG_FORMAT", "console").lower(),
         metrics_port=_port(env, "TTS_METRICS_PORT", 0, allow_zero=True),
@@ -378,6 +387,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"TTS_PIPER_VOICES_DIR={voices_dir} is not a directory")
     if kwargs["log_level"] not in LOG_LEVELS:
         raise ConfigError(f"TTS_LOG_LEVEL={kwargs['log_level']!r}: expected one of {', '.join(LOG_LEVELS)}")
+    if kwargs["watermark"] not in WATERMARK_MODES:
+        raise ConfigError(f"TTS_WATERMARK={_shown(str(kwargs['watermark']))}: expected auto, on or off")
     if kwargs["log_format"] not in ("console", "json"):
         raise ConfigError(f"TTS_LOG_FORMAT={kwargs['log_format']!r}: expected console or json")
     return Settings(**kwargs)  # type: ignore[arg-type]

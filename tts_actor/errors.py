@@ -22,11 +22,13 @@ class ErrorCode(enum.StrEnum):
     BACKEND_NOT_READY = "backend_not_ready"
     BACKEND_FAILED = "backend_failed"
     BUSY = "busy"
+    DEADLINE_UNREACHABLE = "deadline_unreachable"
     SYNTHESIS_FAILED = "synthesis_failed"
     SYNTHESIS_TIMEOUT = "synthesis_timeout"
     OUT_OF_MEMORY = "out_of_memory"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
+    WATERMARK_UNAVAILABLE = "watermark_unavailable"  # the [watermark] extra is not installed
 
 
 # The HTTP-like number that goes in the ``Nats-Service-Error-Code`` header, so that
@@ -44,11 +46,15 @@ SERVICE_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BACKEND_NOT_READY: 503,
     ErrorCode.BACKEND_FAILED: 503,
     ErrorCode.BUSY: 429,
+    # 503, not 429: the caller sent nothing too often; this instance cannot meet this request's deadline now
+    # (a looser one would be queued), and 503 + Retry-After is what proxies and SDKs retry on another upstream
+    ErrorCode.DEADLINE_UNREACHABLE: 503,
     ErrorCode.SYNTHESIS_FAILED: 500,
     ErrorCode.SYNTHESIS_TIMEOUT: 504,
     ErrorCode.OUT_OF_MEMORY: 507,
     ErrorCode.CANCELLED: 499,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.WATERMARK_UNAVAILABLE: 501,
 }
 
 

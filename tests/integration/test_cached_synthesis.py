@@ -94,7 +94,9 @@ async def test_entries_expire_after_the_ttl(settings: Settings, client: TtsClien
         await stored(app)
         assert (await client.synthesize(request)).headers["Tts-Cache"] == "hit"
         assert app.service is not None
-        cache, key = app.service.cached.cache, app.service.cached.key(request, app.registry.route(request))
+        route = app.registry.route(request)
+        mark = app.service.pipeline.marking.name_for(route.actor.adapter.spec)  # the key names the watermark
+        cache, key = app.service.cached.cache, app.service.cached.key(request, route, mark)
 
         async def aged_out() -> bool:  # the server ages the entry out on its own clock
             return await cache.get(key) is None
@@ -120,10 +122,7 @@ async def test_a_deleted_bucket_degrades_to_synthesis(
     assert wav_info(again.audio).duration_s == pytest.approx(wav_info(first.audio).duration_s, abs=0.3)
     assert piper_calls(piper_loaded) > calls
     await stored(piper_loaded)  # the put made the bucket again
-    assert (
-        await AudioCache(nc, settings).get(
-            piper_loaded.service.cached.key(request, piper_loaded.registry.route(request))
-        )
-        is not None
-    )  # type: ignore[union-attr]
+    service, route = piper_loaded.service, piper_loaded.registry.route(request)  # type: ignore[union-attr]
+    mark = service.pipeline.marking.name_for(route.actor.adapter.spec)  # type: ignore[union-attr]
+    assert await AudioCache(nc, settings).get(service.cached.key(request, route, mark)) is not None  # type: ignore
     assert (await client.synthesize(request)).headers["Tts-Cache"] == "hit"

@@ -49,6 +49,7 @@ async def test_micro_discovery_answers(piper_loaded: TtsApp, nc: Client) -> None
         *(f"tts.consents.{action}" for action in ("create", "get", "update", "list", "delete")),
         "tts.consents.admin.list",
         "tts.consents.admin.delete",
+        "tts.detect",
     }
     assert {e["queue_group"] for e in info["endpoints"]} == {"tts"}
 

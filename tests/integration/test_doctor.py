@@ -46,6 +46,9 @@ def test_reachable_nats_with_jetstream_passes_and_missing_package_shows_fix(
     assert chatterbox["fix"].startswith(torch_install_fix_start("chatterbox"))
     assert checks["cache dir"]["level"] == "ok"
     assert checks["hub"]["level"] == "warn"  # unreachable hub is a warning: Piper works offline
+    assert checks["watermark"]["level"] == "ok" and "PerthNet" in checks["watermark"]["detail"]  # the extra is here
+    off = doctor_json(capsys, settings.with_(watermark="off"), OFFLINE_HUB)[1]["watermark"]
+    assert off["level"] == "ok" and off["detail"].startswith("off")
 
 
 def test_unreachable_nats_fails_fast_with_a_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

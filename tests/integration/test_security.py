@@ -89,7 +89,9 @@ async def test_each_role_is_refused_outside_its_rights(
     translator = await connect_as(secured_url, "translator-a", passwords["translator-a"], seen)
     try:
         client = TtsClient(translator, timeout_s=30, _ctl_timeout_s=1.0)
-        assert wav_info((await client.synthesize(SynthesisRequest(text="Allowed."))).audio).frames > 0
+        audio = (await client.synthesize(SynthesisRequest(text="Allowed, and marked."))).audio
+        assert wav_info(audio).frames > 0
+        assert (await client.detect(audio))["watermarked"] is True  # tts.detect: a translator may check its audio
         assert (await client.status())["instance"] == "secured"
         assert "piper" in (await client.voices())["backends"]
         with pytest.raises(TtsError):  # no answer: the server dropped the request
@@ -121,17 +123,20 @@ async def test_each_role_is_refused_outside_its_rights(
             await client.synthesize(SynthesisRequest(text="Not for monitors."))
         with pytest.raises(TtsError):
             await client.control("piper", "retry")
+        with pytest.raises(TtsError):
+            await client.detect(audio)
         with pytest.raises(Exception):  # noqa: B017 - the put is refused; nats-py reports a timeout
             await kv.put("piper", b'{"to": "loaded"}')
         await monitor.flush()
-        await seen.wait_for("tts.synthesize", "tts.control.piper.retry", "$KV.tts_state.piper")
+        await seen.wait_for("tts.synthesize", "tts.control.piper.retry", "tts.detect", "$KV.tts_state.piper")
     finally:
         await monitor.close()
 
-    # the operator: control subjects work
+    # the operator: control subjects and detection work
     seen = Violations()
     operator = await connect_as(secured_url, "operator", passwords["operator"], seen)
     try:
+        assert (await TtsClient(operator).detect(audio))["watermarked"] is True
         answer = await TtsClient(operator).control("piper", "unload")
         assert answer["ok"] is True and piper.state is State.MISSING
         with pytest.raises(TtsError):

@@ -227,7 +227,9 @@ async def test_cancel_ends_the_stream_at_once_and_the_engine_stops_at_the_next_s
         )
         first = await sub.next_msg(timeout=30)
         assert first.headers["Tts-Request-Id"] == request_id and first.headers["Tts-Segment-Index"] == "0"
-        await asyncio.to_thread(engine.synth_started.wait, 10)  # the second call is inside the engine
+        # the second call is inside the engine, held (synth_started is set by the first call already: waiting on it
+        # raced the rest of segment 0, which now takes its watermark before the second call may start)
+        await eventually(lambda: len(engine.received) >= 2)
         await nc.publish("tts.cancel", json.dumps({"request_id": request_id}).encode())
         error = await sub.next_msg(timeout=10)  # while the engine is still held
         while "Tts-Error-Code" not in error.headers:  # the rest of the first segment

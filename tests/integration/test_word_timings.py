@@ -13,7 +13,7 @@ import numpy as np
 
 from tests.support.audio_checks import decode
 from tests.support.fleet import piper_loaded_on_a_only
-from tests.support.speech import speech_bounds_ms
+from tests.support.speech_bounds import speech_bounds_ms
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import Settings

@@ -1,20 +1,49 @@
-"""Where speech is in a reply's audio, from the PCM's energy alone: what word timings are checked against."""
+"""Real Piper speech (the joe voice) for tests and the bench, straight from ``PiperVoice``, without the service."""
 
 from __future__ import annotations
 
-import numpy as np
+import functools
+from typing import Any
 
-FRAME_MS = 10
-SILENCE_DB = 35.0  # a 10 ms frame this far below the loudest frame is silence
+from tts_actor.audio.pcm import Audio
+from tts_actor.backends.piper import discover_voices
+
+# twenty everyday sentences of different lengths and sounds: the watermark's detection and false-positive corpus
+TWENTY_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call me back when you get this message.",
+    "The meeting has been moved to Thursday at three in the afternoon.",
+    "I will be there in about twenty minutes, the traffic is terrible.",
+    "Could you send me the report before the end of the day?",
+    "Thank you so much for your help yesterday, it really made a difference.",
+    "The train to Berlin leaves from platform seven.",
+    "Do not forget to bring your passport and a printed copy of the ticket.",
+    "Yes.",
+    "The weather tomorrow will be cloudy with a chance of light rain in the evening.",
+    "She said the package arrived, but the box was completely empty.",
+    "Our new office is on the fourth floor, right next to the elevators.",
+    "Can we reschedule our call for next week?",
+    "The doctor will see you now.",
+    "Happy birthday! I hope you have a wonderful day with your family.",
+    "Turn left at the second traffic light and the hotel is on your right.",
+    "The invoice number is four, seven, two, nine, one.",
+    "Why did nobody tell me that the flight was cancelled?",
+    "We are sorry for the inconvenience and appreciate your patience.",
+    "Good night, and sleep well.",
+)
 
 
-def speech_bounds_ms(samples: np.ndarray, rate: int) -> tuple[float, float]:
-    """The first and last moments of speech: the first frame loud enough, and the end of the last one."""
-    frame = rate * FRAME_MS // 1000
-    count = samples.size // frame
-    frames = samples[: count * frame].astype(np.float64).reshape(count, frame)
-    rms = np.sqrt((frames**2).mean(axis=1)) + 1e-9
-    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -SILENCE_DB)
-    if loud.size == 0:
-        raise AssertionError("no speech in the audio")
-    return float(loud[0] * FRAME_MS), float((loud[-1] + 1) * FRAME_MS)
+@functools.cache
+def joe() -> Any:
+    """The joe voice, loaded once per test process."""
+    from piper import PiperVoice
+
+    files = discover_voices(None)[0]
+    return PiperVoice.load(files.model, config_path=files.config)
+
+
+def speak(text: str) -> Audio:
+    """``text`` as 16-bit PCM from the joe voice."""
+    voice = joe()
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+    return Audio(pcm, voice.config.sample_rate)

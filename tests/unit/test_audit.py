@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pytest
 
-from tts_actor.fleet.audit import SYNTHESIZE, VOICE_CREATE, audit_event
+from tts_actor.config import Settings
+from tts_actor.fleet.audit import SYNTHESIZE, VOICE_CREATE, AuditTrail, audit_event
 from tts_actor.wire.subjects import Subjects
 
 
@@ -51,3 +53,32 @@ def test_the_streams_are_named_after_the_subject_prefix() -> None:
     assert acme.audit_stream == "ACME_TTS_AUDIT" and acme.audit("voice_delete") == "acme.tts.audit.voice_delete"
     assert acme.audit() == "acme.tts.audit.>" and acme.erasure == "acme.tts.erasure.voice"
     assert Subjects(audio_cache_bucket="cache").audio_refs_bucket == "cache_refs"
+
+
+class Kept(AuditTrail):
+    """The trail without its stream: what would be published is kept here (the publishing is test_audit.py's)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, Settings())  # type: ignore[arg-type]
+        self.kept: list[str] = []
+
+    async def record(self, action: str, actor: str | None, subject_id: str, **fields: Any) -> bool:
+        self.kept.append(subject_id)
+        return True
+
+
+async def test_a_use_is_recorded_only_when_its_check_says_so_and_when_the_check_cannot_answer() -> None:
+    async def exists() -> bool:
+        return True
+
+    async def gone() -> bool:
+        return False
+
+    async def unreachable() -> bool:
+        raise ConnectionError("JetStream is away")
+
+    trail = Kept()
+    for name, check in (("there", exists), ("deleted", gone), ("unknown", unreachable), ("unchecked", None)):
+        trail.record_soon(SYNTHESIZE, "translator-a", name, only_if=check, backend="chatterbox")
+    await trail.drain()
+    assert trail.kept == ["there", "unknown", "unchecked"]

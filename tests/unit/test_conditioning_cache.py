@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from tts_actor.backends import conditioning_cache
 from tts_actor.backends.conditioning_cache import ConditioningCache
 
 
@@ -76,3 +77,18 @@ def test_a_deleted_voice_is_dropped_from_every_model_and_others_stay() -> None:
     assert cache.discard_reference("d1") == 3
     assert len(cache) == 1 and ("chatterbox", "multilingual", "d2") in cache
     assert cache.discard_reference("d1") == 0
+
+
+def test_what_is_computed_from_a_discarded_clip_is_not_kept_again_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A synthesis that resolved the clip before the erasure computes it again: used once, never kept."""
+    cache: ConditioningCache[str] = ConditioningCache(max_entries=8)
+    cache.put(("chatterbox", "multilingual", "d1"), "ml-1")
+    assert cache.discard_reference("d1") == 1
+    value, hit = cache.get_or_compute(("chatterbox", "multilingual", "d1"), lambda: "again")
+    assert (value, hit) == ("again", False) and len(cache) == 0
+    cache.put(("chatterbox", "multilingual", "d2"), "ml-2")  # other clips are kept as before
+    assert ("chatterbox", "multilingual", "d2") in cache
+    later = conditioning_cache.time.monotonic() + conditioning_cache.FORGOTTEN_GUARD_S + 1
+    monkeypatch.setattr(conditioning_cache.time, "monotonic", lambda: later)
+    cache.put(("chatterbox", "multilingual", "d1"), "recreated")  # the same clip, uploaded again much later
+    assert ("chatterbox", "multilingual", "d1") in cache

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml  # PyYAML comes with huggingface_hub
 
 from tests.support.promql import OPS, dashboard_exprs, exported_tts_families
+from tts_actor.wire.subjects import Subjects
 
 PROMQL_NAME = re.compile(r"\btts_[a-z0-9_]+\b")
 
@@ -81,3 +82,14 @@ def test_compose_stack_wires_the_service_to_nats_jaeger_and_prometheus() -> None
     providers = yaml.safe_load((OPS / "grafana/provisioning/dashboards/tts-actor.yml").read_text())
     grafana_mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
     assert providers["providers"][0]["options"]["path"] == grafana_mounts["./grafana/dashboards"]
+
+
+def test_the_accounts_file_exports_every_tenant_endpoint_and_each_organisation_imports_it_shared() -> None:
+    """Through an import only ``share: true`` lets the service tell organisations apart (tts_actor.wire.caller)."""
+    text = (OPS / "nats-accounts.conf").read_text()
+    exported = set(re.findall(r'\{service: "([^"]+)"', text))
+    imports = re.findall(r'\{service: \{account: TTS, subject: "([^"]+)"\}(, share: true)?\}', text)
+    tenant = {subject for _, subject in Subjects().tenant_endpoints()} | {Subjects().cancel}
+    assert exported == tenant  # the operator's tts.consents.admin.* stays in the service's account
+    assert sorted(subject for subject, _ in imports) == sorted([*tenant, *tenant])  # ORG_A and ORG_B, each all
+    assert all(shared for _, shared in imports)

@@ -90,6 +90,8 @@ class BackendSpec:
     min_segment_chars: int = 0
     # several engine sessions may run at once in one process (TTS_<BACKEND>_WORKERS); else calls are serial
     parallel_sessions: bool = False
+    # the engine marks its own output with PerthNet (Chatterbox's generate does): the service adds no second mark
+    watermarks_itself: bool = False
 
     @property
     def install_fix(self) -> str:

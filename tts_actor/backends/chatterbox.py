@@ -104,6 +104,8 @@ SPEC = BackendSpec(
     # its output stops at ~40 s (1000 speech tokens); it fails on texts under ~10 characters
     max_segment_chars=300,
     min_segment_chars=10,
+    # generate() ends with perth.PerthImplicitWatermarker().apply_watermark (English and multilingual alike)
+    watermarks_itself=True,
 )
 
 

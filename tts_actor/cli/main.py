@@ -1,7 +1,7 @@
 """``tts-actor``: serve, and client commands that talk to a running service over NATS.
 
 This module is the command line itself (the parser and the entry point); the commands are in
-:mod:`.serve`, :mod:`.client_commands` and :mod:`.offline_commands`.
+:mod:`.serve`, :mod:`.client_commands`, :mod:`.offline_commands` and :mod:`.detect`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from tts_actor.cli import detect
 from tts_actor.cli.client_commands import SAY_WAIT_MS, cmd_audit, cmd_say, cmd_status, cmd_voices, cmd_watch, control
 from tts_actor.cli.offline_commands import cmd_doctor, cmd_fetch
 from tts_actor.cli.serve import cmd_http, cmd_serve
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="diagnose this host: packages, models, NATS, hub, disk")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
+    detect.add_parser(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from tts_actor.client.reply import SynthesisReply, raise_for_error
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability.tracing import inject_headers
+from tts_actor.wire.caller import CALLER_HEADER
 from tts_actor.wire.deadlines import now_epoch_ms
 from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import StallTimer
@@ -112,10 +113,12 @@ async def open_inbox(
     heartbeat_ms: int | None,
     on_foreign: Callable[[Any], None],
     caller_deadline_ms: int | None = None,
+    caller: str | None = None,
 ) -> AsyncIterator[Inbox]:
     """Subscribe to a fresh inbox, send the request there with an id of ours; unsubscribe after.
 
-    ``Tts-Sent-At`` always, ``Tts-Deadline`` when the caller has one (a stream's timeout is per message).
+    ``Tts-Sent-At`` always, ``Tts-Deadline`` when the caller has one (a stream's timeout is per message),
+    ``Tts-Caller`` when the request is on behalf of someone below this connection's user (the HTTP edge's key).
     """
     inbox = nc.new_inbox()
     request_id = uuid.uuid4().hex
@@ -125,6 +128,8 @@ async def open_inbox(
         headers[Header.HEARTBEAT_MS.value] = str(heartbeat_ms)
     if caller_deadline_ms is not None:
         headers[Header.DEADLINE.value] = str(caller_deadline_ms)
+    if caller is not None:
+        headers[CALLER_HEADER] = caller
     try:
         payload = request.to_json()
         headers[Header.SENT_AT.value] = str(now_epoch_ms())

@@ -1,4 +1,4 @@
-"""The client's small requests: status, voices, health, voice profiles, consents, control and cancel.
+"""The client's small requests: status, voices, health, voice profiles, consents, detection, control and cancel.
 
 Each is one NATS request with a JSON reply and a short fixed timeout, nothing like synthesis's inbox, stall
 timer and retries; kept apart so :mod:`tts_actor.client.tts_client` is about synthesis. A mixin, since every
@@ -124,6 +124,10 @@ class ServiceQueries:
         """Delete a record and every voice made under it; ``every_caller``: anyone's (the operator's subject)."""
         subject = self.subject("consents", "admin", "delete") if every_caller else self.subject("consents", "delete")
         return await self._request_json(subject, json.dumps({"id": consent_id}).encode(), caller)
+
+    async def detect(self, audio: bytes) -> dict[str, Any]:
+        """Whether an audio file (any format FFmpeg reads) carries the inaudible watermark: ``tts.detect``'s reply."""
+        return await self._request_json(self.subject("detect"), audio)
 
     async def control(self, backend: str, action: str) -> dict[str, Any]:
         return await self._request_json(self.subject("control", backend, action))

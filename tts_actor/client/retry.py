@@ -1,6 +1,6 @@
 """When a caller sends a synthesis again: which errors, and after how long (pure policy, no I/O).
 
-The service answers ``busy`` and ``backend_not_ready`` at once with a ``retry_after_ms``
+The service answers ``busy``, ``backend_not_ready`` and ``deadline_unreachable`` at once with a ``retry_after_ms``
 (admission stays fast for callers that do not retry); a client that honours it turns a burst
 into a queue. The wait is the service's ``retry_after_ms`` plus full jitter over a window that
 doubles with each attempt, capped, so that a burst of refused callers does not come back in step.
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from tts_actor.errors import ErrorCode, TtsError
 
-RETRYABLE_CODES = frozenset({ErrorCode.BUSY, ErrorCode.BACKEND_NOT_READY})
+# deadline_unreachable: this instance could not meet the deadline now; the retry may land on another one
+RETRYABLE_CODES = frozenset({ErrorCode.BUSY, ErrorCode.BACKEND_NOT_READY, ErrorCode.DEADLINE_UNREACHABLE})
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class StreamHost(Protocol):
     async def _wait_sendable(self, deadline: float) -> None: ...
 
     def _exchange(
-        self, request: SynthesisRequest, caller_deadline_ms: int | None = None
+        self, request: SynthesisRequest, caller_deadline_ms: int | None = None, caller: str | None = None
     ) -> AbstractAsyncContextManager[Inbox]: ...
 
     async def _tell_cancel(self, request_id: str) -> None: ...
@@ -41,9 +41,12 @@ class StreamHost(Protocol):
 class AudioStream:
     """An async iterator over one streamed reply; see :meth:`TtsClient.stream`."""
 
-    def __init__(self, client: StreamHost, request: SynthesisRequest, timeout_s: float) -> None:
+    def __init__(
+        self, client: StreamHost, request: SynthesisRequest, timeout_s: float, caller: str | None = None
+    ) -> None:
         self._client = client
         self._request = request
+        self._caller = caller  # Tts-Caller: whom below the connection's user this is for (the audit names it)
         self._timeout_s = timeout_s
         self._exchange: AbstractAsyncContextManager[Inbox] | None = None
         self._inbox: Inbox | None = None
@@ -103,7 +106,7 @@ class AudioStream:
     async def _open(self) -> Inbox:
         """Send the request (again, after a retry) once the link is up; its inbox stays open until ``_close``."""
         await self._client._wait_sendable(self._retry_deadline)
-        self._exchange = self._client._exchange(self._request)
+        self._exchange = self._client._exchange(self._request, caller=self._caller)
         self._inbox = await self._exchange.__aenter__()
         self.request_id = self._inbox.request_id
         self._heard = False

@@ -87,14 +87,17 @@ class TtsClient(ServiceQueries):
             await asyncio.sleep(delay)
             attempt += 1
 
-    def stream(self, request: SynthesisRequest, timeout_s: float | None = None) -> AudioStream:
+    def stream(
+        self, request: SynthesisRequest, timeout_s: float | None = None, caller: str | None = None
+    ) -> AudioStream:
         """The reply as it is made: ``async for chunk in client.stream(req)`` yields :class:`StreamChunk`.
 
         After the loop, ``.end_headers`` and ``.timings`` hold the end message's totals. To leave
         early, use ``async with client.stream(req) as chunks:`` (or call ``aclose()``): that cancels
-        the request on ``tts.cancel``, so the backend stops at the next segment.
+        the request on ``tts.cancel``, so the backend stops at the next segment. ``caller``: as for the
+        consent subjects, whom below this connection's NATS user the request is for (the audit trail names it).
         """
-        return AudioStream(self, dataclasses.replace(request, stream=True), timeout_s or self.timeout_s)
+        return AudioStream(self, dataclasses.replace(request, stream=True), timeout_s or self.timeout_s, caller)
 
     def watch(self, bucket: str = "tts_state") -> AsyncIterator[StateEvent]:
         """Current states from the KV first, then every live event, in order, no duplicates."""
@@ -142,11 +145,11 @@ class TtsClient(ServiceQueries):
                 raise
 
     def _exchange(
-        self, request: SynthesisRequest, caller_deadline_ms: int | None = None
+        self, request: SynthesisRequest, caller_deadline_ms: int | None = None, caller: str | None = None
     ) -> AbstractAsyncContextManager[Inbox]:
         """A fresh inbox with the request sent to it (:func:`open_inbox`); foreign messages count here."""
         return open_inbox(
-            self.nc, self.subject("synthesize"), request, self.heartbeat_ms, self._foreign, caller_deadline_ms
+            self.nc, self.subject("synthesize"), request, self.heartbeat_ms, self._foreign, caller_deadline_ms, caller
         )
 
     def _foreign(self, msg: Any) -> None:

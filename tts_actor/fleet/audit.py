@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,12 +108,39 @@ class AuditTrail:
         log.debug("audit_recorded", action=action)
         return True
 
-    def record_soon(self, action: str, actor: str | None, subject_id: str, **fields: Scalar) -> None:
-        """Record in the background (a synthesis does not wait for its audit event); checked at once."""
+    def record_soon(
+        self,
+        action: str,
+        actor: str | None,
+        subject_id: str,
+        only_if: Callable[[], Awaitable[bool]] | None = None,
+        **fields: Scalar,
+    ) -> None:
+        """Record in the background (a synthesis does not wait for its audit event); checked at once.
+
+        ``only_if``: recorded only when it answers True (a voice that exists: an unknown or deleted id is refused,
+        not used); when it cannot answer, the event is recorded, so that a use is never left out.
+        """
         audit_event(action, actor, subject_id, self.instance, **fields)  # a bad field raises here, in the caller
-        task = asyncio.create_task(self.record(action, actor, subject_id, **fields))
+        task = asyncio.create_task(self._record_if(only_if, action, actor, subject_id, **fields))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _record_if(
+        self,
+        only_if: Callable[[], Awaitable[bool]] | None,
+        action: str,
+        actor: str | None,
+        subject_id: str,
+        **fields: Scalar,
+    ) -> bool:
+        if only_if is not None:
+            try:
+                if not await only_if():
+                    return False
+            except Exception as exc:
+                log.warning("audit_check_failed", action=action, error=repr(exc))
+        return await self.record(action, actor, subject_id, **fields)
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Let events in flight be kept (shutdown, tests), within a bound."""

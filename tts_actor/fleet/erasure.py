@@ -1,7 +1,7 @@
 """Erasure that reaches every copy of a deleted voice: its clip, its cached audio, every instance's conditioning.
 
-Deleting a profile here removes the clip (and its metadata), then every cached file made from the
-clip (found through the audio cache's digest index), then tells the fleet on ``<prefix>.erasure.voice``.
+Deleting a profile here removes every cached file made from the clip (found through the audio cache's
+digest index), tells the fleet on ``<prefix>.erasure.voice``, then removes the clip (and its metadata).
 That subject is kept in the JetStream stream ``<PREFIX>_ERASURES`` (``TTS_ERASURE_MAX_AGE_S``), and each
 instance reads it with an ordered consumer from the first message: on start it replays every erasure
 (an instance that was stopped during a delete learns it), and after a reconnection the consumer
@@ -32,6 +32,7 @@ from tts_actor.lifecycle.registry import Registry
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_cache import AudioCache
 from tts_actor.synthesis.audio_refs import DIGEST_RE
+from tts_actor.synthesis.pipeline import SynthesisPipeline
 from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.wire.subjects import Subjects
 
@@ -52,9 +53,16 @@ class FleetErasure:
     """``erase_voice`` on the deleting instance; ``start`` on every instance to hear (and replay) erasures."""
 
     def __init__(
-        self, nc: Client, settings: Settings, registry: Registry, profiles: ProfileStore, cache: AudioCache
+        self,
+        nc: Client,
+        settings: Settings,
+        registry: Registry,
+        profiles: ProfileStore,
+        cache: AudioCache,
+        pipeline: SynthesisPipeline | None = None,
     ) -> None:
         self.nc = nc
+        self.pipeline = pipeline  # the syntheses running here: one speaking an erased voice stops
         self.settings = settings
         self.subjects = Subjects.of(settings)
         self.registry = registry
@@ -121,9 +129,10 @@ class FleetErasure:
     async def erase_voice(self, profile_id: str) -> Erased | None:
         """Delete the profile and everything made from its clip, fleet-wide; None when there was no such profile.
 
-        The cached audio goes first, so a failure leaves the profile in place and the caller's retry erases
-        everything; the clip next, so nothing new is made from it; then the fleet is told. Raises when a store
-        cannot be reached: the delete is not reported done.
+        The cached audio goes first and the fleet is told next, both while the profile is still there: a failure
+        (or this instance killed) before the clip is removed leaves an id the caller's retry erases everything
+        by; once the clip is gone, nothing could name its digest to the fleet again. Raises when a store cannot
+        be reached: the delete is not reported done.
         """
         try:
             digest = (await self.profiles.get(profile_id)).digest
@@ -132,9 +141,9 @@ class FleetErasure:
                 return None
             raise
         keys = await self.cache.erase_reference(digest)
+        await self._tell_fleet(digest, keys)  # conditioning made after this is not kept again (ConditioningCache)
         if await self.profiles.remove(profile_id) is None:
-            return None  # deleted meanwhile by another caller, who tells the fleet
-        await self._tell_fleet(digest, keys)
+            return None  # deleted meanwhile by another caller
         task = asyncio.create_task(self._sweep(digest))
         self._sweeps.add(task)
         task.add_done_callback(self._sweeps.discard)
@@ -170,11 +179,18 @@ class FleetErasure:
         self._apply(digest, tuple(k for k in keys if isinstance(k, str)), at)
 
     def _apply(self, digest: str, keys: tuple[str, ...], at: float) -> None:
-        """Every backend drops the clip's conditioning; the audio cache guards against late puts, tells listeners."""
+        """Syntheses speaking the clip stop, every backend drops its conditioning; the audio cache guards, tells."""
+        stopped = self.pipeline.stop_voice(digest) if self.pipeline is not None else 0
         dropped = sum(actor.adapter.forget_reference(digest) for actor in self.registry.actors.values())
         self.cache.erased(digest, keys, at)
         self.applied += 1
-        log.info("erasure_applied", reference=digest[:12], conditioning_dropped=dropped, cached_keys=len(keys))
+        log.info(
+            "erasure_applied",
+            reference=digest[:12],
+            conditioning_dropped=dropped,
+            cached_keys=len(keys),
+            syntheses_stopped=stopped,
+        )
 
 
 def erasure_failed(exc: BaseException) -> TtsError:

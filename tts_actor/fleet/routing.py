@@ -230,6 +230,18 @@ class InterestRouter:
         error.detail = {**(error.detail or {}), "fleet": view}
         return error
 
+    def with_fleet_view(self, error: TtsError) -> TtsError:
+        """A refusal that sends the caller elsewhere (``deadline_unreachable``, ``busy``) with the fleet's view.
+
+        Where the backend is loaded on other instances, the caller's retry (which any instance may take) or
+        its own routing can go there.
+        """
+        if error.backend is not None:
+            view = self.fleet.view(error.backend)
+            view["here"] = {"instance": self.settings.instance}
+            error.detail = {**(error.detail or {}), "fleet": view}
+        return error
+
     # --- the hop ---------------------------------------------------------------
     async def forward(self, req: Request, request: SynthesisRequest, forward: Forward) -> bool:
         """Send it on and relay the reply; False when no instance has the backend loaded (nothing was sent back)."""

@@ -26,6 +26,7 @@ from tts_actor.http_edge.custom_voice_compat import (
     voice_deleted,
     voice_object,
 )
+from tts_actor.http_edge.middleware import http_caller
 from tts_actor.wire.consent_requests import MAX_RECORDING_BYTES, check_recording
 
 UPLOAD_LIMIT = MAX_RECORDING_BYTES + 64 * 1024  # the file and the form's other fields
@@ -114,7 +115,7 @@ class CustomVoiceRoutes:
 async def _answer(request: Request, work: Callable[[str], Awaitable[dict[str, Any]]]) -> Response:
     """Run ``work`` for this caller; its answer as JSON, or OpenAI's error shape."""
     mark_started(request)
-    caller = "http:" + (request.scope.get("state", {}).get("api_key_id") or "anonymous")
+    caller = http_caller(request)
     try:
         body = await work(caller)
     except TtsError as error:

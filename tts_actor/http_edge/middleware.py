@@ -90,6 +90,11 @@ def key_id(key: str) -> str:
     return "key_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def http_caller(request: Request) -> str:
+    """``http:<key id>`` (``Tts-Caller`` on its NATS requests): who sent this, as far as the edge knows."""
+    return "http:" + (request.scope.get("state", {}).get("api_key_id") or "anonymous")
+
+
 class EdgeServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the process (``serve``/``http``) owns SIGINT/SIGTERM."""
 

@@ -19,7 +19,7 @@ from typing import Any
 from tts_actor.errors import SERVICE_STATUS, ErrorCode, TtsError, invalid
 from tts_actor.http_edge.edge_settings import DEFAULT_VOICE, ROUTED, EdgeSettings
 from tts_actor.wire.consent_requests import VOICE_PREFIX
-from tts_actor.wire.messages import AudioFormat, SynthesisOptions, SynthesisRequest
+from tts_actor.wire.messages import AudioFormat, Priority, SynthesisOptions, SynthesisRequest
 
 # OpenAI's response formats, in the order its API lists them
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
@@ -50,9 +50,12 @@ SPEECH_FIELDS = {
     "language",
     "wait_ms",
     "allow_script_mismatch",
+    "priority",
 }
+PRIORITY_HEADER = "X-Tts-Priority"  # the same as the body's ``priority``, for callers that cannot add body fields
 MAX_INSTRUCTIONS_CHARS = 4096
 MAX_VOICE_ID_CHARS = 64
+PRIORITIES = tuple(p.value for p in Priority)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class SpeechCall:
         if set(self.body) - {"options"} <= known and self.body["format"] in {f.value for f in AudioFormat}:
             fields = {k: v for k, v in self.body.items() if k != "options"}
             fields["format"] = AudioFormat(fields["format"])
+            if "priority" in fields:
+                fields["priority"] = Priority(fields["priority"])
             return SynthesisRequest(**fields, options=SynthesisOptions(**self.body.get("options", {})))
         return WireRequest(self.body)
 
@@ -114,7 +119,11 @@ def _param_error(param: str, message: str, code: ErrorCode = ErrorCode.INVALID_R
 
 
 def map_speech_request(
-    body: Any, settings: EdgeSettings, voice_languages: Mapping[str, str], request_fields: set[str] | None = None
+    body: Any,
+    settings: EdgeSettings,
+    voice_languages: Mapping[str, str],
+    request_fields: set[str] | None = None,
+    priority_header: str | None = None,
 ) -> SpeechCall:
     """OpenAI speech body -> :class:`SpeechCall`; raises :class:`TtsError` (invalid_request) for a bad body.
 
@@ -171,6 +180,14 @@ def map_speech_request(
         raise _param_error("allow_script_mismatch", "allow_script_mismatch must be true or false")
     if allow and "allow_script_mismatch" in extra:
         wire["allow_script_mismatch"] = True
+    priority = body.get("priority", priority_header)
+    if priority is not None:
+        if priority not in PRIORITIES:
+            where = "priority" if "priority" in body else PRIORITY_HEADER
+            shown = str(priority)[:20]
+            raise _param_error("priority", f"{where} must be one of {', '.join(PRIORITIES)}, got {shown!r}")
+        if "priority" in extra and priority != "normal":
+            wire["priority"] = priority
     if fmt == "pcm" and "sample_rate" in extra:
         wire["sample_rate"] = OPENAI_PCM_RATE
     return SpeechCall(wire, fmt, stream_format)
@@ -242,7 +259,7 @@ def should_retry(status: int, code: ErrorCode) -> bool | None:
         return status in _RETRY_STATUSES
     if code in _PERMANENT_CODES:
         return False
-    if code is ErrorCode.BACKEND_NOT_READY:
+    if code in (ErrorCode.BACKEND_NOT_READY, ErrorCode.DEADLINE_UNREACHABLE):
         return True
     return None
 

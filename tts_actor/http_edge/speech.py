@@ -30,9 +30,10 @@ from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.http_edge.access_log import error_reply, log_request, mark_started
 from tts_actor.http_edge.body import read_body
 from tts_actor.http_edge.edge_settings import EdgeSettings
-from tts_actor.http_edge.middleware import StreamCut
+from tts_actor.http_edge.middleware import StreamCut, http_caller
 from tts_actor.http_edge.openai_compat import (
     CONTENT_TYPES,
+    PRIORITY_HEADER,
     SpeechCall,
     error_response,
     map_speech_request,
@@ -84,10 +85,14 @@ class SpeechRoute:
                     retry_after_ms=1000,
                 )
             call = map_speech_request(
-                await self._read_json(request), self.edge, await self._voice_languages(), REQUEST_FIELDS
+                await self._read_json(request),
+                self.edge,
+                await self._voice_languages(),
+                REQUEST_FIELDS,
+                request.headers.get(PRIORITY_HEADER),
             )
             span.set_attributes({"tts.format": call.response_format, "tts.stream_format": call.stream_format})
-            chunks = self._chunks(call)
+            chunks = self._chunks(call, http_caller(request))
             first = await anext(chunks)
             response = self._stream_response(request, call, chunks, first, span)
             handed_off = True  # the span ends when the last byte is sent
@@ -130,8 +135,11 @@ class SpeechRoute:
         self._voices = (time.monotonic(), voices)
         return voices
 
-    async def _chunks(self, call: SpeechCall) -> AsyncIterator[_Chunk]:
-        """The audio as the service sends it: segment by segment where the client streams, else whole."""
+    async def _chunks(self, call: SpeechCall, caller: str) -> AsyncIterator[_Chunk]:
+        """The audio as the service sends it: segment by segment where the client streams, else whole.
+
+        ``caller`` (``Tts-Caller``): the API key's id, which the audit trail names for a cloned voice's use.
+        """
         client = self._client()
         request = call.request()
         stream = getattr(client, "stream", None)
@@ -139,7 +147,7 @@ class SpeechRoute:
             reply = await client.synthesize(request)  # type: ignore[arg-type]
             yield _Chunk(reply.audio, dict(reply.headers))
             return
-        async for chunk in stream(request):
+        async for chunk in stream(request, caller=caller):
             yield _Chunk(chunk.data, dict(chunk.headers or {}))
 
     def _stream_response(

@@ -26,8 +26,10 @@ from tts_actor.lifecycle.engine import Engine
 from tts_actor.lifecycle.idle import Unloader
 from tts_actor.lifecycle.job_runner import ActorStats, JobRunner
 from tts_actor.lifecycle.jobs import SynthesisJob
+from tts_actor.lifecycle.memory_guard import MemoryGuard
 from tts_actor.lifecycle.phase import Phase, PhaseState, is_pending, is_ready
 from tts_actor.lifecycle.retry import RetryPolicy
+from tts_actor.lifecycle.scheduling import PriorityInbox
 from tts_actor.lifecycle.supervision import Supervisor
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
@@ -57,7 +59,7 @@ class BackendActor:
         # engines that allow it run several sessions, each on its own thread, taking jobs from the one inbox
         self.workers = settings.workers_for(adapter.name) if adapter.spec.parallel_sessions else 1
         self.engine = Engine(adapter, self.workers, self.log)
-        inbox: asyncio.Queue[SynthesisJob] = asyncio.Queue(maxsize=settings.backend_queue_depth)
+        inbox = PriorityInbox(adapter.name, settings.backend_queue_depth, settings.priority_ageing_s)
         policy = RetryPolicy.from_settings(settings)
         self.supervisor = Supervisor(self.lifecycle, self.phases, policy, self.bring_up, self.log)
         self.unloader = Unloader(self.lifecycle, self.phases, self.engine, settings, inbox.empty, self._spawn, self.log)
@@ -83,6 +85,7 @@ class BackendActor:
             self.log,
             workers=self.workers,
         )
+        self.memory_guard: MemoryGuard | None = None  # set by the registry when TTS_MAX_RSS_BYTES is on
         self.engine_call_abandoned = False  # set when stop() left an engine call running on its thread
         self.lifecycle.subscribe(self._handle_event)
         on_event(self.lifecycle.last_event)
@@ -128,6 +131,11 @@ class BackendActor:
         """A synthesis is running on the worker: an unload now happens after it."""
         return self.phases.running > 0
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting in the inbox (those partway through included)."""
+        return self.runner.inbox.qsize()
+
     def retry_after_ms(self) -> int:
         """When a caller refused for this backend (full inbox, full service) should come back; takes a slot."""
         return self.runner.retry_after_ms()
@@ -162,6 +170,8 @@ class BackendActor:
             "since": lc.since,
             "seq": lc.last_event.seq,
             "queue": self.runner.inbox.qsize(),
+            "priorities": self.runner.inbox.depths(),
+            "rtf_recent": None if self.stats.recent_rtf is None else round(self.stats.recent_rtf, 4),
             "workers": self.workers,
             "waiting": self.phases.changes.waiting,
             "device": spec.device.value,
@@ -212,7 +222,7 @@ class BackendActor:
         self.phases.enter(Phase.STOPPING)
         self.supervisor.cancel()
         self.unloader.disarm()
-        self.runner.refuse_queued(self.shutting_down_error())
+        self.runner.refuse_queued(self.shutting_down_error(), started_too=False)  # begun ones may finish
 
     async def stop(self, deadline: float | None = None) -> None:
         """Cancel the actor's tasks and let a running engine call end until ``deadline`` (monotonic)."""
@@ -248,6 +258,8 @@ class BackendActor:
             raise self.shutting_down_error()
         if not self.ready:
             raise self.not_ready_error()
+        if self.memory_guard is not None and (refusal := self.memory_guard.refusal(self)) is not None:
+            raise refusal
         self.runner.put(job)
         self.unloader.touch()
 

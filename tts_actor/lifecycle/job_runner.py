@@ -1,7 +1,10 @@
 """The job inbox and its runners: one engine call per segment, the audio handed down into the job's sink.
 
-Between segments a runner checks the job's cancel flag and deadline, so a caller that
-gives up frees the backend at the next boundary. One TTS_SYNTHESIS_TIMEOUT_S covers the
+A runner takes one segment at a time from the priority inbox (:mod:`.scheduling`) and puts the
+job back after it, so waiting interactive work goes before a long bulk job's next segment. Before
+each segment it checks the job's cancel flag and deadline, so a caller that gives up frees the
+backend at the next boundary. A job with a deadline is refused at once when the measured pace
+says its first audio would come too late (:mod:`.wait_estimate`). One TTS_SYNTHESIS_TIMEOUT_S covers the
 whole job; an engine call that goes over it cannot be interrupted, so the job is answered
 at once and the actor goes STUCK (new requests get ``busy``) until the call returns.
 The runner keeps this actor's own totals (:class:`ActorStats`), independent of the
@@ -26,14 +29,17 @@ from tts_actor.backends.base import classify_load_error
 from tts_actor.config import Settings
 from tts_actor.errors import TtsError
 from tts_actor.lifecycle import refusals
-from tts_actor.lifecycle.comeback import ComebackSchedule
+from tts_actor.lifecycle.comeback import ComebackSchedule, clamp_ms
 from tts_actor.lifecycle.engine import Engine
 from tts_actor.lifecycle.jobs import SynthesisJob
 from tts_actor.lifecycle.phase import Phase, PhaseState, is_ready
+from tts_actor.lifecycle.scheduling import PriorityInbox
 from tts_actor.lifecycle.supervision import Supervisor
+from tts_actor.lifecycle.wait_estimate import estimate_first_audio
 from tts_actor.observability import metrics
 from tts_actor.observability.tracing import tracer
 
+RTF_WEIGHT = 0.3  # of the newest segment in the recent real-time factor (the rest: the ones before)
 SINK_BOUND_S = 5.0  # a sink that does not take a segment in this long is not waited for (the caller gave up)
 
 
@@ -48,6 +54,16 @@ class ActorStats:
     job_s: float = 0.0  # wall seconds those jobs held a worker (engine, encoding, handing the audio on)
     dropped_late: int = 0  # jobs whose deadline passed while they were queued
 
+    recent_rtf: float | None = None  # engine seconds per audio second over recent segments (weighted, newest most)
+
+    def record(self, engine_s: float, audio_s: float) -> None:
+        """One engine call that returned ``audio_s`` of audio in ``engine_s``."""
+        self.engine_s += engine_s
+        self.audio_s += audio_s
+        if audio_s > 0:
+            rtf = engine_s / audio_s
+            self.recent_rtf = rtf if self.recent_rtf is None else (1 - RTF_WEIGHT) * self.recent_rtf + RTF_WEIGHT * rtf
+
     @property
     def real_time_factor(self) -> float | None:
         """Engine seconds per second of audio (below 1 is faster than real time); None before any audio."""
@@ -60,7 +76,7 @@ class ActorStats:
 
 
 class JobRunner:
-    """The inbox of one backend and the runners (one per worker thread) that take jobs from it."""
+    """The inbox of one backend and the runners (one per worker thread) that take segments from it."""
 
     def __init__(
         self,
@@ -69,7 +85,7 @@ class JobRunner:
         lifecycle: BackendLifecycle,
         phases: PhaseState,
         supervisor: Supervisor,
-        inbox: asyncio.Queue[SynthesisJob],
+        inbox: PriorityInbox,
         touch: Callable[[], None],
         log: structlog.stdlib.BoundLogger,
         workers: int = 1,
@@ -87,53 +103,86 @@ class JobRunner:
         self.workers = workers
         self.comebacks = ComebackSchedule()  # when the callers a full inbox refuses should come back
         self._abandoned = 0  # engine calls given up on that still hold a worker thread
+        self.in_engine: dict[int, tuple[SynthesisJob, float]] = {}  # id(job) -> (job, perf_counter at its call)
+        self.after_job: Callable[[], None] = lambda: None  # a job ended (done or answered): the memory guard looks
 
     def put(self, job: SynthesisJob) -> None:
-        """Queue ``job``; raises ``busy`` at once when the inbox is full."""
+        """Queue ``job``; raises ``busy`` at once when the inbox is full, ``deadline_unreachable`` when it is late."""
+        if job.control.deadline is not None:
+            self._admit_deadline(job)
         try:
             self.inbox.put_nowait(job)
         except asyncio.QueueFull:
             retry_after_ms = self.retry_after_ms()
             raise refusals.queue_full(self._name, self.inbox.qsize(), self._lifecycle.current, retry_after_ms) from None
 
+    def _admit_deadline(self, job: SynthesisJob) -> None:
+        """Refuse now a job whose first audio the measured pace says comes after its deadline."""
+        assert job.control.deadline is not None
+        now = time.perf_counter()
+        running = [(j, now - at) for j, at in self.in_engine.values()]
+        ahead = self.inbox.ahead_of(job.priority)
+        estimate = estimate_first_audio(job, ahead, running, self.stats.recent_rtf, self.workers, self._engine.adapter)
+        if estimate is None:
+            return
+        budget_s = job.control.deadline - time.monotonic()
+        if estimate.first_audio_s <= budget_s:
+            return
+        metrics.DEADLINE_REFUSALS.labels(self._name, job.priority.value).inc()
+        retry_after_ms = clamp_ms((estimate.first_audio_s - budget_s) * 1000)
+        raise refusals.deadline_unreachable(self._name, self._lifecycle.current, estimate, budget_s, retry_after_ms)
+
     def retry_after_ms(self) -> int:
         """A refused caller's slot: paced by this backend's measured seconds per job over its workers."""
         return self.comebacks.retry_after_ms(self.stats.seconds_per_job, self.workers)
 
-    def refuse_queued(self, error: TtsError) -> None:
-        """Answer every job still in the inbox with ``error``."""
-        while not self.inbox.empty():
-            _settle(self.inbox.get_nowait().future, error)
+    def refuse_queued(self, error: TtsError, started_too: bool = True) -> None:
+        """Answer every job still in the inbox with ``error`` (``started_too=False``: only those not begun)."""
+        for job in self.inbox.drain(started_too):
+            _settle(job.future, error)
 
     def _not_ready(self) -> TtsError:
         return refusals.not_ready(self._name, self._lifecycle.last_event, self._phases.phase)
 
     async def serve(self) -> None:
-        """Take jobs from the inbox for as long as the actor runs; a job that may not start is answered."""
+        """Take segments from the inbox for as long as the actor runs; a job that may not go on is answered."""
         while True:
-            job = await self.inbox.get()
-            if job.future.done():  # cancelled while queued
-                continue
-            if (stop := job.control.stop_error(self._name)) is not None:  # cancelled, or its deadline passed
-                if not job.control.cancelled:
-                    self._dropped_late(job)
-                _settle(job.future, stop)
-                continue
-            if self._phases.stopping:  # shutdown began after it was queued: it does not start
-                _settle(job.future, refusals.shutting_down(self._name, self._lifecycle.current))
-                continue
-            if not is_ready(self._lifecycle.current, self._phases.phase):  # unloaded or failed since it was queued
-                _settle(job.future, self._not_ready())
+            job, place = await self.inbox.get()
+            if not self._may_run(job):
+                self.after_job()
                 continue
             self._phases.running += 1
+            more = False
             try:
-                await self._serve_job(job)
+                more = await self._serve_segment(job)
             except Exception as exc:  # a bug here must not stop the inbox: answer, log, go on
                 self._log.exception("synthesis_job_crashed")
                 _settle(job.future, refusals.job_crashed(self._name, exc))
             finally:
                 self._phases.running -= 1
                 self._touch()
+                self.inbox.served(job.priority)
+            if more:  # back in its place: waiting work of a higher class goes first
+                self.inbox.requeue(job, place)
+            else:
+                self.after_job()
+
+    def _may_run(self, job: SynthesisJob) -> bool:
+        """Whether ``job``'s next segment may start; if not, the job is answered (unless it was already)."""
+        if job.future.done():  # cancelled while queued, or its caller's handler gave up
+            return False
+        if (stop := job.control.stop_error(self._name)) is not None:  # cancelled, or its deadline passed
+            if not job.control.cancelled and not job.started:
+                self._dropped_late(job)
+            _settle(job.future, stop)
+            return False
+        if self._phases.stopping and not job.started:  # shutdown began after it was queued: it does not start
+            _settle(job.future, refusals.shutting_down(self._name, self._lifecycle.current))
+            return False
+        if not is_ready(self._lifecycle.current, self._phases.phase):  # unloaded or failed since it was queued
+            _settle(job.future, self._not_ready())
+            return False
+        return True
 
     def _dropped_late(self, job: SynthesisJob) -> None:
         deadline = job.control.deadline or time.monotonic()
@@ -142,49 +191,55 @@ class JobRunner:
         metrics.DROPPED_LATE.labels(self._name).inc()
         self.stats.dropped_late += 1
 
-    async def _serve_job(self, job: SynthesisJob) -> None:
-        """One engine call per segment, stopping between them on cancel or deadline; one timeout for all."""
-        tracer().start_span("tts.queue_wait", context=job.trace_context, start_time=job.queued_ns).end()
+    async def _serve_segment(self, job: SynthesisJob) -> bool:
+        """The job's next engine call and its hand-over to the sink; True when segments remain.
+
+        One TTS_SYNTHESIS_TIMEOUT_S covers the whole job, counted from its first segment.
+        """
         loop = asyncio.get_running_loop()
-        timeout_at = loop.time() + self._settings.synthesis_timeout_s
-        job_started = time.perf_counter()
-        for segment in job.segments:
-            if job.future.done():  # cancelled, or the caller's handler gave up
-                return
-            if (stop := job.control.stop_error(self._name)) is not None:
-                _settle(job.future, stop)
-                return
-            attributes = {"tts.segment": segment.index, "tts.text_chars": len(segment.text)}
-            with tracer().start_as_current_span(
-                "tts.segment", context=job.trace_context, attributes=attributes
-            ) as span:
-                request = dataclasses.replace(job.request, text=segment.text)
-                self.stats.engine_calls += 1
-                started = time.perf_counter()
+        if not job.started:
+            tracer().start_span("tts.queue_wait", context=job.trace_context, start_time=job.queued_ns).end()
+            job.timeout_at = loop.time() + self._settings.synthesis_timeout_s
+        assert job.timeout_at is not None
+        held_from = time.perf_counter()
+        segment = job.segments[job.next_segment]
+        attributes = {"tts.segment": segment.index, "tts.text_chars": len(segment.text)}
+        with tracer().start_as_current_span("tts.segment", context=job.trace_context, attributes=attributes) as span:
+            request = dataclasses.replace(job.request, text=segment.text)
+            self.stats.engine_calls += 1
+            started = time.perf_counter()
+            self.in_engine[id(job)] = (job, started)
+            try:
                 engine = asyncio.ensure_future(self._engine.run(self._engine.adapter.synthesize, request, job.voice))
-                done, _ = await asyncio.wait({engine}, timeout=max(0.0, timeout_at - loop.time()))
-                if not done:
-                    span.set_status(Status(StatusCode.ERROR, "timeout"))
-                    await self._abandon(job, engine)
-                    return
-                try:
-                    audio = engine.result()
-                    if not isinstance(audio, Audio):
-                        raise TypeError(f"{self._name} returned {type(audio).__name__}, not Audio")
-                except Exception as exc:  # the reply names it; the actor goes on serving
-                    error = self._synthesis_error(exc)
-                    span.set_status(Status(StatusCode.ERROR, error.message))
-                    _settle(job.future, error)
-                    return
-                self.stats.engine_s += time.perf_counter() - started
-                self.stats.audio_s += audio.duration_s
-                span.set_attribute("tts.audio_seconds", audio.duration_s)
-            if not job.future.done():
-                await _first_of(job.sink.accept(segment, audio), job.future, bound_s=SINK_BOUND_S)
+                done, _ = await asyncio.wait({engine}, timeout=max(0.0, job.timeout_at - loop.time()))
+            finally:
+                self.in_engine.pop(id(job), None)
+            if not done:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                await self._abandon(job, engine)
+                return False
+            try:
+                audio = engine.result()
+                if not isinstance(audio, Audio):
+                    raise TypeError(f"{self._name} returned {type(audio).__name__}, not Audio")
+            except Exception as exc:  # the reply names it; the actor goes on serving
+                error = self._synthesis_error(exc)
+                span.set_status(Status(StatusCode.ERROR, error.message))
+                _settle(job.future, error)
+                return False
+            self.stats.record(time.perf_counter() - started, audio.duration_s)
+            span.set_attribute("tts.audio_seconds", audio.duration_s)
+        job.next_segment += 1
+        if not job.future.done():
+            await _first_of(job.sink.accept(segment, audio), job.future, bound_s=SINK_BOUND_S)
+        job.held_s += time.perf_counter() - held_from
+        if job.next_segment < len(job.segments):
+            return not job.future.done()
         if not job.future.done():
             self.stats.syntheses += 1
-            self.stats.job_s += time.perf_counter() - job_started
+            self.stats.job_s += job.held_s
             job.future.set_result(None)
+        return False
 
     async def _abandon(self, job: SynthesisJob, engine: asyncio.Future[Any]) -> None:
         """Past TTS_SYNTHESIS_TIMEOUT_S: answer now, and keep the backend closed until the engine returns."""

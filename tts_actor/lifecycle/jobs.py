@@ -19,7 +19,7 @@ from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segmenter import Segment
 from tts_actor.backends.base import Voice
 from tts_actor.errors import ErrorCode, TtsError
-from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.messages import Priority, SynthesisRequest
 
 
 @dataclass
@@ -30,9 +30,17 @@ class JobControl:
     deadline: float | None = None  # time.monotonic() after which no new segment starts
     deadline_ms: int | None = None
     cancelled: bool = False
+    voice_erased: bool = False  # its cloned voice was deleted while it ran (set with ``cancelled``)
 
     def stop_error(self, backend: str | None = None) -> TtsError | None:
         """Why the job must stop now, or None to go on."""
+        if self.voice_erased:
+            return TtsError(
+                ErrorCode.UNKNOWN_VOICE,
+                f"the voice of request {self.request_id} was deleted while it was spoken; the rest was not spoken",
+                "Nothing to fix: a deleted voice is gone; use another voice.",
+                backend=backend,
+            )
         if self.cancelled:
             return TtsError(
                 ErrorCode.CANCELLED,
@@ -69,3 +77,18 @@ class SynthesisJob:
     future: asyncio.Future[None]  # settled once every segment is done, or with the error that stopped it
     trace_context: otel_context.Context | None = None
     queued_ns: int = field(default_factory=time.time_ns)
+    # the runner's progress through it: a job is served one segment at a time and queued again in between
+    next_segment: int = 0  # the index in ``segments`` of the next engine call
+    timeout_at: float | None = None  # loop time when TTS_SYNTHESIS_TIMEOUT_S runs out, set at its first segment
+    held_s: float = 0.0  # wall seconds its segments held a worker so far
+    # estimated seconds of audio per segment (the adapter's spoken_cost), computed once a deadline asks
+    audio_estimate_s: list[float] | None = None
+
+    @property
+    def started(self) -> bool:
+        """At least one segment ran: it keeps its place and is not refused as a queued job is."""
+        return self.next_segment > 0
+
+    @property
+    def priority(self) -> Priority:
+        return self.request.priority

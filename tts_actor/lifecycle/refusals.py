@@ -14,6 +14,7 @@ from statemachine import Reason, State, StateEvent
 from tts_actor.backends.base import BackendFailure, ModelRef
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.lifecycle.phase import Phase, is_pending
+from tts_actor.lifecycle.wait_estimate import WaitEstimate
 
 RETRY_AFTER_MS = 1000
 
@@ -93,6 +94,38 @@ def inflight_full(inflight: int, cap: int, retry_after_ms: int) -> TtsError:
         f"{inflight} requests in flight (TTS_MAX_INFLIGHT={cap})",
         BUSY_FIX,
         retry_after_ms=retry_after_ms,
+    )
+
+
+def deadline_unreachable(
+    name: str, state: State, estimate: WaitEstimate, budget_s: float, retry_after_ms: int
+) -> TtsError:
+    """A job whose first audio the measured pace puts after its deadline: refused before it is queued."""
+    return TtsError(
+        ErrorCode.DEADLINE_UNREACHABLE,
+        f"backend {name} would start speaking in about {estimate.first_audio_s * 1000:.0f} ms "
+        f"(work queued ahead of it), after the request's deadline ({max(0.0, budget_s) * 1000:.0f} ms left)",
+        "Send it to another instance (a retry goes to any of them), with a larger deadline_ms, or a higher priority; "
+        "retry_after_ms says when this instance could meet the same deadline.",
+        backend=name,
+        state=state.value,
+        retry_after_ms=retry_after_ms,
+        detail={**estimate.to_detail(), "deadline_ms": max(0, round(budget_s * 1000))},
+    )
+
+
+def memory_guard(name: str, rss_bytes: int, limit_bytes: int, state: State, retry_after_ms: int) -> TtsError:
+    """The memory guard tripped: the backend finishes its queue, then is unloaded and loaded again."""
+    return TtsError(
+        ErrorCode.BUSY,
+        f"this instance uses {rss_bytes} bytes of memory, over TTS_MAX_RSS_BYTES={limit_bytes}: backend {name} "
+        "takes no new work until it has finished what it has and been reloaded",
+        BUSY_FIX,
+        backend=name,
+        state=state.value,
+        reason="memory_guard",
+        retry_after_ms=retry_after_ms,
+        detail={"rss_bytes": rss_bytes, "limit_bytes": limit_bytes},
     )
 
 

@@ -17,6 +17,7 @@ from tts_actor.backends import ADAPTERS, BackendAdapter, Voice
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.lifecycle.actor import BackendActor, ModelStore
+from tts_actor.lifecycle.memory_guard import MemoryGuard
 from tts_actor.observability import metrics
 from tts_actor.wire.messages import SynthesisRequest
 
@@ -49,6 +50,11 @@ class Registry:
             name: BackendActor(given.get(name) or ADAPTERS[name](settings), settings, store, on_event)
             for name in settings.backends
         }
+        self.memory_guard = MemoryGuard(settings.max_rss_bytes, self.actors)
+        if self.memory_guard.enabled:
+            for actor in self.actors.values():
+                actor.memory_guard = self.memory_guard
+                actor.runner.after_job = self.memory_guard.check
 
     async def start(self) -> None:
         for actor in self.actors.values():
@@ -96,7 +102,13 @@ class Registry:
         )
 
     def status(self) -> dict[str, object]:
-        return {"instance": self.settings.instance, "backends": [a.status() for a in self.actors.values()]}
+        status: dict[str, object] = {
+            "instance": self.settings.instance,
+            "backends": [a.status() for a in self.actors.values()],
+        }
+        if self.memory_guard.enabled:
+            status["memory_guard"] = self.memory_guard.status()
+        return status
 
     def voices(self) -> dict[str, object]:
         return {

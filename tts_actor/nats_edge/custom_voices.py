@@ -1,6 +1,7 @@
 """The ``tts.consents.*`` and ``tts.voices.create``/``delete`` endpoints: parse, name the caller, answer.
 
-The caller is the user its reply inbox names (:mod:`tts_actor.wire.caller`); the operator's subjects
+The caller is the user its reply inbox names, or the account a service import came from
+(:mod:`tts_actor.wire.caller`); the operator's subjects
 (``tts.consents.admin.*``, which the shipped roles grant the operator alone) act on every caller's records.
 What each does is :class:`tts_actor.synthesis.custom_voices.CustomVoices`.
 """

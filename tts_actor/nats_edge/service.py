@@ -27,6 +27,7 @@ from tts_actor.fleet.view import fleet_status
 from tts_actor.lifecycle.registry import Registry
 from tts_actor.nats_edge.control import ControlEndpoints
 from tts_actor.nats_edge.custom_voices import CustomVoiceEndpoints
+from tts_actor.nats_edge.detect import DetectEndpoint
 from tts_actor.nats_edge.respond import respond_error
 from tts_actor.nats_edge.stats import endpoint_data
 from tts_actor.nats_edge.synthesize import SynthesizeEndpoint
@@ -59,7 +60,7 @@ class TtsService:
         # who created, deleted or used a voice or consent: `await self.audit.record(action, actor, id, **fields)`
         self.audit = AuditTrail(nc, settings)
         # a deleted voice's clip, cached audio and every instance's conditioning
-        self.erasure = FleetErasure(nc, settings, registry, self.profiles, self.cached.cache)
+        self.erasure = FleetErasure(nc, settings, registry, self.profiles, self.cached.cache, self.pipeline)
         self.custom_voices = CustomVoices(
             self.profiles, ConsentStore(nc, settings), settings, erase=self.erasure.delete, audit=self.audit.record
         )
@@ -67,6 +68,8 @@ class TtsService:
         self.synthesize = SynthesizeEndpoint(nc, registry, settings, self.pipeline, self.audit)
         self.control = ControlEndpoints(nc, registry, settings, self.pipeline)
         self.routing = self.synthesize.routing
+        self.detect = DetectEndpoint(settings, nc.max_payload)
+        self._prepare: asyncio.Task[None] | None = None  # the watermark model loading, at start
 
     @property
     def _inflight(self) -> set[asyncio.Task[None]]:
@@ -80,7 +83,7 @@ class TtsService:
             ServiceConfig(
                 name="tts",
                 version=__version__,
-                description="Text-to-speech over NATS: tts.synthesize, tts.status, tts.voices, tts.health",
+                description="Text-to-speech over NATS: tts.synthesize, tts.status, tts.voices, tts.health, tts.detect",
                 metadata={"instance": s.instance, "backends": ",".join(s.backends)},
                 queue_group=s.queue_group,
                 stats_handler=lambda _endpoint: endpoint_data(self.registry, len(self._inflight)),
@@ -92,6 +95,7 @@ class TtsService:
             "voices": self._on_voices,
             "health": self._on_health,
             **self.custom_voice_endpoints.handlers(),
+            "detect": self.detect.handle,
         }
         for name, subject in self.subjects.endpoints():
             await self._service.add_endpoint(
@@ -101,6 +105,9 @@ class TtsService:
         self._control_subs.append(await self.nc.subscribe(self.subjects.control(), cb=self.control.on_control))
         # cancel reaches every instance too: the one serving the request acts
         self._control_subs.append(await self.nc.subscribe(self.subjects.cancel, cb=self.control.on_cancel))
+        # the watermark model (when some engine here needs it) loads in a thread, beside everything else
+        specs = [actor.adapter.spec for actor in self.registry.actors.values()]
+        self._prepare = asyncio.create_task(self.pipeline.marking.prepare(specs))
         await self.routing.start()  # tts.backend.<name>.synthesize while <name> is loaded here
         await self.erasure.start()  # replays the erasures made while this instance was away
         await self.nc.flush()  # the server has every subscription before we call ourselves ready
@@ -119,6 +126,8 @@ class TtsService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sub.unsubscribe(), 2.0)
         await self.control.stop()
+        if self._prepare is not None:  # a thread cannot be stopped: only the wait for it is
+            self._prepare.cancel()
         if self._service is not None:
             try:
                 await asyncio.wait_for(self._service.stop(), 2.0)

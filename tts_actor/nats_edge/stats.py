@@ -1,4 +1,4 @@
-"""What ``$SRV.STATS`` carries in each endpoint's ``data``: per-backend state, queue depth, real-time factor.
+"""What ``$SRV.STATS`` carries in each endpoint's ``data``: per-backend state, queues by priority, real-time factor.
 
 So that ``nats micro stats tts`` alone shows, per instance, which backend is loaded, how much
 waits, and how fast it speaks (engine seconds per second of audio: below 1 is faster than
@@ -22,7 +22,9 @@ def endpoint_data(registry: Registry, inflight: int) -> dict[str, Any]:
             "state": status["state"],
             "reason": status["reason"],
             "queue": status["queue"],
+            "priorities": status["priorities"],
             "rtf": stats.real_time_factor,
+            "rtf_recent": status["rtf_recent"],
             "audio_s": round(stats.audio_s, 3),
             "synthesized": stats.syntheses,
         }

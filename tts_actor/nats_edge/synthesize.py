@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import time
 from collections.abc import Coroutine
@@ -41,6 +42,7 @@ from tts_actor.wire.request_parsing import parse_synthesis_request
 from tts_actor.wire.subjects import Subjects
 
 log = get_logger(__name__)
+SEND_ELSEWHERE = (ErrorCode.DEADLINE_UNREACHABLE, ErrorCode.BUSY)  # refusals that carry the fleet's view
 BUSY_RETRY_MS = 250  # a forwarded request's busy: the backend's pace is another instance's to know
 
 
@@ -84,7 +86,6 @@ class SynthesizeEndpoint:
                 self._audit_clone(req, request, None)
                 self._track(self._forward(req, request, route, started))
                 return
-            self._audit_clone(req, request, route)
             route.actor.demand()  # unloaded on purpose: this request brings it back
             if not route.actor.ready and not (request.wait_ms and route.actor.pending):
                 raise self.routing.nobody_has(request, route.actor.name, route.actor)
@@ -105,22 +106,34 @@ class SynthesizeEndpoint:
             )
             await respond_error(req, error, self.nc.max_payload, stream=request is not None and request.stream)
             return
-        self._track(self._serve(req, request, route, started))
+        self._track(self._serve(req, request, route, started, audit=True))
 
     def _audit_clone(self, req: Request, request: SynthesisRequest, route: Route | None) -> None:
-        """A synthesis with a cloned voice is an audit event, written by the instance the caller reached (once)."""
+        """A synthesis with a cloned voice is an audit event, written by the instance the caller reached (once).
+
+        Served here (``route``): recorded once the run is over, when the voice profile was found (``request`` as
+        the run resolved it); an unknown or deleted id is refused, not used. Forwarded (None): recorded when the
+        profile exists as it is sent on.
+        """
         if self.audit is None or (request.voice_profile is None and request.reference_audio is None):
             return
         if req.subject != self.synthesize_subject:
             return  # came over the hop (only the service may publish there): the forwarding instance recorded it
+        only_if = None
         if request.voice_profile is not None:
             voice_id = request.voice_profile
+            if route is not None and request.reference_digest is None:
+                return  # the run never found the profile
+            store = self.pipeline.store
+            if route is None and store is not None:
+                only_if = functools.partial(store.profiles.exists, voice_id)
         else:  # a clip sent inline: named by its digest, like the audio cache does
             voice_id = "clip:" + hashlib.sha256(request.reference_audio or b"").hexdigest()[:32]
         self.audit.record_soon(
             SYNTHESIZE,
             audit_actor(req._msg.reply, req.headers),
             voice_id,
+            only_if=only_if,
             backend=route.actor.name if route is not None else None,
             forwarded=route is None,
             language=request.language,
@@ -157,8 +170,13 @@ class SynthesizeEndpoint:
             return
         await self._serve(req, request, route, started)
 
-    async def _serve(self, req: Request, request: SynthesisRequest, route: Route, started: float) -> None:
-        """The pipeline's run inside this request's span, with its ack and heartbeats; every error answered."""
+    async def _serve(
+        self, req: Request, request: SynthesisRequest, route: Route, started: float, audit: bool = False
+    ) -> None:
+        """The pipeline's run inside this request's span, with its ack and heartbeats; every error answered.
+
+        ``audit``: record a cloned voice's use when the run is over (not when the forwarding instance did).
+        """
         metrics.INFLIGHT.inc()
         attributes = {
             "tts.backend": route.actor.name,
@@ -188,6 +206,8 @@ class SynthesizeEndpoint:
                 log.warning("reply_lost", request_id=control.request_id, error=str(lost), sent=run.messages)
                 metrics.REQUESTS.labels(route.actor.name, "reply_lost").inc()
             except TtsError as error:
+                if error.code in SEND_ELSEWHERE:
+                    self.routing.with_fleet_view(error)
                 span.set_status(Status(StatusCode.ERROR, error.message))
                 metrics.REQUESTS.labels(error.backend or route.actor.name, error.code.value).inc()
                 await run.fail(error)
@@ -203,4 +223,6 @@ class SynthesizeEndpoint:
                 await run.fail(error)
             finally:
                 beat.stop()
+                if audit:
+                    self._audit_clone(req, run.request, route)
                 metrics.INFLIGHT.dec()

@@ -57,6 +57,26 @@ HTTP_DROPPED = Counter(
     "HTTP edge connections closed by the server: header_timeout, body_timeout, over_limit",
     ["reason"],
 )
+QUEUE_DEPTH = Gauge("tts_queue_depth", "Jobs waiting in a backend's inbox, by priority", ["backend", "priority"])
+QUEUE_WAIT_SECONDS = Histogram(
+    "tts_queue_wait_seconds",
+    "From a job entering a backend's inbox to its first segment starting, by priority",
+    ["backend", "priority"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+DEADLINE_REFUSALS = Counter(
+    "tts_deadline_refusals_total",
+    "Requests refused at once (deadline_unreachable): their first audio would have come after their deadline",
+    ["backend", "priority"],
+)
+MEMORY_GUARD_BYTES = Gauge(
+    "tts_memory_guard_bytes", "The configured memory guard (resident bytes) of this process; 0 when there is none"
+)
+MEMORY_GUARD_ACTIONS = Counter(
+    "tts_memory_guard_actions_total",
+    "What the memory guard did: tripped (stopped taking work), reloaded (backend unloaded and loaded), ineffective",
+    ["backend", "action"],
+)
 INFLIGHT = Gauge("tts_inflight_requests", "Synthesis requests being served")
 BACKEND_FAILED = Gauge(
     "tts_backend_failed_reason",
@@ -77,9 +97,6 @@ FLEET_INSTANCES = Gauge("tts_fleet_instances", "Instances in the fleet as this i
 STATE_KV_UP = Gauge("tts_state_kv_up", "1 when the last write to the state KV bucket went through, 0 while it fails")
 AUDIO_CACHE_WRITES = Counter("tts_audio_cache_writes_total", "Audio cache puts by outcome (ok, failed)", ["outcome"])
 NATS_CONNECTED = Gauge("tts_nats_connected", "1 while the service's NATS connection is up")
-MEMORY_GUARD_BYTES = Gauge(
-    "tts_memory_guard_bytes", "The configured memory guard (resident bytes) of this process; 0 when there is none"
-)
 _failed_reasons: dict[str, str] = {}  # backend -> the reason label its tts_backend_failed_reason series carries
 
 

@@ -44,6 +44,7 @@ KEPT_HEADERS = (
     Header.DURATION_MS,
     Header.SEGMENT_COUNT,
     Header.TIMINGS,
+    Header.WATERMARK,
 )
 
 
@@ -81,14 +82,15 @@ class CachedSynthesis:
             reference_digest=profile.digest,
         )
 
-    def key(self, request: SynthesisRequest, route: Route) -> str:
+    def key(self, request: SynthesisRequest, route: Route, watermark: str | None = None) -> str:
         """Everything that changes the audio; a cloned voice by its clip's digest, never by a profile id.
 
-        Remembered for the last :data:`KEY_MEMO` requests: a digest of canonical JSON costs more than the rest
-        of a hit from memory, and hot requests repeat.
+        ``watermark``: the inaudible mark the service adds (None: none), so that turning it on never serves
+        unmarked audio. Remembered for the last :data:`KEY_MEMO` requests: a digest of canonical JSON costs more
+        than the rest of a hit from memory, and hot requests repeat.
         """
         if request.reference_audio is not None and request.reference_digest is None:
-            return _key(request, route, self.marked)  # a raw clip: hashing it is the key's cost either way
+            return _key(request, route, self.marked, watermark)  # a raw clip: hashing it is the key's cost either way
         actor = route.actor
         memo = (
             request.text,
@@ -105,10 +107,11 @@ class CachedSynthesis:
             actor.name,
             actor.model_revision,
             id(actor.adapter),
+            watermark,
         )
         key = self._keys.get(memo)
         if key is None:
-            key = self._keys[memo] = _key(request, route, self.marked)
+            key = self._keys[memo] = _key(request, route, self.marked, watermark)
             if len(self._keys) > KEY_MEMO:
                 self._keys.popitem(last=False)
         return key
@@ -144,12 +147,14 @@ class CachedSynthesis:
         await self.cache.close()
 
 
-def _key(request: SynthesisRequest, route: Route, marked: bool) -> str:
+def _key(request: SynthesisRequest, route: Route, marked: bool, watermark: str | None) -> str:
     voice = route.voice.id
     if (digest := reference_of(request)) is not None:
         voice = f"{voice}+{digest}"
     options: dict[str, Any] = dataclasses.asdict(request.options)
     options |= {"reference_text": request.reference_text, "reference_language": request.reference_language}
+    if watermark is not None:  # absent when off: the keys of unmarked audio stay what they were
+        options["watermark"] = watermark
     actor = route.actor
     return audio_cache_key(
         text=request.text,

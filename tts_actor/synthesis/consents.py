@@ -24,6 +24,7 @@ from nats.js.object_store import ObjectStore
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability.logs import get_logger
+from tts_actor.synthesis.audio_cache import meta_subject
 from tts_actor.wire.consent_requests import CONSENT_ID_RE, CONSENT_PREFIX, ConsentPage, NewConsent
 
 log = get_logger(__name__)
@@ -179,11 +180,14 @@ class ConsentStore:
         return chosen, start + page.limit < len(mine)
 
     async def delete(self, consent_id: str, owner: str | None) -> Consent:
-        """Remove the record (its recording with it); ``unknown_voice`` when ``owner`` has no such record."""
+        """Remove the record, its recording and its metadata (no tombstone); ``unknown_voice`` when not ``owner``'s."""
         consent = await self.get(consent_id, owner)
         try:
             store = await self._open()
             await asyncio.wait_for(store.delete(consent_id), self.timeout_s)
+            # the delete keeps a meta message with the description (the speaker's name, the owner): purge it too
+            js = self.nc.jetstream(timeout=self.timeout_s)
+            await js.purge_stream(f"OBJ_{self.bucket}", subject=meta_subject(self.bucket, consent_id))
         except (ObjectNotFoundError, NotFoundError):
             raise unknown_consent() from None
         except Exception as exc:

@@ -65,10 +65,11 @@ class CustomVoices:
         The voices go first: should one fail, the record stays, and deleting it again finishes the job.
         """
         consent = await self.consents.get(consent_id, owner)
-        voices = [p.id for p in await self.profiles.summaries() if p.consent == consent.id]
-        for voice_id in voices:
-            await self.delete_voice(voice_id, actor=owner or "operator")
+        voices = await self._delete_voices_under(consent.id, owner)
         await self.consents.delete(consent.id, owner)
+        # a voice stored while this ran (its create saw the record) is found now: a create re-checks the record
+        # after storing, so one stored later than this look deletes itself
+        voices += await self._delete_voices_under(consent.id, owner)
         log.info("voice_consent_deleted", consent=consent.id, voices_deleted=len(voices), by_operator=owner is None)
         await self.audit("consent_delete", owner or "operator", consent.id, voices_deleted=len(voices))
         return consent, voices
@@ -88,7 +89,24 @@ class CustomVoices:
         profile = await self.profiles.create(new, owner)
         log.info("voice_created", consent=profile.consent, duration_ms=profile.duration_ms)
         await self.audit("voice_create", owner, profile.id, consent=profile.consent)
+        if new.consent is not None and not await self._consent_exists(new.consent, owner):
+            # its consent was deleted while this voice was being stored: the voice goes with it
+            await self.delete_voice(profile.id, actor=owner)
+            raise consent_required(f"the consent record {new.consent[:40]!r} was deleted meanwhile")
         return profile
+
+    async def _consent_exists(self, consent_id: str, owner: str) -> bool:
+        try:
+            await self.consents.get(consent_id, owner)
+        except TtsError as error:
+            if error.code is not ErrorCode.UNKNOWN_VOICE:
+                raise
+            return False
+        return True
+
+    async def _delete_voices_under(self, consent_id: str, owner: str | None) -> list[str]:
+        voices = [p.id for p in await self.profiles.summaries() if p.consent == consent_id]
+        return [v for v in voices if await self.delete_voice(v, actor=owner or "operator")]
 
     async def delete_voice(self, profile_id: str, owner: str | None = None, actor: str | None = None) -> bool:
         """True when there was such a voice; it is gone for every instance. The only path a voice is deleted by.

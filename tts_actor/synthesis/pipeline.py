@@ -30,6 +30,7 @@ from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.cached import CachedSynthesis, cache_header, reference_of
 from tts_actor.synthesis.coalescing import BYPASS, Answer, Lead
+from tts_actor.synthesis.marking import Marking
 from tts_actor.synthesis.reply import ReplySink, audio_headers, audio_totals
 from tts_actor.synthesis.sinks import CacheTee, EncodedSink, EncodeStage, QueuedSink
 from tts_actor.wire.framing import Framer, Publish
@@ -37,7 +38,8 @@ from tts_actor.wire.headers import Header
 from tts_actor.wire.messages import NAME_RE, SynthesisRequest, Timings
 
 log = get_logger(__name__)
-_FLIGHT_FIRST = (Header.BACKEND.value, Header.VOICE.value, Header.LANGUAGE.value)  # what joiners share of `first`
+# what joiners share of `first`
+_FLIGHT_FIRST = (Header.BACKEND.value, Header.VOICE.value, Header.LANGUAGE.value, Header.WATERMARK.value)
 
 
 async def wait_ready(actor: BackendActor, bound_s: float) -> None:
@@ -60,6 +62,7 @@ class SynthesisPipeline:
         self.settings = settings
         self.store = store
         self.jobs: dict[str, SynthesisJob] = {}  # by request id, for tts.cancel
+        self.marking = Marking(settings.watermark)  # TTS_WATERMARK, and whether the extra is installed
 
     def request_id(self, wanted: str | None) -> str:
         """The caller's id when it is a usable, unused name, else a fresh one."""
@@ -77,6 +80,22 @@ class SynthesisPipeline:
         if stop is not None and not job.future.done():
             job.future.set_exception(stop)
         return True
+
+    def stop_voice(self, digest: str) -> int:
+        """Stop every request served here with the clip ``digest`` (its voice was erased); how many there were.
+
+        Each stops at its next segment with ``unknown_voice``: a deleted voice is not spoken on.
+        """
+        stopped = 0
+        for job in list(self.jobs.values()):
+            if job.request.reference_digest != digest:
+                continue
+            job.control.voice_erased = job.control.cancelled = True
+            stop = job.control.stop_error()
+            if stop is not None and not job.future.done():
+                job.future.set_exception(stop)
+            stopped += 1
+        return stopped
 
     def run(
         self,
@@ -115,6 +134,7 @@ class SynthesisRun:
         self.reply: ReplySink | None = None  # once audio may go out
         self.job: SynthesisJob | None = None  # the latest one handed to the actor
         self.lead: Lead | None = None  # this request synthesizes for the cache (and whoever joins it)
+        self.watermark: str | None = None  # the inaudible mark this service adds to the audio (None: none)
 
     @property
     def messages(self) -> int:
@@ -152,6 +172,7 @@ class SynthesisRun:
             await wait_ready(actor, request.wait_ms / 1000)
             if not actor.ready:
                 raise pipeline.registry.no_backend_ready(request, actor)
+        self.watermark = pipeline.marking.name_for(actor.adapter.spec)  # before the cache: keys differ by mark
         store = pipeline.store
         key = await self._cache_key(store) if store is not None else self._no_store()
         if key is None:
@@ -181,7 +202,7 @@ class SynthesisRun:
             flight = self.lead.flight if self.lead is not None else None
             tee = CacheTee(self.reply, encoder, key, flight, {k: v for k, v in first.items() if k in _FLIGHT_FIRST})
         out: EncodedSink = tee or self.reply
-        stage = EncodeStage(encoder, request.stream, out, request.format.value)
+        stage = EncodeStage(encoder, request.stream, out, request.format.value, pipeline.marking.marker(self.watermark))
         sink = QueuedSink(first_waits=request.stream and len(segments) > 1)
         synth_started = time.perf_counter()
         while True:  # a job that an unload overtook in the queue waits out the rest of its wait_ms
@@ -216,7 +237,7 @@ class SynthesisRun:
         """The profile applied and the audio cache asked (or the same synthesis joined): the key to store the
         reply under, None when answered without a backend."""
         request = self.request = await store.with_profile(self.request)
-        key = store.key(request, self.route)
+        key = store.key(request, self.route, self.watermark)
         framer = Framer(self.publish, self.max_payload, self.control.request_id)
         answer = Answer(framer, request, self.route, self.started, self.control)
         settled = await store.settle(key, answer, trace.get_current_span())
@@ -252,6 +273,8 @@ class SynthesisRun:
         }
         if self.route.fallback_from:
             headers[Header.FALLBACK_FROM.value] = self.route.fallback_from
+        if carried := Marking.carried(self.route.actor.adapter.spec, self.watermark):
+            headers[Header.WATERMARK.value] = carried
         return headers | (cache_header(self.request) if cached else {Header.CACHE.value: BYPASS})
 
     async def _may_wait_again(self, error: TtsError) -> bool:
@@ -285,4 +308,5 @@ class SynthesisRun:
             first_audio_s=round(self.reply.first_audio_s or 0.0, 3),
             total_s=round(time.perf_counter() - self.started, 3),
             fallback_from=self.route.fallback_from,
+            watermark=self.watermark,
         )

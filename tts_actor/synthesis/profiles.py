@@ -229,6 +229,20 @@ class ProfileStore:
             owner=meta.get("owner"),
         )
 
+    async def exists(self, profile_id: str) -> bool:
+        """Whether there is such a profile now: its metadata only, not the clip (the audit's check)."""
+        if not _ID_RE.match(profile_id):
+            return False
+        try:
+            store = await self._open()
+            info = await asyncio.wait_for(store.get_info(profile_id), self.timeout_s)
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+        except Exception as exc:
+            self._store = None
+            raise unavailable(exc) from None
+        return not info.deleted
+
     async def summaries(self) -> list[ProfileSummary]:
         """Every stored profile's id, consent, owner and date (not the clips): one read of the bucket's metadata."""
         try:

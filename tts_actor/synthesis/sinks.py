@@ -1,17 +1,19 @@
 """The reply's audio path, as a chain of sinks the pipeline assembles; audio only ever flows down it.
 
-engine -> :class:`QueuedSink` (the job's sink; the actor awaits it) -> :class:`EncodeStage` (PCM to
-file bytes and timings) -> :class:`CacheTee` (keeps a copy for the audio cache) -> the reply
-(:class:`tts_actor.synthesis.reply.ReplySink`, messages through :class:`tts_actor.wire.framing.Framer`).
+engine -> :class:`QueuedSink` (the job's sink; the actor awaits it) -> :class:`EncodeStage` (the inaudible watermark
+on the PCM when the engine does not mark its own, then PCM to file bytes and timings) -> :class:`CacheTee` (keeps a
+copy for the audio cache) -> the reply (:class:`tts_actor.synthesis.reply.ReplySink`, messages through
+:class:`tts_actor.wire.framing.Framer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from tts_actor.audio import watermark
 from tts_actor.audio.encoding import SpeechEncoder, Timing
 from tts_actor.audio.pcm import Audio
 from tts_actor.audio.segmenter import Segment
@@ -78,8 +80,17 @@ class QueuedSink:
 class EncodeStage:
     """PCM segments to the file's bytes: a stream's go down as they are encoded, a whole reply's at the end."""
 
-    def __init__(self, encoder: SpeechEncoder, stream: bool, out: EncodedSink, audio_format: str) -> None:
+    def __init__(
+        self,
+        encoder: SpeechEncoder,
+        stream: bool,
+        out: EncodedSink,
+        audio_format: str,
+        mark: Callable[[Audio], Awaitable[Audio]] | None = None,
+    ) -> None:
+        """``mark``: the watermark, applied to each segment's PCM before it is encoded (off the event loop)."""
         self.encoder = encoder
+        self.mark = mark
         self.stream = stream
         self.out = out
         self.audio_format = audio_format
@@ -93,12 +104,35 @@ class EncodeStage:
         self._last = segment
         attributes = {"tts.segment": segment.index, "tts.format": self.audio_format}
         with tracer().start_as_current_span("tts.encode", attributes=attributes):
-            for pcm in pieces:  # a stream's first piece is sent before the second is encoded
+            async for pcm in self._marked(pieces, audio.sample_rate):  # a first piece goes before the second is made
                 data = await asyncio.to_thread(self.encoder.encode, pcm)
                 if self.stream:
                     await self.out.audio(data, self.encoder.timing(segment.index))
                 else:
                     self._kept.append(data)
+
+    async def _marked(self, pieces: list[bytes], rate: int) -> AsyncIterator[bytes]:
+        """The pieces with the watermark. A stream's first piece is marked with a little of what follows, and goes
+        out before the whole segment is marked (first audio waits for 0.9 s of marking, not the sentence's); the
+        rest then starts from that early mark and fades into the whole segment's within 20 ms: no seam to hear.
+        """
+        if self.mark is None:
+            for pcm in pieces:
+                yield pcm
+            return
+        if len(pieces) == 1:
+            yield (await self._mark(pieces[0], rate)).pcm
+            return
+        head, rest = pieces
+        early = await self._mark(head + rest[: 2 * int(rate * watermark.HEAD_CONTEXT_S)], rate)
+        yield early.pcm[: len(head)]
+        whole = await self._mark(head + rest, rate)
+        yield watermark.spliced(early.pcm[len(head) :], whole.pcm[len(head) :], int(rate * watermark.CROSSFADE_S))
+
+    async def _mark(self, pcm: bytes, rate: int) -> Audio:
+        assert self.mark is not None
+        with tracer().start_as_current_span("tts.watermark", attributes={"tts.seconds": len(pcm) / 2 / rate}):
+            return await self.mark(Audio(pcm, rate))
 
     async def finish(self) -> None:
         tail = await asyncio.to_thread(self.encoder.finish)

@@ -27,6 +27,7 @@ CONSENT_ID_RE = re.compile(r"^cons_[A-Za-z0-9_-]{32}$")
 BCP47_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 CREATE_FIX = 'Send {"name": "...", "language": "en-US", "recording": base64 audio (at most 10 MiB)}.'
+ID_FIX = 'Send {"id": "cons_..."}: the id tts.consents.create (or POST /v1/audio/voice_consents) answered.'
 # the first bytes of the formats OpenAI takes for a recording: mp3, wav, ogg, aac, flac, webm, mp4
 _MAGIC = (b"RIFF", b"ID3", b"OggS", b"fLaC", b"\x1a\x45\xdf\xa3")
 
@@ -121,19 +122,21 @@ def parse_consent_create(data: bytes, max_bytes: int) -> NewConsent:
 def parse_consent_id(data: bytes) -> str:
     """``{"id": "cons_..."}`` -> the id (a malformed one is later 'no such consent', like a missing one)."""
     body = _body(data, 4096, {"id"})
-    consent_id = body.get("id")
-    if not isinstance(consent_id, str) or not 1 <= len(consent_id) <= 64:
-        raise invalid("'id' (the consent id tts.consents.create answered) is required")
-    return consent_id
+    return _consent_id(body)
 
 
 def parse_consent_update(data: bytes) -> tuple[str, str]:
     """``{"id", "name"}``: the new label of a consent record."""
     body = _body(data, 4096, {"id", "name"})
+    return _consent_id(body), check_name(body.get("name"))
+
+
+def _consent_id(body: dict[str, Any]) -> str:
+    """A string id, whatever its shape: one that is not a consent id reads as no such consent (the store says so)."""
     consent_id = body.get("id")
-    if not isinstance(consent_id, str) or not 1 <= len(consent_id) <= 64:
-        raise invalid("'id' (the consent id tts.consents.create answered) is required")
-    return consent_id, check_name(body.get("name"))
+    if not isinstance(consent_id, str) or not consent_id:
+        raise invalid("'id' (the consent id tts.consents.create answered) is required", ID_FIX)
+    return consent_id
 
 
 def parse_consent_page(data: bytes) -> ConsentPage:

@@ -34,6 +34,7 @@ class Header(enum.StrEnum):
     WAVEFORM = "Tts-Waveform"  # whole reply, a stream's end: base64 of waveform_points peaks, 0-255 each
     SYNTHETIC = "Tts-Synthetic"  # every audio reply: "true" (EU AI Act Art. 50(2): machine-readable marking)
     CACHE = "Tts-Cache"  # first message (and a stream's end): hit, miss, bypass or joined
+    WATERMARK = "Tts-Watermark"  # first message: "perth" when the audio carries the inaudible PerthNet mark
     ERROR_CODE = "Tts-Error-Code"
     SERVICE_ERROR = "Nats-Service-Error"
     SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

@@ -55,6 +55,22 @@ class Timings(enum.StrEnum):
     WORD = "word"
 
 
+class Priority(enum.StrEnum):
+    """Which waiting work the backend serves first, segment by segment (ageing keeps bulk moving)."""
+
+    INTERACTIVE = "interactive"  # a person waits for it (a voice message)
+    NORMAL = "normal"
+    BULK = "bulk"  # nobody waits now (pre-generating a history): yields to the others between its segments
+
+    @property
+    def rank(self) -> int:
+        """0 is served first."""
+        return PRIORITY_ORDER.index(self)
+
+
+PRIORITY_ORDER = (Priority.INTERACTIVE, Priority.NORMAL, Priority.BULK)
+
+
 @dataclass(frozen=True)
 class SynthesisOptions:
     """Backend-specific knobs; each backend reads the ones it understands."""
@@ -89,6 +105,7 @@ class SynthesisRequest:
     allow_script_mismatch: bool = False  # True: speak text in a script the language does not use (spelled out)
     timings: Timings = Timings.SEGMENT  # word: each segment's words and their times as well (a JSON part)
     waveform_points: int = DEFAULT_POINTS  # bytes of Tts-Waveform: peaks of equal slices of the audio
+    priority: Priority = Priority.NORMAL  # interactive work goes before bulk between segments
     reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
 
     @property
@@ -126,4 +143,6 @@ class SynthesisRequest:
             body["timings"] = self.timings.value
         if self.waveform_points != DEFAULT_POINTS:
             body["waveform_points"] = self.waveform_points
+        if self.priority is not Priority.NORMAL:
+            body["priority"] = self.priority.value
         return json.dumps(body).encode()

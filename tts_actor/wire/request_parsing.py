@@ -22,6 +22,7 @@ from tts_actor.wire.messages import (
     NAME_RE,
     UNSPEAKABLE,
     AudioFormat,
+    Priority,
     SynthesisOptions,
     SynthesisRequest,
     Timings,
@@ -47,6 +48,7 @@ _FIELDS = {
     "allow_script_mismatch",
     "timings",
     "waveform_points",
+    "priority",
 }
 MAX_DEADLINE_MS = 24 * 3600 * 1000
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
@@ -233,6 +235,7 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         allow_script_mismatch=allow_script_mismatch,
         timings=_timings(body.get("timings", Timings.SEGMENT.value)),
         waveform_points=_optional_int(body, "waveform_points", *POINTS_RANGE) or DEFAULT_POINTS,
+        priority=parse_priority(body.get("priority")),
     )
 
 
@@ -245,6 +248,15 @@ def _timings(value: object) -> Timings:
             f"'timings' must be one of: {', '.join(t.value for t in Timings)}; got {_echo(value)}",
             "Send \"word\" for each word's time, or leave it out for each segment's.",
         ) from None
+
+
+def parse_priority(value: object) -> Priority:
+    """``priority``: interactive, normal (the default) or bulk."""
+    if value is None:
+        return Priority.NORMAL
+    if not isinstance(value, str) or value not in Priority._value2member_map_:
+        raise invalid(f"'priority' must be one of {', '.join(p.value for p in Priority)}, got {_echo(value)}")
+    return Priority(value)
 
 
 def _voice_profile(value: object, has_audio: bool) -> str | None:

@@ -77,8 +77,8 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
         Role(
             tenant.replace("-", "_").upper(),
             tenant,
-            f"translator tenant {tenant}: synthesis, voices, its own consents and voice profiles, cancel;"
-            " the replies on its own inbox only",
+            f"translator tenant {tenant}: synthesis, voices, its own consents and voice profiles, watermark detection,"
+            " cancel; the replies on its own inbox only",
             publish=(*tenant_endpoints, s.cancel),
             subscribe=(inbox_subscription(tenant_inbox(tenant)),),
         )
@@ -97,13 +97,14 @@ def roles(s: Subjects | None = None, tenants: tuple[str, ...] = TENANTS) -> tupl
     operator = Role(
         "OPERATOR",
         "operator",
-        "operators: the control subjects (retry, unload), every caller's consents (list, delete), $SRV discovery"
-        " and stats, and everything a monitor reads (the audit trail included)",
+        "operators: the control subjects (retry, unload), every caller's consents (list, delete), watermark"
+        " detection, $SRV discovery and stats, and everything a monitor reads (the audit trail included)",
         publish=(
             s.subject("control", ">"),
             s.status,
             s.voices,
             s.health,
+            s.detect,
             *operator_endpoints,
             "$SRV.>",
             *audit_readers_api,

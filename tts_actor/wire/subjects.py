@@ -79,6 +79,11 @@ class Subjects:
     def voices_delete(self) -> str:
         return self.subject("voices", "delete")
 
+    @property
+    def detect(self) -> str:
+        """Whether an audio file carries the inaudible watermark (nats_edge/detect.py)."""
+        return self.subject("detect")
+
     def consents(self, action: str) -> str:
         """``<prefix>.consents.<action>``: create, get, update, list, delete, each on the caller's own records."""
         return self.subject("consents", action)
@@ -100,6 +105,7 @@ class Subjects:
             ("health", self.health),
             ("voices_create", self.voices_create),
             ("voices_delete", self.voices_delete),
+            ("detect", self.detect),
             *((f"consents_{action}", self.consents(action)) for action in CONSENT_ACTIONS),
         )
 
@@ -162,6 +168,7 @@ class Subjects:
     def audio_refs(self) -> str:
         """Writes to the audio cache's index bucket."""
         return f"$KV.{self.audio_refs_bucket}.>"
+
     def claims(self) -> str:
         """Writes to the coalescing claims bucket: who synthesizes which audio cache key now."""
         return f"$KV.{self.audio_claims_bucket}.>"
