@@ -8,6 +8,7 @@ assertions: numbers to compare between commits and hosts, on the same machine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -33,7 +34,7 @@ from tts_actor.nats_edge.connection import connect
 from tts_actor.nats_edge.embedded_server import EmbeddedNatsServer
 from tts_actor.observability.logs import setup_logging
 from tts_actor.wire.headers import Header
-from tts_actor.wire.messages import AudioFormat, SynthesisRequest
+from tts_actor.wire.messages import AudioFormat, SynthesisRequest, Timings
 
 ROUND_TRIPS = 2000
 WARMUP = 100
@@ -60,6 +61,7 @@ TEN_SENTENCES = " ".join(
 FIRST_AUDIO_RUNS = 5
 CACHE_HIT_RUNS = 200
 COALESCE_RUNS = 5
+WORD_TIMING_RUNS = 5
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,8 @@ async def bench(url: str, cache: Path) -> list[Row]:
         rows.append(await throughput_row(client))
         rows.extend(await cache_hit_rows(app, client, nc))
         rows.extend(await coalescing_rows(client))
+        rows.extend(await word_timing_rows(client))
+        rows.extend(await asyncio.to_thread(alignment_load_rows))
         rows.extend(await pressure_rows(app, client, nc, Row, latency_row, baseline))
     finally:
         await nc.close()
@@ -496,6 +500,92 @@ def audio_seconds_total() -> float:
     return REGISTRY.get_sample_value("tts_audio_seconds_total", {"backend": "piper"}) or 0.0
 
 
+async def word_timing_rows(client: TtsClient) -> list[Row]:
+    """(w) the same 10 sentences with timings=word against timings=segment, alternated: whole WAV and first audio.
+
+    The service runs in this process, so ``process_time`` over a request is its CPU (engine, mapping, encoding).
+    """
+    runs: dict[Timings, dict[str, list[float]]] = {mode: {"wall": [], "cpu": [], "first": []} for mode in Timings}
+    count = 0
+    for round_ in range(1 + WORD_TIMING_RUNS):  # the first round warms up both
+        for mode in (Timings.SEGMENT, Timings.WORD) if round_ % 2 else (Timings.WORD, Timings.SEGMENT):
+            request = SynthesisRequest(text=TEN_SENTENCES, cache=False, timings=mode)
+            wall, cpu = time.perf_counter(), time.process_time()
+            reply = await client.synthesize(request, timeout_s=120)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            count = sum(len(t.get("words", ())) for t in reply.timings) or count
+            started = time.perf_counter()
+            first = 0.0
+            # read to the end: a stream cut after its first audio leaves its segment running, and the next
+            # request would wait for it
+            async for _ in client.stream(dataclasses.replace(request, format=AudioFormat.OPUS), timeout_s=120):
+                first = first or time.perf_counter() - started
+            if round_:
+                runs[mode]["wall"].append(wall)
+                runs[mode]["cpu"].append(cpu)
+                runs[mode]["first"].append(first)
+    (p, pc, pf), (w, wc, wf) = (
+        [statistics.median(runs[mode][key]) * 1000 for key in ("wall", "cpu", "first")] for mode in Timings
+    )
+    note = f"n={WORD_TIMING_RUNS} each, alternated"
+    return [
+        Row("(w) 10 sentences, wav whole: timings=segment", p, note=f"{note}, CPU {pc:.0f} ms"),
+        Row(
+            "(w) 10 sentences, wav whole: timings=word",
+            w,
+            note=f"{(w / p - 1) * 100:+.1f} % wall, CPU {wc:.0f} ms ({(wc / pc - 1) * 100:+.1f} %), {count} words",
+        ),
+        Row("(w) 10 sentences, opus first audio: timings=segment", pf, note=note),
+        Row("(w) 10 sentences, opus first audio: timings=word", wf, note=f"{wf - pf:+.1f} ms"),
+    ]
+
+
+def alignment_load_rows() -> list[Row]:
+    """(w) Piper patched for alignments against the model file as it is: load, and the default path's synthesis.
+
+    Wall and CPU time (``process_time``: every thread of ONNX Runtime's pool): on a shared host wall time drifts.
+    """
+    from piper import PiperVoice
+
+    from tts_actor.backends.piper import _load_voice, _model_bytes
+
+    files = discover_voices(None)[0]
+    voices: dict[str, Any] = {}
+    loads: dict[str, list[tuple[float, float]]] = {"plain": [], "patched": []}
+    for _ in range(3):
+        wall, cpu = time.perf_counter(), time.process_time()
+        voices["plain"] = PiperVoice.load(files.model, config_path=files.config)
+        loads["plain"].append((time.perf_counter() - wall, time.process_time() - cpu))
+        wall, cpu = time.perf_counter(), time.process_time()
+        voices["patched"] = _load_voice(files, 1, _model_bytes(files)[0])
+        loads["patched"].append((time.perf_counter() - wall, time.process_time() - cpu))
+    synth: dict[str, list[tuple[float, float]]] = {"plain": [], "patched": []}
+    for voice in voices.values():  # warm-up
+        direct_piper_once(voice, SENTENCE)
+    for run in range(2 * SYNTH_RUNS):  # alternated, the order flipped each round
+        for name in ("plain", "patched") if run % 2 else ("patched", "plain"):
+            wall, cpu = time.perf_counter(), time.process_time()
+            direct_piper_once(voices[name], SENTENCE)
+            synth[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+
+    def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(w for w, _ in runs) * 1000, statistics.median(c for _, c in runs) * 1000
+
+    (lp, lpc), (lw, lwc) = medians(loads["plain"]), medians(loads["patched"])
+    (sp, spc), (sw, swc) = medians(synth["plain"]), medians(synth["patched"])
+    words = len(SENTENCE.split())
+    return [
+        Row("(w) Piper voice load: model file as it is", lp, note=f"n=3, CPU {lpc:.0f} ms"),
+        Row("(w) Piper voice load: patched for alignments", lw, note=f"{lw - lp:+.0f} ms, CPU {lwc - lpc:+.0f} ms"),
+        Row(f"(w) {words} words, default path: plain model", sp, note=f"n={2 * SYNTH_RUNS}, CPU {spc:.0f} ms"),
+        Row(
+            f"(w) {words} words, default path: patched model",
+            sw,
+            note=f"{(sw / sp - 1) * 100:+.1f} % wall, CPU {swc:.0f} ms ({(swc / spc - 1) * 100:+.1f} %)",
+        ),
+    ]
+
+
 def render(rows: list[Row]) -> str:
     def ms(value: float | None) -> str:
         return "" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
@@ -509,6 +599,7 @@ def render(rows: list[Row]) -> str:
     lines.append("(g): latency per request as the caller sees it, queue wait included")
     lines.append("(k): interleaved, one of each per round; the hit goes through TtsClient (a fresh inbox per request)")
     lines.append("(l): a single request and a burst alternated, each with its own new text (a cache miss)")
+    lines.append("(w): medians; segment and word requests alternated in one run, the same text, cache off")
     return "\n".join(lines)
 
 

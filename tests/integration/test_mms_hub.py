@@ -24,7 +24,7 @@ from tests.support.tiny_vits import TINY_SAMPLING_RATE, make_tiny_vits
 from tts_actor.app import TtsApp
 from tts_actor.client.tts_client import TtsClient
 from tts_actor.config import load_settings
-from tts_actor.wire.messages import AudioFormat, SynthesisRequest
+from tts_actor.wire.messages import AudioFormat, SynthesisRequest, Timings
 
 
 def repo_files(model_dir: Path) -> dict[str, bytes]:
@@ -61,8 +61,9 @@ async def test_mms_downloads_from_the_hub_then_loads_and_speaks(
             await asyncio.wait_for(settled.wait(), 60)
             assert events[-1]["to"] == "loaded", events[-1]
             short = await client.synthesize(SynthesisRequest(text="Hi.", backend="mms", format=AudioFormat.PCM))
-            long = await client.synthesize(
-                SynthesisRequest(text="Hello there, this is a much longer sentence.", backend="mms")
+            sentence = "Hello there, this is a much longer sentence."
+            long = await client.synthesize(  # word timings asked of an engine that reports none
+                SynthesisRequest(text=sentence, backend="mms", timings=Timings.WORD)
             )
         finally:
             await app.stop()
@@ -77,6 +78,8 @@ async def test_mms_downloads_from_the_hub_then_loads_and_speaks(
     assert short.sample_rate == long.sample_rate == TINY_SAMPLING_RATE
     assert short.backend == "mms" and long.headers["Tts-Voice"].startswith("mms")
     assert len(long.audio) - 44 > len(short.audio)
+    assert [t.get("timings_unavailable") for t in long.timings] == ["engine_reports_none"], long.timings
+    assert all("words" not in t for t in long.timings), "no word times are made up"
 
     # a restart finds the model in the cache and needs no hub at all (local first)
     offline = settings.with_(hf_endpoint="http://127.0.0.1:9", allow_download=False, instance="mms-again")

@@ -158,6 +158,35 @@ def test_status_says_in_words_when_a_backend_is_loaded_on_no_instance(capsys: py
     assert "failed on b: package_missing; fix: pip install torch" in out
 
 
+async def test_say_writes_webvtt_subtitles_from_the_word_timings(
+    piper_loaded: TtsApp, nats_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+    import re
+
+    env = cli_env(NATS_URL=nats_url)
+    text = "Subtitles follow the voice. Each cue is spoken at 9:30 and not before."
+    for extra in ([], ["--stream"]):
+        vtt = tmp_path / f"said{len(extra)}.vtt"
+        args = ("say", text, "-o", str(tmp_path / "said.wav"), "--subtitles", str(vtt), *extra)
+        said = await asyncio.to_thread(run_cli, *args, env=env)
+        assert said.returncode == 0, said.stderr
+        assert "WebVTT, 13 words" in said.stderr, said.stderr
+        lines = vtt.read_text(encoding="utf-8").splitlines()
+        assert lines[:2] == ["WEBVTT", ""]
+        clock = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})$")
+        times = [[int(n) for n in m.groups()] for line in lines if (m := clock.match(line))]
+        starts = [((h * 60 + m) * 60 + s) * 1000 + ms for h, m, s, ms, *_ in times]
+        ends = [((h * 60 + m) * 60 + s) * 1000 + ms for *_, h, m, s, ms in times]
+        assert len(times) == 2 and all(a < b for a, b in zip(starts, ends, strict=True)) and ends[0] <= starts[1]
+        cues = [line for line in lines if line and not clock.match(line) and not line.isdigit()][1:]
+        assert " ".join(cues) == text
+    nowhere = await asyncio.to_thread(
+        run_cli, "say", "Lost.", "-o", str(tmp_path / "x.wav"), "--subtitles", str(tmp_path / "no" / "x.vtt"), env=env
+    )
+    assert nowhere.returncode == 2 and "no directory" in nowhere.stderr
+
+
 async def test_audit_prints_the_trail_as_json_lines(app: TtsApp, nats_url: str) -> None:
     import asyncio
 

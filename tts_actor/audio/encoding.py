@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from tts_actor.audio import codecs
 from tts_actor.audio.pcm import Audio
@@ -18,27 +19,65 @@ from tts_actor.audio.segment_encoder import SegmentEncoder
 from tts_actor.audio.segmenter import Segment
 from tts_actor.audio.tags import Mark
 from tts_actor.audio.waveform import DEFAULT_POINTS, Waveform
+from tts_actor.audio.words import ENGINE_REPORTS_NONE
 from tts_actor.errors import ErrorCode, TtsError
 
 FIRST_PIECE_S = 0.5  # a stream's first piece: this much audio, encoded and sent before the rest of its segment
 
 
 @dataclass(frozen=True)
+class WordTiming:
+    """Where one word is: ``[text_start, text_end)`` in the request's text, ``[start_ms, end_ms)`` in the file."""
+
+    text_start: int
+    text_end: int
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True)
 class Timing:
-    """Where one segment's speech is, in the text and in the audio."""
+    """Where one segment's speech is, in the text and in the audio; with word timings asked, its words too.
+
+    ``words`` is None when they were not asked for, or when the engine does not know them: then
+    ``words_missing`` says why (``tts_actor.audio.words``), and the reply says ``timings_unavailable``.
+    """
 
     index: int
     text_start: int
     text_end: int
     start_ms: int
     end_ms: int
+    words: tuple[WordTiming, ...] | None = None
+    words_missing: str | None = None
 
     def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+        """The segment alone: what ``Tts-Timings`` carries."""
+        return {
+            "index": self.index,
+            "text_start": self.text_start,
+            "text_end": self.text_end,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+        }
+
+    def to_full_dict(self) -> dict[str, Any]:
+        """The segment with its words, or why it has none: what the timings part carries."""
+        entry: dict[str, Any] = dict(self.to_dict())
+        if self.words is not None:
+            entry["words"] = [dataclasses.asdict(word) for word in self.words]
+        else:
+            entry["timings_unavailable"] = self.words_missing or ENGINE_REPORTS_NONE
+        return entry
 
 
 def timings_json(timings: list[Timing]) -> str:
     return json.dumps([t.to_dict() for t in timings], separators=(",", ":"))
+
+
+def word_timings_json(timings: list[Timing]) -> bytes:
+    """Every segment with its words: the body of a reply's timings part (``Tts-Timings`` stays per segment)."""
+    return json.dumps([t.to_full_dict() for t in timings], separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True)
@@ -56,9 +95,16 @@ class SpeechEncoder:
     """One request's file: opened on the first audio (the engine's rate is known then), fed segment by segment."""
 
     def __init__(
-        self, wanted: FormatRequest, silence_ms: int, segment_count: int, backend: str, split_first: bool
+        self,
+        wanted: FormatRequest,
+        silence_ms: int,
+        segment_count: int,
+        backend: str,
+        split_first: bool,
+        word_timings: bool = False,
     ) -> None:
         self.wanted = wanted
+        self.word_timings = word_timings  # the request asked for each word's time
         self.silence_ms = silence_ms
         self.segment_count = segment_count
         self.backend = backend
@@ -87,7 +133,7 @@ class SpeechEncoder:
         """Record the segment's timing; the PCM pieces to encode, in order (none for a silent first segment)."""
         if self.codec is None:
             if not audio.pcm:
-                self.timings.append(Timing(segment.index, segment.start, segment.end, 0, 0))
+                self.timings.append(self._timing(segment, audio, 0, 0))
                 return []
             wanted = self.wanted
             self.codec = codecs.open_encoder(
@@ -101,9 +147,7 @@ class SpeechEncoder:
             )
         samples = len(audio.pcm) // 2
         start = self.position_samples
-        self.timings.append(
-            Timing(segment.index, segment.start, segment.end, self._ms(start), self._ms(start + samples))
-        )
+        self.timings.append(self._timing(segment, audio, start, samples))
         pcm = audio.pcm
         if samples and segment.index < self.segment_count - 1:  # the pause after it travels with it
             gap = int(self.codec.in_rate * self.silence_ms / 1000)
@@ -138,5 +182,23 @@ class SpeechEncoder:
         return self.codec.finish_whole(data) if self.codec is not None else data
 
     def _ms(self, samples: int) -> int:
-        assert self.codec is not None
-        return round(samples * 1000 / self.codec.in_rate)
+        return round(samples * 1000 / self.codec.in_rate) if self.codec is not None else 0
+
+    def _timing(self, segment: Segment, audio: Audio, start: int, samples: int) -> Timing:
+        """The segment's timing; its words moved from the engine's text and audio into the request's and the file's."""
+        timing = Timing(segment.index, segment.start, segment.end, self._ms(start), self._ms(start + samples))
+        if not self.word_timings:
+            return timing
+        if audio.words is None:
+            return dataclasses.replace(timing, words_missing=audio.words_missing or ENGINE_REPORTS_NONE)
+        words = tuple(
+            WordTiming(
+                min(segment.start + w.text_start, segment.end),
+                min(segment.start + w.text_end, segment.end),
+                self._ms(start + min(w.start_sample, samples)),
+                self._ms(start + min(w.end_sample, samples)),
+            )
+            for w in audio.words
+            if segment.start + w.text_start < segment.end  # not the padding an engine's minimum adds
+        )
+        return dataclasses.replace(timing, words=words)

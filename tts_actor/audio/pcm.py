@@ -5,14 +5,24 @@ from __future__ import annotations
 import io
 import wave
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tts_actor.audio.words import WordSpan
 
 
 @dataclass(frozen=True)
 class Audio:
-    """Signed 16-bit little-endian mono PCM and its rate."""
+    """Signed 16-bit little-endian mono PCM and its rate.
+
+    ``words``: where each word of the engine's text is in this audio, when the request asked for word timings and
+    the engine knows them; else None, and ``words_missing`` says why (``tts_actor.audio.words``).
+    """
 
     pcm: bytes
     sample_rate: int
+    words: tuple[WordSpan, ...] | None = None
+    words_missing: str | None = None
 
     @property
     def duration_s(self) -> float:

@@ -18,9 +18,10 @@ import nats.errors
 
 from statemachine import State
 from tts_actor.cli.rendering import format_event, print_status, print_voices
+from tts_actor.client.subtitles import webvtt
 from tts_actor.config import ConfigError, Settings
 from tts_actor.errors import TtsError
-from tts_actor.wire.messages import AudioFormat, SynthesisOptions, SynthesisRequest
+from tts_actor.wire.messages import AudioFormat, SynthesisOptions, SynthesisRequest, Timings
 
 SAY_WAIT_MS = 30_000  # a person's first `say` after an idle unload waits for the reload instead of failing
 
@@ -78,16 +79,19 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
         sample_rate=args.sample_rate,
         bitrate=args.bitrate,
         stream=args.stream,
+        timings=Timings.WORD if args.subtitles else Timings.SEGMENT,
     )
 
     output = Path(args.output)
-    if not to_stdout and not output.parent.is_dir():
-        print(f"error: no directory {output.parent}\nfix: create it, or pass another -o", file=sys.stderr)
-        return 2
+    for path in (output, *([Path(args.subtitles)] if args.subtitles else [])):
+        if path != Path("-") and not path.parent.is_dir():
+            print(f"error: no directory {path.parent}\nfix: create it, or pass another path", file=sys.stderr)
+            return 2
 
     async def run(client: Any) -> int:
         if args.stream:
-            return await _say_streamed(client, request, output, to_stdout, args)
+            code, timings = await _say_streamed(client, request, output, to_stdout, args)
+            return code or await _write_subtitles(args.subtitles, request.text, timings)
         reply = await client.synthesize(request, timeout_s=args.timeout)
         try:
             if to_stdout:
@@ -104,18 +108,35 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
             f"chunks={reply.chunks}, segments={len(reply.timings)}",
             file=sys.stderr if to_stdout else sys.stdout,
         )
-        return 0
+        return await _write_subtitles(args.subtitles, request.text, reply.timings)
 
     return asyncio.run(_with_client(settings, run))
 
 
-async def _say_streamed(client: Any, request: SynthesisRequest, output: Path, to_stdout: bool, args: Any) -> int:
-    """Write each chunk as it arrives (``-o -``: to stdout, for a player reading a pipe)."""
+async def _write_subtitles(path: str | None, text: str, timings: list[dict[str, Any]]) -> int:
+    """``--subtitles``: the WebVTT file; says how many segments had no word times (their cue is the segment)."""
+    if not path:
+        return 0
+    try:
+        await asyncio.to_thread(Path(path).write_text, webvtt(text, timings), encoding="utf-8")
+    except OSError as exc:
+        print(f"error: cannot write {path}: {exc}\nfix: pass a writable --subtitles", file=sys.stderr)
+        return 2
+    without = sum(1 for t in timings if "words" not in t)
+    note = f", {without} segment(s) without word times (timings_unavailable)" if without else ""
+    print(f"{path}: WebVTT, {sum(len(t.get('words') or []) for t in timings)} words{note}", file=sys.stderr)
+    return 0
+
+
+async def _say_streamed(
+    client: Any, request: SynthesisRequest, output: Path, to_stdout: bool, args: Any
+) -> tuple[int, list[dict[str, Any]]]:
+    """Write each chunk as it arrives (``-o -``: to stdout, for a player reading a pipe); the exit code, timings."""
     try:
         sink = sys.stdout.buffer if to_stdout else output.open("wb")
     except OSError as exc:
         print(f"error: cannot write {output}: {exc}\nfix: pass a writable -o", file=sys.stderr)
-        return 2
+        return 2, []
     written = 0
     try:
         async with client.stream(request, timeout_s=args.timeout) as chunks:
@@ -132,7 +153,7 @@ async def _say_streamed(client: Any, request: SynthesisRequest, output: Path, to
         f"first audio after {end.get('Tts-First-Audio-Ms')} ms, segments={end.get('Tts-Segment-Count')}",
         file=sys.stderr,
     )
-    return 0
+    return 0, chunks.timings
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, help="resample to this rate (Hz)")
     p.add_argument("--bitrate", type=int, help="bit/s for opus, mp3, aac")
     p.add_argument("--stream", action="store_true", help="write audio as each segment arrives")
+    p.add_argument("--subtitles", metavar="FILE.vtt", help="also write WebVTT subtitles from the reply's word timings")
     p.add_argument(
         "--wait-ms",
         type=int,

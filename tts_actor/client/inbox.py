@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
@@ -27,7 +27,7 @@ from tts_actor.wire.deadlines import now_epoch_ms
 from tts_actor.wire.headers import Header
 from tts_actor.wire.heartbeat import StallTimer
 from tts_actor.wire.messages import SynthesisRequest
-from tts_actor.wire.replies import ReplyKind, classify
+from tts_actor.wire.replies import ReplyKind, TimingParts, classify
 
 
 def _ours(msg: Any, request_id: str) -> bool:
@@ -45,6 +45,7 @@ class Inbox:
     sub: Any
     request_id: str
     on_foreign: Callable[[Any], None]
+    timing_parts: TimingParts = field(default_factory=TimingParts)  # the word timings, as their parts arrive
 
     async def next(self, timer: StallTimer) -> Any:
         """The next message of this request on the reply subject, within the stall window and the caller's deadline.
@@ -67,6 +68,7 @@ class Inbox:
                 ) from None
             if _ours(msg, self.request_id):
                 timer.heard = True
+                self.timing_parts.take(dict(msg.headers or {}), msg.data)
                 return msg
             self.on_foreign(msg)
 
@@ -100,7 +102,7 @@ class Inbox:
         total = int(headers.get(Header.TOTAL_BYTES.value, len(audio)))
         if len(audio) != total:
             raise TtsError(ErrorCode.INTERNAL, f"reassembled {len(audio)} bytes of {total}", "Retry the request.")
-        return SynthesisReply(audio, headers, count)
+        return SynthesisReply(audio, headers, count, self.timing_parts.result())
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.wire.headers import Header
@@ -23,6 +24,7 @@ class SynthesisReply:
     audio: bytes
     headers: dict[str, str]
     chunks: int
+    word_timings: list[dict[str, Any]] | None = None  # from the timings parts, when the request asked for words
 
     @property
     def backend(self) -> str:
@@ -45,9 +47,13 @@ class SynthesisReply:
         return self.headers.get(Header.REQUEST_ID.value, "")
 
     @property
-    def timings(self) -> list[dict[str, int]]:
-        """``[{index, text_start, text_end, start_ms, end_ms}]``: where each segment is spoken."""
-        return parse_timings(self.headers)
+    def timings(self) -> list[dict[str, Any]]:
+        """``[{index, text_start, text_end, start_ms, end_ms}]``: where each segment is spoken.
+
+        With ``timings="word"`` each entry also has ``words: [{text_start, text_end, start_ms, end_ms}]``, or
+        ``timings_unavailable`` (why the engine gave none): read from the reply's timings parts.
+        """
+        return self.word_timings if self.word_timings is not None else parse_timings(self.headers)
 
     @property
     def waveform(self) -> bytes | None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from tts_actor.client.inbox import Inbox
 from tts_actor.client.reply import raise_for_error
@@ -53,6 +53,7 @@ class AudioStream:
         self.request_id = ""
         self.headers: dict[str, str] = {}  # the first audio message's: backend, voice, content type...
         self.end_headers: dict[str, str] = {}  # the end message's: totals and timings
+        self.word_timings: list[dict[str, Any]] | None = None  # from the timings parts (timings="word")
         self.ended = False
         self._attempt = 0
         self._heard = False
@@ -60,8 +61,9 @@ class AudioStream:
         self._retry_deadline = time.monotonic() + timeout_s + request.wait_ms / 1000
 
     @property
-    def timings(self) -> list[dict[str, int]]:
-        return parse_timings(self.end_headers)
+    def timings(self) -> list[dict[str, Any]]:
+        """Each segment's timing; with ``timings="word"``, each with its words (see ``SynthesisReply.timings``)."""
+        return self.word_timings if self.word_timings is not None else parse_timings(self.end_headers)
 
     @property
     def waveform(self) -> bytes | None:
@@ -127,6 +129,7 @@ class AudioStream:
                 raise_for_error(headers, msg.data)
             if kind is ReplyKind.END:
                 self.end_headers = headers
+                self.word_timings = inbox.timing_parts.result()
                 self.ended = True
                 await self._close()
                 raise StopAsyncIteration

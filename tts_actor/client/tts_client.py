@@ -69,7 +69,7 @@ class TtsClient(ServiceQueries):
             stream = self.stream(request, timeout_s)
             parts = [chunk async for chunk in stream]
             headers = {**stream.headers, **stream.end_headers}
-            return SynthesisReply(b"".join(c.data for c in parts), headers, len(parts))
+            return SynthesisReply(b"".join(c.data for c in parts), headers, len(parts), stream.word_timings)
         budget = (timeout_s or self.timeout_s) + request.wait_ms / 1000
         deadline = time.monotonic() + budget
         caller_deadline_ms = now_epoch_ms() + round(budget * 1000)

@@ -72,6 +72,7 @@ def audio_cache_key(
     sample_rate: int | None = None,
     bitrate: int | None = None,
     model_revision: str | None = None,
+    word_timings: bool = False,
     marked: bool = True,
 ) -> str:
     """A hex digest of everything that changes the audio.
@@ -79,6 +80,8 @@ def audio_cache_key(
     ``voice`` is the voice id, or for a cloned voice the digest of its reference audio (a
     profile's ``digest``): never the profile id, so that two profiles of one clip share entries
     and a deleted profile's id reveals nothing. ``options`` with a None value count as absent.
+    ``word_timings``: an entry that keeps each word's time has a key of its own (the same audio, more metadata),
+    so a reply without them never stands in for one with them; the keys of other entries are unchanged.
     """
     parts = {
         "v": KEY_VERSION,
@@ -93,6 +96,8 @@ def audio_cache_key(
         "model_revision": model_revision,
         "marked": marked,  # TTS_MARK_SYNTHETIC: the file's metadata differs
     }
+    if word_timings:
+        parts["timings"] = "word"
     return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

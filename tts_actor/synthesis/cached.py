@@ -21,18 +21,18 @@ from opentelemetry.trace import Span
 
 from tts_actor import __version__
 from tts_actor.audio import waveform
-from tts_actor.audio.encoding import SpeechEncoder
+from tts_actor.audio.encoding import SpeechEncoder, word_timings_json
 from tts_actor.backends.base import BackendAdapter
 from tts_actor.config import Settings
 from tts_actor.lifecycle.registry import Route
 from tts_actor.synthesis.audio_cache import AudioCache, audio_cache_key
 from tts_actor.synthesis.claims import FleetClaims
 from tts_actor.synthesis.coalescing import BYPASS, MISS, Answer, Coalescer, Lead
-from tts_actor.synthesis.joining import CACHED_WAVEFORM
+from tts_actor.synthesis.joining import CACHED_WAVEFORM, WORD_TIMINGS_KEPT
 from tts_actor.synthesis.profiles import ProfileStore
 from tts_actor.synthesis.sinks import CacheTee
 from tts_actor.wire.headers import Header
-from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest, Timings
 
 # what a cached file keeps of its reply's headers: what describes the audio, nothing about the request
 KEPT_HEADERS = (
@@ -102,6 +102,7 @@ class CachedSynthesis:
             request.format,
             request.sample_rate,
             request.bitrate,
+            request.timings,
             route.voice.id,
             actor.name,
             actor.model_revision,
@@ -128,6 +129,8 @@ class CachedSynthesis:
         """
         kept = {h.value: headers[h.value] for h in KEPT_HEADERS if h.value in headers}
         kept[CACHED_WAVEFORM] = waveform.encode(encoder.waveform.points(waveform.CACHED_POINTS))
+        if encoder.word_timings:  # what a hit or a joiner sends as the timings parts (a put too large is dropped)
+            kept[WORD_TIMINGS_KEPT] = word_timings_json(encoder.timings).decode()
         self.coalescer.finish(lead, tee.file if tee is not None else None, kept, reference)
 
     async def abandon(self, lead: Lead, error: BaseException) -> None:
@@ -163,6 +166,7 @@ def _key(request: SynthesisRequest, route: Route, marked: bool, watermark: str |
         sample_rate=request.sample_rate,
         bitrate=request.bitrate,
         model_revision=actor.model_revision or adapter_identity(actor.adapter),
+        word_timings=request.timings is Timings.WORD,
         marked=marked,
     )
 

@@ -18,17 +18,20 @@ from tts_actor.lifecycle.registry import Route
 from tts_actor.synthesis.flights import Flight, FlightFailed
 from tts_actor.wire.framing import Framer
 from tts_actor.wire.headers import Header
-from tts_actor.wire.messages import SynthesisRequest
+from tts_actor.wire.messages import SynthesisRequest, Timings
 from tts_actor.wire.replies import parse_timings
 
 TOTALS = (Header.DURATION_MS, Header.SEGMENT_COUNT, Header.TIMINGS, Header.WAVEFORM)  # on a stream's end message
 # the waveform a cached file keeps: 256 points, reduced to what each answer asks for
 CACHED_WAVEFORM = f"{Header.WAVEFORM.value}-{waveform.CACHED_POINTS}"
+# the word timings JSON a file of a timings=word request keeps beside its headers (never a header on the wire)
+WORD_TIMINGS_KEPT = "word-timings"
 
 
 def _described(stored: Mapping[str, str], request: SynthesisRequest) -> dict[str, str]:
     """A stored file's headers as this request's reply: marked synthetic, its waveform at the points it asked for."""
     headers = dict(stored) | {Header.SYNTHETIC.value: "true"}
+    headers.pop(WORD_TIMINGS_KEPT, None)  # sent as the timings parts (:func:`_word_timings`), not as a header
     fine = headers.pop(CACHED_WAVEFORM, None)
     if fine:
         points = waveform.fewer_points(waveform.decode(fine), request.waveform_points)
@@ -51,12 +54,14 @@ async def answer_file(
     if route.fallback_from:
         headers[Header.FALLBACK_FROM.value] = route.fallback_from
     if not request.stream:
+        await _word_timings(framer, stored, request)  # as a synthesized reply sends them: before a file's audio
         framer.first = headers
         await framer.whole(data, {})
         return
     totals = {k.value: headers.pop(k.value) for k in TOTALS if k.value in headers}
     framer.first = headers
     await _stream_file(framer, data, parse_timings(totals), int(totals.get(Header.DURATION_MS.value) or 0))
+    await _word_timings(framer, stored, request)  # and before a stream's end message
     await framer.end(totals | {Header.CACHE.value: outcome, Header.FIRST_AUDIO_MS.value: _ms_since(started)})
 
 
@@ -94,12 +99,20 @@ async def answer_flight(
     if framer.messages:  # the leader's stream, followed to its end
         described = _described(flight.headers, request)
         totals = {k.value: described[k.value] for k in TOTALS if k.value in described}
+        await _word_timings(framer, flight.headers, request)
         await framer.end(
             totals | {Header.CACHE.value: "joined", Header.FIRST_AUDIO_MS.value: _first_ms(framer, started)}
         )
     else:
         await answer_file(framer, flight.file, flight.headers, request, route, started, "joined")
     return True
+
+
+async def _word_timings(framer: Framer, stored: Mapping[str, str], request: SynthesisRequest) -> None:
+    """The timings parts of a file made for timings=word (its key is its own: only such requests get here)."""
+    words = stored.get(WORD_TIMINGS_KEPT)
+    if words is not None and request.timings is Timings.WORD:
+        await framer.timings(words.encode())
 
 
 async def _follow(framer: Framer, flight: Flight, request: SynthesisRequest, route: Route, sent: int) -> int:

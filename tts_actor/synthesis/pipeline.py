@@ -35,7 +35,7 @@ from tts_actor.synthesis.reply import ReplySink, audio_headers, audio_totals
 from tts_actor.synthesis.sinks import CacheTee, EncodedSink, EncodeStage, QueuedSink
 from tts_actor.wire.framing import Framer, Publish
 from tts_actor.wire.headers import Header
-from tts_actor.wire.messages import NAME_RE, SynthesisRequest
+from tts_actor.wire.messages import NAME_RE, SynthesisRequest, Timings
 
 log = get_logger(__name__)
 # what joiners share of `first`
@@ -187,7 +187,12 @@ class SynthesisRun:
             request.format.value, request.sample_rate, request.bitrate, mark, request.waveform_points
         )
         encoder = SpeechEncoder(
-            wanted, pipeline.settings.segment_silence_ms, len(segments), actor.name, split_first=request.stream
+            wanted,
+            pipeline.settings.segment_silence_ms,
+            len(segments),
+            actor.name,
+            split_first=request.stream,
+            word_timings=request.timings is Timings.WORD,
         )
         first = self._first_headers(store is not None)
         framer = Framer(self.publish, self.max_payload, self.control.request_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tts_actor.audio import waveform
-from tts_actor.audio.encoding import SpeechEncoder, Timing, timings_json
+from tts_actor.audio.encoding import SpeechEncoder, Timing, timings_json, word_timings_json
 from tts_actor.errors import TtsError
 from tts_actor.observability import metrics
 from tts_actor.wire.framing import Framer
@@ -61,6 +61,8 @@ class ReplySink:
         self._first_sent()
 
     async def done(self, whole: bytes | None) -> None:
+        if self.encoder.word_timings:  # before the audio of a whole reply, before a stream's end
+            await self.framer.timings(word_timings_json(self.encoder.timings))
         if whole is None:
             await self.framer.end(self.totals())
             return

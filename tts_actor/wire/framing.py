@@ -24,6 +24,7 @@ Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
 
 HEADER_ROOM = 8 * 1024  # bytes of max_payload kept free for the headers of an error reply
 HEADER_SLACK = 512  # bytes for the protocol line and the header block's own framing
+TIMINGS_STATUS = "timings"  # Tts-Status of a word-timings part: readers that do not want it skip it as status
 
 
 def headers_size(headers: Mapping[str, str]) -> int:
@@ -121,6 +122,24 @@ class Framer:
             size = first_room if index == 0 else room
             await self._send(data[offset : offset + size], {**part_headers, Header.CHUNK_INDEX.value: str(index)})
             offset += size
+
+    async def timings(self, body: bytes) -> None:
+        """The word timings JSON as status messages of its own (``Tts-Timings-Part: i/n``), cut at max_payload.
+
+        Sent before a whole reply's audio and before a stream's end message: no header overflows with
+        thousands of words, readers that do not ask for them skip them as status, and a relay passes them on.
+        """
+        room = max(1024, self.max_payload - 256 - HEADER_SLACK)
+        count = max(1, -(-len(body) // room))
+        for index in range(count):
+            headers = {
+                Header.STATUS.value: TIMINGS_STATUS,
+                Header.TIMINGS_PART.value: f"{index}/{count}",
+                Header.CONTENT_TYPE.value: "application/json",
+            }
+            if self.request_id is not None:
+                headers[Header.REQUEST_ID.value] = self.request_id
+            await self.publish(body[index * room : (index + 1) * room], headers)
 
     async def end(self, totals: Mapping[str, str]) -> None:
         """The stream's end message, counting what this framer sent."""

@@ -24,6 +24,7 @@ class Header(enum.StrEnum):
     SEGMENT_END_MS = "Tts-Segment-End-Ms"
     SEGMENT_COUNT = "Tts-Segment-Count"
     TIMINGS = "Tts-Timings"  # JSON [{index, text_start, text_end, start_ms, end_ms}]
+    TIMINGS_PART = "Tts-Timings-Part"  # "<index>/<count>": a part of the word timings JSON (Tts-Status: timings)
     STREAM_END = "Tts-Stream-End"  # on the empty-body message that ends a stream
     FIRST_AUDIO_MS = "Tts-First-Audio-Ms"
     STATUS = "Tts-Status"  # status messages (acks, heartbeats) that carry no audio: accepted | working

@@ -48,6 +48,13 @@ class AudioFormat(enum.StrEnum):
         return aliases.get(suffix) or (cls(suffix) if suffix in cls._value2member_map_ else None)
 
 
+class Timings(enum.StrEnum):
+    """How fine the reply's timings are: each segment (always), or each word as well (where the engine knows)."""
+
+    SEGMENT = "segment"
+    WORD = "word"
+
+
 class Priority(enum.StrEnum):
     """Which waiting work the backend serves first, segment by segment (ageing keeps bulk moving)."""
 
@@ -96,6 +103,7 @@ class SynthesisRequest:
     voice_profile: str | None = None  # an id from tts.voices.create: its clip is the reference (the service loads it)
     cache: bool = True  # False: neither read nor write the fleet's audio cache
     allow_script_mismatch: bool = False  # True: speak text in a script the language does not use (spelled out)
+    timings: Timings = Timings.SEGMENT  # word: each segment's words and their times as well (a JSON part)
     waveform_points: int = DEFAULT_POINTS  # bytes of Tts-Waveform: peaks of equal slices of the audio
     priority: Priority = Priority.NORMAL  # interactive work goes before bulk between segments
     reference_digest: str | None = None  # internal, never on the wire: the loaded profile's digest (cache keys)
@@ -131,6 +139,8 @@ class SynthesisRequest:
             body["cache"] = False
         if self.allow_script_mismatch:
             body["allow_script_mismatch"] = True
+        if self.timings is not Timings.SEGMENT:
+            body["timings"] = self.timings.value
         if self.waveform_points != DEFAULT_POINTS:
             body["waveform_points"] = self.waveform_points
         if self.priority is not Priority.NORMAL:

@@ -11,6 +11,7 @@ import binascii
 import enum
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from tts_actor.wire.headers import Header
 
@@ -47,6 +48,35 @@ class StreamChunk:
 def parse_timings(headers: dict[str, str]) -> list[dict[str, int]]:
     raw = headers.get(Header.TIMINGS.value)
     return json.loads(raw) if raw else []
+
+
+class TimingParts:
+    """A reply's word timings (``Tts-Timings-Part`` messages) put back together; None until every part came."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, bytes] = {}
+        self._count = 0
+
+    def take(self, headers: dict[str, str], data: bytes) -> bool:
+        """Keep ``data`` when the message is a timings part; False for any other message."""
+        raw = headers.get(Header.TIMINGS_PART.value)
+        if raw is None:
+            return False
+        index, _, count = raw.partition("/")
+        if index.isdigit() and count.isdigit() and int(index) < int(count):
+            self._parts[int(index)] = data
+            self._count = int(count)
+        return True
+
+    def result(self) -> list[dict[str, Any]] | None:
+        """Each segment with its ``words`` (or ``timings_unavailable``); None without every part, or unreadable."""
+        if not self._count or len(self._parts) != self._count:
+            return None
+        try:
+            timings = json.loads(b"".join(self._parts[i] for i in range(self._count)))
+        except ValueError:
+            return None
+        return timings if isinstance(timings, list) else None
 
 
 def parse_waveform(headers: dict[str, str]) -> bytes | None:

@@ -25,6 +25,7 @@ from tts_actor.wire.messages import (
     Priority,
     SynthesisOptions,
     SynthesisRequest,
+    Timings,
 )
 
 _FIELDS = {
@@ -45,6 +46,7 @@ _FIELDS = {
     "voice_profile",
     "cache",
     "allow_script_mismatch",
+    "timings",
     "waveform_points",
     "priority",
 }
@@ -231,9 +233,21 @@ def parse_synthesis_request(data: bytes, settings: Settings) -> SynthesisRequest
         voice_profile=voice_profile,
         cache=cache,
         allow_script_mismatch=allow_script_mismatch,
+        timings=_timings(body.get("timings", Timings.SEGMENT.value)),
         waveform_points=_optional_int(body, "waveform_points", *POINTS_RANGE) or DEFAULT_POINTS,
         priority=parse_priority(body.get("priority")),
     )
+
+
+def _timings(value: object) -> Timings:
+    """``segment`` (the default) or ``word``."""
+    try:
+        return Timings(value)
+    except ValueError:
+        raise invalid(
+            f"'timings' must be one of: {', '.join(t.value for t in Timings)}; got {_echo(value)}",
+            "Send \"word\" for each word's time, or leave it out for each segment's.",
+        ) from None
 
 
 def parse_priority(value: object) -> Priority:
