@@ -151,7 +151,8 @@ async def test_the_refusal_on_the_wire_carries_retry_after_and_the_fleet_and_the
 
 async def _bulk(client: TtsClient) -> None:
     """A long bulk job, streamed: cancelling this task cancels the job (``tts.cancel``)."""
-    async with client.stream(SynthesisRequest(text=" ".join(LONG), priority=Priority.BULK), 120) as chunks:
+    request = SynthesisRequest(text=" ".join(LONG), priority=Priority.BULK, cache=False)  # six jobs, not one shared
+    async with client.stream(request, 120) as chunks:
         async for _ in chunks:
             pass
 

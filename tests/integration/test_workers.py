@@ -51,7 +51,8 @@ async def test_two_workers_run_two_long_requests_at_once(tmp_path: Path) -> None
         voice_id = next(iter(adapter._loaded))
         assert adapter._loaded[voice_id].qsize() == 2  # two ONNX Runtime sessions for the voice
         text = "A long request, said slowly and completely, so that the other one has time to start as well."
-        replies = await asyncio.gather(*(client.synthesize(SynthesisRequest(text=text)) for _ in range(2)))
+        # cache off: two identical requests would otherwise share one synthesis (coalescing)
+        replies = await asyncio.gather(*(client.synthesize(SynthesisRequest(text=text, cache=False)) for _ in range(2)))
         assert not adapter.meeting.broken  # both calls were inside the engine together
         assert len(set(adapter.calls[:2])) == 2  # on two worker threads
         for reply in replies:
