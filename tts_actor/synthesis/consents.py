@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.api import ObjectInfo, ObjectMeta, StorageType
-from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.api import ObjectInfo, ObjectMeta
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_cache import meta_subject
+from tts_actor.synthesis.object_stores import open_object_store
 from tts_actor.wire.consent_requests import CONSENT_ID_RE, CONSENT_PREFIX, ConsentPage, NewConsent
 
 log = get_logger(__name__)
@@ -97,16 +98,9 @@ class ConsentStore:
 
     async def _open(self) -> ObjectStore:
         if self._store is None:
-            js = self.nc.jetstream(timeout=self.timeout_s)
-            try:
-                self._store = await js.object_store(self.bucket)
-            except BucketNotFoundError:
-                self._store = await js.create_object_store(
-                    self.bucket,
-                    description="tts-actor voice consent records",
-                    replicas=self.replicas,
-                    storage=StorageType.FILE,
-                )
+            self._store = await open_object_store(
+                self.nc, self.bucket, "tts-actor voice consent records", self.replicas, self.timeout_s
+            )
         return self._store
 
     def _failed(self, exc: BaseException) -> TtsError:

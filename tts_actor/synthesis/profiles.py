@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.api import ObjectMeta, StorageType
-from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.api import ObjectMeta
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from tts_actor.audio.reference import validate_reference
@@ -29,6 +29,7 @@ from tts_actor.config import Settings
 from tts_actor.errors import ErrorCode, TtsError, invalid
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_cache import meta_subject
+from tts_actor.synthesis.object_stores import open_object_store
 from tts_actor.wire.consent_requests import VOICE_PREFIX, check_name
 from tts_actor.wire.messages import LANGUAGE_RE
 from tts_actor.wire.request_parsing import decode_reference_audio, parse_json_object
@@ -162,16 +163,9 @@ class ProfileStore:
 
     async def _open(self) -> ObjectStore:
         if self._store is None:
-            js = self.nc.jetstream(timeout=self.timeout_s)
-            try:
-                self._store = await js.object_store(self.bucket)
-            except BucketNotFoundError:
-                self._store = await js.create_object_store(
-                    self.bucket,
-                    description="tts-actor voice profiles",
-                    replicas=self.replicas,
-                    storage=StorageType.FILE,
-                )
+            self._store = await open_object_store(
+                self.nc, self.bucket, "tts-actor voice profiles", self.replicas, self.timeout_s
+            )
         return self._store
 
     async def create(self, new: NewProfile, owner: str | None = None) -> VoiceProfile:
