@@ -26,7 +26,7 @@ import json
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,7 @@ from tts_actor.config import Settings
 from tts_actor.observability import metrics
 from tts_actor.observability.logs import get_logger
 from tts_actor.synthesis.audio_refs import ReferenceIndex
+from tts_actor.synthesis.erasure_notice import EraseListener, ErasureNotice
 from tts_actor.synthesis.memory_cache import MemoryCache
 from tts_actor.wire.subjects import Subjects
 
@@ -52,8 +53,6 @@ _NANOS = re.compile(r"(\.\d{6})\d+")
 REOPEN_AFTER_S = 5.0  # after a failure to open the bucket, calls are misses for this long, not round trips
 REFERENCE_HEADER = "Tts-Reference-Digest"  # in a cloned file's object headers: which clip made it
 # told (reference digest, cache keys) when a voice's audio is erased; must not block
-GUARD_S = 60.0  # after an erasure, audio from that clip is refused for this long (syntheses that were running)
-EraseListener = Callable[[str, tuple[str, ...]], None]
 
 
 def normalize_text(text: str) -> str:
@@ -123,8 +122,7 @@ class AudioCache:
         self._open_failed_at: float | None = None
         self._lock = asyncio.Lock()
         self.index = ReferenceIndex(nc, settings, timeout_s)
-        self._erase_listeners: list[EraseListener] = []
-        self._guard: dict[str, float] = {}  # reference digest -> when it was erased (epoch s), for GUARD_S
+        self.erasures = ErasureNotice()
         self.memory = MemoryCache(settings.audio_cache_memory_bytes)
         self._gone_subjects = Subjects.of(settings).audio_cache_gone()
         self._gone_subs: list[Subscription] = []
@@ -270,7 +268,7 @@ class AudioCache:
         ``reference``: the digest of the clip a cloned voice came from. Its index entry is written first,
         and when that fails the audio is not cached at all: an erasure must be able to find every file.
         """
-        if reference is not None and self._guarded(reference):  # not a failed write: it must not be written
+        if reference is not None and self.erasures.guarded(reference):  # not a failed write: it must not be written
             log.info("audio_cache_put_skipped", key=key[:16], why="its voice was just erased")
             return False
         stored = await self._put(key, data, headers, reference)
@@ -292,7 +290,7 @@ class AudioCache:
             meta = ObjectMeta(name=key, description=json.dumps(dict(headers or {})), headers=object_headers)
             try:
                 await asyncio.wait_for(store.put(key, data, meta=meta), self.timeout_s * 4)
-                if reference is not None and self._guarded(reference):  # erased while this put was under way
+                if reference is not None and self.erasures.guarded(reference):  # erased while this put was under way
                     await self._delete(store, key)
                     break
                 self.remember(key, data, headers or {})
@@ -308,24 +306,17 @@ class AudioCache:
     # --- erasure ------------------------------------------------------------------------------------
     def on_erase(self, listener: EraseListener) -> None:
         """``listener(digest, keys)`` after each erasure made or heard here (a copy in memory drops those keys)."""
-        self._erase_listeners.append(listener)
+        self.erasures.listen(listener)
 
     def erased(self, digest: str, keys: tuple[str, ...], at: float | None = None) -> None:
         """Note an erasure (``at``: when it was made, epoch s) and tell the listeners; for this instance's or another's.
 
-        For :data:`GUARD_S` after it, audio from that clip is not stored: a synthesis that was running during
-        the delete must not put the voice back into the cache.
+        For a while after it (:class:`~tts_actor.synthesis.erasure_notice.ErasureNotice`), audio from that clip
+        is not stored: a synthesis that was running during the delete must not put the voice back into the cache.
         """
-        at = time.time() if at is None else at
-        if time.time() - at < GUARD_S:
-            self._guard[digest] = at
         for key in keys:  # this instance's hot copies go with the files
             self.memory.invalidate(key)
-        for listener in self._erase_listeners:
-            try:
-                listener(digest, keys)
-            except Exception as exc:  # one listener's bug must not keep the others from forgetting
-                log.warning("audio_cache_erase_listener_failed", error=repr(exc))
+        self.erasures.note(digest, keys, time.time() if at is None else at)
 
     async def _delete(self, store: ObjectStore, key: str) -> bool:
         """Delete one file and its metadata (the delete's own meta message keeps the headers: purged too)."""
@@ -337,12 +328,6 @@ class AudioCache:
         js = self.nc.jetstream(timeout=self.timeout_s)
         await js.purge_stream(f"OBJ_{self.bucket}", subject=meta_subject(self.bucket, key))
         return found
-
-    def _guarded(self, digest: str) -> bool:
-        now = time.time()
-        for old in [d for d, at in self._guard.items() if now - at >= GUARD_S]:
-            del self._guard[old]
-        return digest in self._guard
 
     async def erase_reference(self, digest: str) -> tuple[str, ...]:
         """Delete every cached file made from the clip ``digest``, with its metadata; the keys that were erased.
