@@ -70,9 +70,13 @@ async def spawn(args: list[str], env: dict[str, str]) -> AsyncIterator[ServeProc
     try:
         yield running
     finally:
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        if proc.returncode is None:  # stopped as a user would, so its embedded nats-server goes with it
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
 
 
 def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
