@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from statemachine import State
 from tests.support.backends import next_state, tone_wav
 from tests.support.secured import Violations, connect_as, role_passwords, secured_server, server_violations
-from tests.support.stand_in_chatterbox import checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
+from tests.support.stand_in_chatterbox import chatterbox_settings, checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.client.audit import read_audit
 from tts_actor.client.tts_client import TtsClient
@@ -30,24 +30,13 @@ SECRET_TEXT = "Meet me at the old mill at midnight, bring the ledger."
 SECRET_TRANSCRIPT = "My voice is my passport, verify me."
 
 
-def chatterbox_settings(settings: Settings, tmp_path: Path, instance: str) -> Settings:
-    checkpoint(tmp_path / "ckpt" / "multilingual", multilingual=True)
-    return settings.with_(
-        instance=instance,
-        backends=("chatterbox",),
-        language_overrides={"chatterbox": ("de", "fr")},
-        local_model_dirs={"chatterbox": tmp_path / "ckpt"},
-        audit_max_age_s=3600.0,
-    )
-
-
 @pytest.mark.usefixtures("findable_chatterbox")
 async def test_voice_create_delete_and_cloned_synthesis_are_kept_in_the_audit_stream_across_a_restart(
     settings: Settings, tmp_path: Path, nats_url: str, nc: Client
 ) -> None:
     tenant = await nats.connect(nats_url, inbox_prefix="_INBOX_translator-a", allow_reconnect=False)
     client = TtsClient(tenant, timeout_s=60, retry_policy=None)
-    first = TtsApp(chatterbox_settings(settings, tmp_path, "first"))
+    first = TtsApp(chatterbox_settings(settings, tmp_path, "first", audit_max_age_s=3600.0))
     await first.start()
     clip = tone_wav(3.0, hz=440.0)
     try:
@@ -61,7 +50,7 @@ async def test_voice_create_delete_and_cloned_synthesis_are_kept_in_the_audit_st
         await first.service.audit.drain()  # type: ignore[union-attr]
     finally:
         await first.stop()
-    second = TtsApp(chatterbox_settings(settings, tmp_path, "second"))  # the service restarted
+    second = TtsApp(chatterbox_settings(settings, tmp_path, "second", audit_max_age_s=3600.0))  # the service restarted
     await second.start()
     try:
         events = await read_audit(nc)

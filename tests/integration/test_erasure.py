@@ -18,7 +18,7 @@ from statemachine import State
 from tests.support.backends import next_state, tone_wav
 from tests.support.helpers import eventually
 from tests.support.proxy import CuttableProxy
-from tests.support.stand_in_chatterbox import checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
+from tests.support.stand_in_chatterbox import chatterbox_settings, checkpoint, findable_chatterbox, stand_in_chatterbox  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.backends.chatterbox import ChatterboxBackend
 from tts_actor.client.tts_client import TtsClient
@@ -28,17 +28,6 @@ from tts_actor.synthesis.audio_cache import REFERENCE_HEADER
 from tts_actor.wire.messages import SynthesisRequest
 
 TEXTS = ("Guten Tag, wie geht es Ihnen?", "Bonjour, comment allez-vous?", "Wie spät ist es jetzt?")
-
-
-def chatterbox_settings(settings: Settings, tmp_path: Path, instance: str) -> Settings:
-    checkpoint(tmp_path / "ckpt" / "multilingual", multilingual=True)
-    return settings.with_(
-        instance=instance,
-        backends=("chatterbox",),
-        language_overrides={"chatterbox": ("de", "fr")},
-        local_model_dirs={"chatterbox": tmp_path / "ckpt"},
-        require_consent=False,  # consents are test_consents.py's and test_audit.py's business
-    )
 
 
 def holds(adapter: ChatterboxBackend, digest: str) -> bool:
@@ -63,9 +52,15 @@ async def cached_objects(nc: Client, bucket: str, ignore_deletes: bool = True) -
 async def test_deleting_a_voice_erases_its_cached_audio_and_every_instances_conditioning(
     settings: Settings, tmp_path: Path, client: TtsClient, nc: Client
 ) -> None:
-    adapters = {name: ChatterboxBackend(chatterbox_settings(settings, tmp_path, name)) for name in ("a", "b", "c")}
+    adapters = {
+        name: ChatterboxBackend(chatterbox_settings(settings, tmp_path, name, require_consent=False))
+        for name in ("a", "b", "c")
+    }
     apps = {
-        name: TtsApp(chatterbox_settings(settings, tmp_path, name), adapters={"chatterbox": adapters[name]})
+        name: TtsApp(
+            chatterbox_settings(settings, tmp_path, name, require_consent=False),
+            adapters={"chatterbox": adapters[name]},
+        )
         for name in ("a", "b", "c")
     }
     a, b, c = apps["a"], apps["b"], apps["c"]
@@ -125,7 +120,9 @@ async def test_deleting_a_voice_erases_its_cached_audio_and_every_instances_cond
         # the instance that was stopped: give its adapter the entry back, as an LRU that outlived an outage would
         adapters["c"]._profiles.put(key, survivor)
         assert holds(adapters["c"], digest)
-        c = apps["c"] = TtsApp(chatterbox_settings(settings, tmp_path, "c"), adapters={"chatterbox": adapters["c"]})
+        c = apps["c"] = TtsApp(
+            chatterbox_settings(settings, tmp_path, "c", require_consent=False), adapters={"chatterbox": adapters["c"]}
+        )
         await c.start()
         erasure = c.service.erasure  # type: ignore[union-attr]
         await eventually(lambda: not holds(adapters["c"], digest), 5.0, explain=lambda: erasure.applied)
@@ -149,10 +146,10 @@ async def test_an_instance_cut_off_during_the_delete_drops_the_conditioning_when
 ) -> None:
     """b's NATS link is pulled (a TCP relay cut) while a deletes; once b reconnects, its erasure consumer catches up."""
     proxy = CuttableProxy(int(nats_url.rsplit(":", 1)[1]))
-    adapter_b = ChatterboxBackend(chatterbox_settings(settings, tmp_path, "b"))
-    a = TtsApp(chatterbox_settings(settings, tmp_path, "a"))
+    adapter_b = ChatterboxBackend(chatterbox_settings(settings, tmp_path, "b", require_consent=False))
+    a = TtsApp(chatterbox_settings(settings, tmp_path, "a", require_consent=False))
     b = TtsApp(
-        chatterbox_settings(settings, tmp_path, "b").with_(nats_url=await proxy.listen()),
+        chatterbox_settings(settings, tmp_path, "b", require_consent=False).with_(nats_url=await proxy.listen()),
         adapters={"chatterbox": adapter_b},
     )
     for app in (a, b):

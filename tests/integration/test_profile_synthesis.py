@@ -17,7 +17,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from statemachine import State
 from tests.support.backends import install_stand_in, isolated_settings, next_state, tone_wav
-from tests.support.stand_in_chatterbox import BUILTIN_HZ, checkpoint, dominant_hz, stand_in_chatterbox  # noqa: F401
+from tests.support.stand_in_chatterbox import (  # noqa: F401
+    BUILTIN_HZ,
+    chatterbox_settings,
+    checkpoint,
+    dominant_hz,
+    stand_in_chatterbox,
+)
 from tests.support.stand_in_engines import stand_in_tts, xtts_checkpoint  # noqa: F401
 from tts_actor.app import TtsApp
 from tts_actor.backends.chatterbox import ChatterboxBackend
@@ -45,16 +51,6 @@ def findable_chatterbox(stand_in_chatterbox: None, monkeypatch: pytest.MonkeyPat
         install_stand_in(monkeypatch, "torchaudio")
     for name in ("chatterbox", "torchaudio"):
         monkeypatch.setattr(sys.modules[name], "__spec__", importlib.machinery.ModuleSpec(name, None), raising=False)
-
-
-def chatterbox_settings(settings: Settings, tmp_path: Path, instance: str) -> Settings:
-    checkpoint(tmp_path / "ckpt" / "multilingual", multilingual=True)
-    return settings.with_(
-        instance=instance,
-        backends=("chatterbox",),
-        language_overrides={"chatterbox": ("de", "fr")},
-        local_model_dirs={"chatterbox": tmp_path / "ckpt"},
-    )
 
 
 @pytest.mark.usefixtures("findable_chatterbox")

@@ -26,6 +26,7 @@ import pytest
 
 from tests.support.backends import install_stand_in
 from tts_actor.audio.pcm import Audio
+from tts_actor.config import Settings
 
 BUILTIN_HZ = 150.0
 
@@ -188,3 +189,15 @@ def findable_chatterbox(stand_in_chatterbox: None, monkeypatch: pytest.MonkeyPat
         install_stand_in(monkeypatch, "torchaudio")
     for name in ("chatterbox", "torchaudio"):
         monkeypatch.setattr(sys.modules[name], "__spec__", importlib.machinery.ModuleSpec(name, None), raising=False)
+
+
+def chatterbox_settings(settings: Settings, tmp_path: Path, instance: str, **more: Any) -> Settings:
+    """An instance serving the stand-in Chatterbox alone (German and French), from a checkpoint in ``tmp_path``."""
+    checkpoint(tmp_path / "ckpt" / "multilingual", multilingual=True)
+    return settings.with_(
+        instance=instance,
+        backends=("chatterbox",),
+        language_overrides={"chatterbox": ("de", "fr")},
+        local_model_dirs={"chatterbox": tmp_path / "ckpt"},
+        **more,
+    )
